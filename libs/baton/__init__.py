@@ -1,0 +1,3 @@
+"""Baton: a Kafka-native runtime for multi-agent workflows."""
+
+__version__ = "0.1.0"

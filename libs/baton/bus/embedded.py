@@ -1,0 +1,197 @@
+"""In-process bus with Kafka's semantics that matter: partitions by key, consumer groups, commit, redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from baton.bus.base import BusRecord, Handler, Headers
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+
+
+def partition_for(key: bytes | None, partitions: int, counter: int) -> int:
+    """Partition of a key (round-robin for keyless messages)."""
+    if key is None:
+        return counter % partitions
+    return zlib.crc32(key) % partitions
+
+
+@dataclass
+class _Group:
+    members: list[EmbeddedSubscription] = field(default_factory=list)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    generation: int = 0
+
+
+class EmbeddedSubscription:
+    """One member of a consumer group on the embedded bus."""
+
+    def __init__(self, bus: EmbeddedBus, topics: Sequence[str], group_id: str | None, handler: Handler) -> None:
+        self._bus = bus
+        self.topics = tuple(topics)
+        self.group_id = group_id
+        self._handler = handler
+        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._positions: dict[TopicPartition, int] = {}
+        self._generation = -1
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.wake = asyncio.Event()
+
+    @property
+    def assigned(self) -> frozenset[TopicPartition]:
+        return self._assigned
+
+    def _assign(self, partitions: frozenset[TopicPartition], committed: dict[TopicPartition, int]) -> None:
+        self._assigned = partitions
+        self._positions = {tp: committed.get(tp, 0) for tp in partitions}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"embedded-consumer-{self.group_id}")
+
+    async def _run(self) -> None:
+        bus = self._bus
+        while not self._closing:
+            self.wake.clear()
+            progressed = False
+            for tp in sorted(self._assigned):
+                log_ = bus.log_of(tp)
+                pos = self._positions.get(tp, 0)
+                if pos >= len(log_):
+                    continue
+                record = log_[pos]
+                generation = bus.generation_of(self.group_id)
+                await self._handler(record)
+                if self._closing:
+                    return
+                # A revoked partition's commit is refused, as Kafka's would be: the new owner re-reads it.
+                if tp in self._assigned and bus.generation_of(self.group_id) == generation:
+                    self._positions[tp] = pos + 1
+                    bus.commit(self.group_id, tp, pos + 1)
+                progressed = True
+            if not progressed:
+                await self.wake.wait()
+
+    async def stop(self) -> None:
+        self._closing = True
+        await self._bus.leave(self)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def kill(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._bus.leave(self)
+
+
+class EmbeddedBus:
+    """The bus for `make demo` and component tests: one process, no broker."""
+
+    def __init__(self, *, partitions: int = 4) -> None:
+        self.default_partitions = partitions
+        self._logs: dict[TopicPartition, list[BusRecord]] = {}
+        self._partitions: dict[str, int] = {}
+        self._groups: dict[str, _Group] = {}
+        self._broadcast: list[EmbeddedSubscription] = []
+        self._counter = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for group in list(self._groups.values()):
+            for member in list(group.members):
+                await member.stop()
+        for sub in list(self._broadcast):
+            await sub.stop()
+
+    async def create_topics(self, topics: Sequence[str], *, partitions: int | None = None) -> None:
+        for topic in topics:
+            self._ensure(topic, partitions)
+
+    def _ensure(self, topic: str, partitions: int | None = None) -> int:
+        if topic not in self._partitions:
+            self._partitions[topic] = partitions or self.default_partitions
+            for p in range(self._partitions[topic]):
+                self._logs[(topic, p)] = []
+        return self._partitions[topic]
+
+    def log_of(self, tp: TopicPartition) -> list[BusRecord]:
+        return self._logs.get(tp, [])
+
+    def generation_of(self, group_id: str | None) -> int:
+        return self._groups[group_id].generation if group_id in self._groups else 0
+
+    def commit(self, group_id: str | None, tp: TopicPartition, offset: int) -> None:
+        if group_id is not None:
+            self._groups[group_id].committed[tp] = offset
+
+    def committed(self, group_id: str, tp: TopicPartition) -> int:
+        """Committed offset of a group on a partition (0 when none)."""
+        return self._groups[group_id].committed.get(tp, 0) if group_id in self._groups else 0
+
+    async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = ()) -> None:
+        partitions = self._ensure(topic)
+        self._counter += 1
+        p = partition_for(key, partitions, self._counter)
+        log_ = self._logs[(topic, p)]
+        log_.append(BusRecord(topic, p, len(log_), key, value, tuple(headers)))
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for group in self._groups.values():
+            for member in group.members:
+                member.wake.set()
+        for sub in self._broadcast:
+            sub.wake.set()
+
+    async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> EmbeddedSubscription:
+        for topic in topics:
+            self._ensure(topic)
+        sub = EmbeddedSubscription(self, topics, group_id, handler)
+        if group_id is None:
+            sub._assign(frozenset(tp for tp in self._logs if tp[0] in sub.topics), {})
+            self._broadcast.append(sub)
+        else:
+            group = self._groups.setdefault(group_id, _Group())
+            group.members.append(sub)
+            self._rebalance(group)
+        sub.start()
+        return sub
+
+    def _rebalance(self, group: _Group) -> None:
+        group.generation += 1
+        members = group.members
+        topics = sorted({t for m in members for t in m.topics})
+        share: dict[int, set[TopicPartition]] = {i: set() for i in range(len(members))}
+        for topic in topics:
+            interested = [i for i, m in enumerate(members) if topic in m.topics]
+            for p in range(self._partitions[topic]):
+                share[interested[p % len(interested)]].add((topic, p))
+        for i, member in enumerate(members):
+            member._assign(frozenset(share[i]), group.committed)
+            member.wake.set()
+
+    async def leave(self, sub: EmbeddedSubscription) -> None:
+        if sub.group_id is None:
+            if sub in self._broadcast:
+                self._broadcast.remove(sub)
+            return
+        group = self._groups.get(sub.group_id)
+        if group is not None and sub in group.members:
+            group.members.remove(sub)
+            sub._assign(frozenset(), {})
+            self._rebalance(group)
+        self._wake_all()

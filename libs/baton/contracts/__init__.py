@@ -1,0 +1,1 @@
+"""Baton's event contracts: Avro schemas, typed models, the serializer and the registries."""

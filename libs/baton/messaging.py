@@ -1,0 +1,172 @@
+"""Typed events on a bus: encode and publish, decode and handle, dead-letter what cannot be processed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from baton import topics
+from baton.bus.base import Bus, BusRecord, Subscription
+from baton.contracts.models import DeadLettered, Envelope, Event
+from baton.contracts.serde import AvroSerde, DecodeError
+
+log = logging.getLogger(__name__)
+
+TRACEPARENT = "traceparent"
+_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("baton_traceparent", default=None)
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent (version 00, sampled)."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def child_traceparent(parent: str | None) -> str:
+    """Same trace id as the parent, new span id."""
+    if parent is None or len(parent.split("-")) != 4:
+        return new_traceparent()
+    version, trace_id, _span, flags = parent.split("-")
+    return f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
+def current_traceparent() -> str | None:
+    """traceparent of the message being handled, if any."""
+    return _trace.get()
+
+
+class RejectedEvent(Exception):  # noqa: N818 - it names the outcome, like Kafka's errors
+    """A handler refuses an event for good (bad input); it is dead-lettered with this reason."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@dataclass
+class EventBus:
+    """Publishes typed events keyed by workflow id, with trace context in headers."""
+
+    bus: Bus
+    serde: AvroSerde
+    producer: str
+
+    def envelope(self, *, cause: Event | None = None, workflow_id: str | None = None,
+                 tenant_id: str | None = None, step_seq: int | None = None) -> Envelope:
+        """A new envelope, inheriting workflow, tenant, step and correlation from the causing event."""
+        parent = cause.envelope if cause is not None else None
+        wf = workflow_id or (parent.workflow_id if parent else None)
+        tenant = tenant_id or (parent.tenant_id if parent else None)
+        if wf is None or tenant is None:
+            raise ValueError("an envelope needs a workflow_id and tenant_id, or a causing event")
+        return Envelope(
+            workflow_id=wf,
+            tenant_id=tenant,
+            step_seq=step_seq if step_seq is not None else (parent.step_seq if parent else 0),
+            causation_id=parent.event_id if parent else None,
+            correlation_id=parent.correlation_id if parent and parent.correlation_id else wf,
+            producer=self.producer,
+        )
+
+    async def publish(self, topic: str, event: Event) -> None:
+        """Encode and publish; returns once the bus acknowledged the write."""
+        data = await self.serde.encode(event)
+        headers = ((TRACEPARENT, child_traceparent(_trace.get()).encode()),)
+        await self.bus.publish(topic, data, key=event.envelope.workflow_id.encode(), headers=headers)
+
+
+EventHandler = Callable[[Event, BusRecord], Awaitable[None]]
+
+
+class EventConsumer:
+    """Bus handler that decodes, calls the typed handler, and dead-letters anything it cannot process.
+
+    A record is dead-lettered once, with its reason, and the partition keeps moving.
+    Handler exceptions are retried (max_attempts) before being dead-lettered.
+    """
+
+    def __init__(self, events: EventBus, *, group_id: str, handler: EventHandler,
+                 max_attempts: int = 3, retry_delay_s: float = 0.2) -> None:
+        self._events = events
+        self._group_id = group_id
+        self._handler = handler
+        self._max_attempts = max_attempts
+        self._retry_delay_s = retry_delay_s
+        self.dead_lettered = 0
+
+    async def __call__(self, record: BusRecord) -> None:
+        raw_trace = record.header(TRACEPARENT)
+        token = _trace.set(raw_trace.decode(errors="replace") if raw_trace else new_traceparent())
+        try:
+            await self._handle(record)
+        finally:
+            _trace.reset(token)
+
+    async def _handle(self, record: BusRecord) -> None:
+        try:
+            event = await self._events.serde.decode(record.value)
+        except DecodeError as exc:
+            await self.dead_letter(record, exc.code, str(exc))
+            return
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._handler(event, record)
+                return
+            except RejectedEvent as exc:
+                await self.dead_letter(record, exc.code, str(exc), event)
+                return
+            except Exception as exc:
+                if attempt == self._max_attempts:
+                    log.exception("handler failed %d times on %s@%d", attempt, record.topic, record.offset)
+                    await self.dead_letter(
+                        record, "HANDLER_FAILED",
+                        f"{self._group_id} failed {attempt} times on this {event.event_type}: "
+                        f"{type(exc).__name__}: {exc}; fix the cause and replay it from the dead-letter topic",
+                        event,
+                    )
+                    return
+                await asyncio.sleep(self._retry_delay_s * attempt)
+
+    async def dead_letter(self, record: BusRecord, code: str, reason: str, event: Event | None = None) -> None:
+        """Park a record on the dead-letter topic with its reason (id is stable, so a retry dedupes)."""
+        self.dead_lettered += 1
+        log.warning("dead-lettering %s@%d/%d: %s: %s", record.topic, record.partition, record.offset, code, reason)
+        key = record.key.decode(errors="replace") if record.key else "unknown"
+        stable_id = uuid.uuid5(
+            uuid.NAMESPACE_URL, f"baton-dlq:{self._group_id}:{record.topic}:{record.partition}:{record.offset}"
+        )
+        envelope = Envelope(
+            event_id=str(stable_id),
+            workflow_id=event.envelope.workflow_id if event else key,
+            tenant_id=event.envelope.tenant_id if event else "unknown",
+            step_seq=event.envelope.step_seq if event else 0,
+            causation_id=event.envelope.event_id if event else None,
+            correlation_id=event.envelope.correlation_id if event else key,
+            producer=self._events.producer,
+        )
+        await self._events.publish(
+            topics.DEAD_LETTER,
+            DeadLettered(
+                envelope=envelope,
+                source_topic=record.topic,
+                source_partition=record.partition,
+                source_offset=record.offset,
+                source_key=record.key,
+                consumer_group=self._group_id,
+                reason_code=code,
+                reason=reason,
+                payload=record.value,
+            ),
+        )
+
+
+async def consume(events: EventBus, topics_: Sequence[str], *, group_id: str | None,
+                  handler: EventHandler, dlq_group: str | None = None) -> tuple[Subscription, EventConsumer]:
+    """Subscribe a typed handler to topics with dead-lettering."""
+    consumer = EventConsumer(events, group_id=group_id or dlq_group or "broadcast", handler=handler)
+    sub = await events.bus.subscribe(topics_, group_id=group_id, handler=consumer)
+    return sub, consumer

@@ -1,0 +1,45 @@
+"""Handoff validator service: wiring only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from baton import topics
+from baton.bus.base import Subscription
+from baton.handoff import CheckpointView
+from baton.messaging import EventBus, consume
+from services.handoff_validator.config import Settings
+from services.handoff_validator.handlers import HandoffValidatorHandlers
+
+SERVICE = "handoff-validator"
+
+
+@dataclass
+class HandoffValidatorApp:
+    """A running validator: its handlers and subscriptions."""
+
+    handlers: HandoffValidatorHandlers
+    subscriptions: list[Subscription]
+
+    async def stop(self) -> None:
+        for sub in self.subscriptions:
+            await sub.stop()
+
+
+async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
+    """Subscribe the validator on a started bus."""
+    await events.bus.create_topics([topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.CHECKPOINTS,
+                                    topics.DEAD_LETTER])
+    handlers = HandoffValidatorHandlers(
+        events,
+        view=CheckpointView(),
+        required_inputs=settings.required_inputs,
+        max_context_bytes=settings.max_context_bytes,
+        checkpoint_wait_s=settings.checkpoint_wait_s,
+    )
+    # Every replica reads every checkpoint (no group), so any replica can judge any proposal.
+    feed, _ = await consume(events, [topics.CHECKPOINTS], group_id=None, handler=handlers.on_checkpoint,
+                            dlq_group=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints")
+    proposals, _ = await consume(events, [topics.HANDOFF_PROPOSALS], group_id=topics.GROUP_HANDOFF_VALIDATOR,
+                                 handler=handlers.on_proposal)
+    return HandoffValidatorApp(handlers=handlers, subscriptions=[proposals, feed])

@@ -1,0 +1,21 @@
+"""Settings of the handoff validator (env prefix BATON_HANDOFF_VALIDATOR_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES
+from baton.runtime import RuntimeSettings
+
+
+class Settings(BaseSettings):
+    """Handoff validator knobs."""
+
+    model_config = SettingsConfigDict(env_prefix="BATON_HANDOFF_VALIDATOR_", extra="ignore")
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    checkpoint_wait_s: float = 5.0
+    # Declared input fields per agent kind; workflows declare them, this is the fallback.
+    required_inputs: dict[str, list[str]] = Field(default_factory=dict)

@@ -1,0 +1,108 @@
+"""Canonical context hashing: representation does not change the hash, content always does."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from baton.context import NonCanonicalContextError, canonical_bytes, context_sha256, make_snapshot
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats(
+    allow_nan=False, allow_infinity=False
+) | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=25,
+)
+contexts = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
+
+
+def _shuffled(value: Any) -> Any:
+    """Same content, keys inserted in reverse order at every level."""
+    if isinstance(value, dict):
+        return {k: _shuffled(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_shuffled(v) for v in value]
+    return value
+
+
+@settings(max_examples=200)
+@given(contexts)
+def test_key_order_does_not_change_the_hash(ctx: dict[str, Any]) -> None:
+    assert context_sha256(ctx) == context_sha256(_shuffled(ctx))
+
+
+@settings(max_examples=200)
+@given(contexts)
+def test_hash_survives_a_json_round_trip_with_other_formatting(ctx: dict[str, Any]) -> None:
+    reparsed = json.loads(json.dumps(ctx, indent=3, ensure_ascii=True))
+    assert context_sha256(reparsed) == context_sha256(ctx)
+
+
+@settings(max_examples=200)
+@given(contexts, st.text(min_size=1, max_size=10), json_values)
+def test_any_change_of_content_changes_the_hash(ctx: dict[str, Any], key: str, value: Any) -> None:
+    changed = dict(ctx)
+    sentinel = {"__changed__": [value, key]}
+    changed[key] = sentinel
+    assert context_sha256(changed) != context_sha256(ctx)
+
+
+@settings(max_examples=100)
+@given(contexts, st.text(min_size=1, max_size=10))
+def test_removing_a_key_changes_the_hash(ctx: dict[str, Any], key: str) -> None:
+    with_key = dict(ctx, **{key: "present"})
+    without = {k: v for k, v in with_key.items() if k != key}
+    assert context_sha256(with_key) != context_sha256(without)
+
+
+@given(st.integers(-(2**52), 2**52))
+def test_integral_floats_hash_like_integers(n: int) -> None:
+    assert context_sha256({"n": float(n)}) == context_sha256({"n": n})
+
+
+def test_numbers_that_differ_hash_differently() -> None:
+    assert context_sha256({"n": 1}) != context_sha256({"n": 1.5})
+    assert context_sha256({"n": True}) != context_sha256({"n": 1})
+    assert context_sha256({"n": 0.1 + 0.2}) != context_sha256({"n": 0.3})
+
+
+def test_unicode_normalization_forms_hash_the_same() -> None:
+    composed = "Zo\u00eb"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    assert context_sha256({decomposed: decomposed}) == context_sha256({composed: composed})
+    assert context_sha256({"name": "Zoe"}) != context_sha256({"name": composed})
+
+
+def test_nesting_is_part_of_the_content() -> None:
+    assert context_sha256({"a": {"b": 1}}) != context_sha256({"a": [{"b": 1}]})
+    assert context_sha256({"a": {"b": 1}}) != context_sha256({"a.b": 1})
+
+
+def test_known_vector_is_stable_across_machines() -> None:
+    # Pinned so that an accidental change of the encoding is caught; documented in docs/context-hashing.md.
+    ctx = {"b": [1, 2.5, "x"], "a": {"\u00e9": None, "t": True}}
+    assert canonical_bytes(ctx) == '{"a":{"t":true,"é":null},"b":[1,2.5,"x"]}'.encode()
+    assert context_sha256(ctx) == "55230023831c5d194bbbb8c077c85a5be3aaacefa638f41669edcafdb3d15011"
+
+
+@pytest.mark.parametrize("bad", [{"x": float("nan")}, {"x": float("inf")}, {1: "int key"}, {"x": {1, 2}}])
+def test_values_without_a_json_encoding_are_refused_with_the_path(bad: dict[Any, Any]) -> None:
+    with pytest.raises(NonCanonicalContextError, match=r"\$"):
+        canonical_bytes(bad)
+
+
+def test_snapshot_carries_hash_size_version_and_parent() -> None:
+    first = make_snapshot({"customer": "c-1"}, version=1)
+    second = make_snapshot({"customer": "c-1", "verified": True}, version=2, parent=first)
+    assert first.size_bytes == len(first.context_json.encode())
+    assert first.parent_sha256 is None
+    assert second.parent_sha256 == first.sha256
+    assert second.sha256 == context_sha256(json.loads(second.context_json))
