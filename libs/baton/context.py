@@ -62,9 +62,9 @@ def _canonical(value: JsonValue, path: str) -> JsonValue:
 def canonical_bytes(context: JsonValue) -> bytes:
     """Encode a JSON value canonically: NFC strings, sorted keys, no whitespace, UTF-8."""
     normalized = _canonical(context, "$")
-    return json.dumps(
-        normalized, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(normalized, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def context_sha256(context: JsonValue) -> str:
@@ -98,7 +98,5 @@ def diff_contexts(before: Mapping[str, JsonValue], after: Mapping[str, JsonValue
     """Top-level keys added, removed and changed between two contexts."""
     added = sorted(k for k in after if k not in before)
     removed = sorted(k for k in before if k not in after)
-    changed = sorted(
-        k for k in after if k in before and canonical_bytes(after[k]) != canonical_bytes(before[k])
-    )
+    changed = sorted(k for k in after if k in before and canonical_bytes(after[k]) != canonical_bytes(before[k]))
     return ContextDiff(added=added, removed=removed, changed=changed)

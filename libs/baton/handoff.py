@@ -43,7 +43,9 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
 
-def verify_snapshot_integrity(snapshot: ContextSnapshot, *, max_bytes: int) -> tuple[HandoffVerdict | None, dict[str, Any]]:
+def verify_snapshot_integrity(
+    snapshot: ContextSnapshot, *, max_bytes: int
+) -> tuple[HandoffVerdict | None, dict[str, Any]]:
     """Size, truncation, parseability and hash of one snapshot; returns a rejection or the context."""
     raw = snapshot.context_json.encode("utf-8")
     if snapshot.size_bytes > max_bytes or len(raw) > max_bytes:

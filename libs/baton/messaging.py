@@ -39,7 +39,7 @@ def current_traceparent() -> str | None:
     return _trace.get()
 
 
-class RejectedEvent(Exception):  # noqa: N818 - it names the outcome, like Kafka's errors
+class RejectedEvent(Exception):
     """A handler refuses an event for good (bad input); it is dead-lettered with this reason."""
 
     def __init__(self, code: str, reason: str) -> None:
@@ -55,8 +55,14 @@ class EventBus:
     serde: AvroSerde
     producer: str
 
-    def envelope(self, *, cause: Event | None = None, workflow_id: str | None = None,
-                 tenant_id: str | None = None, step_seq: int | None = None) -> Envelope:
+    def envelope(
+        self,
+        *,
+        cause: Event | None = None,
+        workflow_id: str | None = None,
+        tenant_id: str | None = None,
+        step_seq: int | None = None,
+    ) -> Envelope:
         """A new envelope, inheriting workflow, tenant, step and correlation from the causing event."""
         parent = cause.envelope if cause is not None else None
         wf = workflow_id or (parent.workflow_id if parent else None)
@@ -89,8 +95,15 @@ class EventConsumer:
     Handler exceptions are retried (max_attempts) before being dead-lettered.
     """
 
-    def __init__(self, events: EventBus, *, group_id: str, handler: EventHandler,
-                 max_attempts: int = 3, retry_delay_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        events: EventBus,
+        *,
+        group_id: str,
+        handler: EventHandler,
+        max_attempts: int = 3,
+        retry_delay_s: float = 0.2,
+    ) -> None:
         self._events = events
         self._group_id = group_id
         self._handler = handler
@@ -123,7 +136,8 @@ class EventConsumer:
                 if attempt == self._max_attempts:
                     log.exception("handler failed %d times on %s@%d", attempt, record.topic, record.offset)
                     await self.dead_letter(
-                        record, "HANDLER_FAILED",
+                        record,
+                        "HANDLER_FAILED",
                         f"{self._group_id} failed {attempt} times on this {event.event_type}: "
                         f"{type(exc).__name__}: {exc}; fix the cause and replay it from the dead-letter topic",
                         event,
@@ -164,8 +178,14 @@ class EventConsumer:
         )
 
 
-async def consume(events: EventBus, topics_: Sequence[str], *, group_id: str | None,
-                  handler: EventHandler, dlq_group: str | None = None) -> tuple[Subscription, EventConsumer]:
+async def consume(
+    events: EventBus,
+    topics_: Sequence[str],
+    *,
+    group_id: str | None,
+    handler: EventHandler,
+    dlq_group: str | None = None,
+) -> tuple[Subscription, EventConsumer]:
     """Subscribe a typed handler to topics with dead-lettering."""
     consumer = EventConsumer(events, group_id=group_id or dlq_group or "broadcast", handler=handler)
     sub = await events.bus.subscribe(topics_, group_id=group_id, handler=consumer)

@@ -28,8 +28,9 @@ class HandoffValidatorApp:
 
 async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
     """Subscribe the validator on a started bus."""
-    await events.bus.create_topics([topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.CHECKPOINTS,
-                                    topics.DEAD_LETTER])
+    await events.bus.create_topics(
+        [topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.CHECKPOINTS, topics.DEAD_LETTER]
+    )
     handlers = HandoffValidatorHandlers(
         events,
         view=CheckpointView(),
@@ -38,8 +39,14 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
         checkpoint_wait_s=settings.checkpoint_wait_s,
     )
     # Every replica reads every checkpoint (no group), so any replica can judge any proposal.
-    feed, _ = await consume(events, [topics.CHECKPOINTS], group_id=None, handler=handlers.on_checkpoint,
-                            dlq_group=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints")
-    proposals, _ = await consume(events, [topics.HANDOFF_PROPOSALS], group_id=topics.GROUP_HANDOFF_VALIDATOR,
-                                 handler=handlers.on_proposal)
+    feed, _ = await consume(
+        events,
+        [topics.CHECKPOINTS],
+        group_id=None,
+        handler=handlers.on_checkpoint,
+        dlq_group=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints",
+    )
+    proposals, _ = await consume(
+        events, [topics.HANDOFF_PROPOSALS], group_id=topics.GROUP_HANDOFF_VALIDATOR, handler=handlers.on_proposal
+    )
     return HandoffValidatorApp(handlers=handlers, subscriptions=[proposals, feed])

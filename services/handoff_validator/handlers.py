@@ -67,8 +67,11 @@ class HandoffValidatorHandlers:
         if verdict.accepted and verdict.diff is not None:
             self.accepted += 1
             accepted = HandoffAccepted(
-                envelope=envelope, from_agent=event.from_agent, to_agent=event.to_agent,
-                snapshot=snap, diff=verdict.diff,
+                envelope=envelope,
+                from_agent=event.from_agent,
+                to_agent=event.to_agent,
+                snapshot=snap,
+                diff=verdict.diff,
             )
             await self._events.publish(topics.agent_steps(event.to_agent), accepted)
             await self._events.publish(topics.HANDOFF_VERDICTS, accepted)
@@ -78,8 +81,12 @@ class HandoffValidatorHandlers:
         await self._events.publish(
             topics.HANDOFF_VERDICTS,
             HandoffRejected(
-                envelope=envelope, from_agent=event.from_agent, to_agent=event.to_agent,
-                reason_code=verdict.code, reason=verdict.reason, failure_class=FailureClass.CONTEXT,
+                envelope=envelope,
+                from_agent=event.from_agent,
+                to_agent=event.to_agent,
+                reason_code=verdict.code,
+                reason=verdict.reason,
+                failure_class=FailureClass.CONTEXT,
                 proposed_sha256=snap.sha256,
                 expected_parent_sha256=checkpoint.sha256 if checkpoint is not None else None,
             ),

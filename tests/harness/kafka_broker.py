@@ -38,9 +38,11 @@ def free_port() -> int:
 
 def fetch_kafka() -> Path:
     """Jars directory of the cached Kafka distribution (downloaded with mvn on first use)."""
-    out = subprocess.run(
-        [str(REPO / "scripts" / "fetch-kafka.sh")], check=True, capture_output=True, text=True
-    ).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run([str(REPO / "scripts" / "fetch-kafka.sh")], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     return Path(out) / "libs"
 
 
@@ -73,8 +75,15 @@ class KafkaBroker:
         java = shutil.which("java")
         if java is None:
             raise RuntimeError("java not found: install a JDK 17 (apt-get install openjdk-17-jre-headless)")
-        return [java, "-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
-                "-cp", f"{self.libs}/*", *args]
+        return [
+            java,
+            "-Xms256m",
+            "-Xmx768m",
+            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs}/*",
+            *args,
+        ]
 
     def start(self, *, timeout_s: float = 90.0, partitions: int = 4) -> None:
         """Format storage, start the broker and wait until it accepts connections."""
@@ -108,15 +117,18 @@ class KafkaBroker:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone"),
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(self._java("kafka.Kafka", str(props)), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Kafka exited with {self.process.returncode}; see {self.log_path}:\n"
-                                   + self.log_path.read_text()[-3000:])
+                raise RuntimeError(
+                    f"Kafka exited with {self.process.returncode}; see {self.log_path}:\n"
+                    + self.log_path.read_text()[-3000:]
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
@@ -136,6 +148,7 @@ class KafkaBroker:
             self.process.kill()
             self.process.wait()
         self.process = None
+        shutil.rmtree(self.workdir / "data", ignore_errors=True)
 
 
 def start_broker(workdir: Path | None = None) -> KafkaBroker:

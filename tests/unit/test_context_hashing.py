@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 
 from baton.context import NonCanonicalContextError, canonical_bytes, context_sha256, make_snapshot
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats(
-    allow_nan=False, allow_infinity=False
-) | st.text(max_size=20)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),

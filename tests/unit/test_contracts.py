@@ -30,9 +30,14 @@ def example(schema: Any, rnd: random.Random) -> Any:
         return example(rnd.choice(non_null), rnd) if non_null and rnd.random() < 0.8 else None
     if isinstance(schema, str):
         return {
-            "null": None, "boolean": rnd.random() < 0.5, "int": rnd.randint(-1000, 1000),
-            "long": rnd.randint(-(2**40), 2**40), "float": 1.5, "double": rnd.random(),
-            "string": "s-é-" + str(rnd.randint(0, 10**6)), "bytes": bytes(rnd.randrange(256) for _ in range(8)),
+            "null": None,
+            "boolean": rnd.random() < 0.5,
+            "int": rnd.randint(-1000, 1000),
+            "long": rnd.randint(-(2**40), 2**40),
+            "float": 1.5,
+            "double": rnd.random(),
+            "string": "s-é-" + str(rnd.randint(0, 10**6)),
+            "bytes": bytes(rnd.randrange(256) for _ in range(8)),
         }[schema]
     if schema.get("logicalType") == "timestamp-millis":
         return datetime.fromtimestamp(rnd.randint(0, 2**31), UTC)
@@ -53,7 +58,9 @@ def _parsed(model: type[Record]) -> Any:
 
 
 def _expanded(model: type[Record]) -> dict[str, Any]:
-    return fastavro.schema.expand_schema(CATALOGUE.latest(subject_of(model.avro_name)).inlined)  # type: ignore[no-any-return]
+    expanded = fastavro.schema.expand_schema(CATALOGUE.latest(subject_of(model.avro_name)).inlined)
+    assert isinstance(expanded, dict)
+    return expanded
 
 
 @pytest.mark.parametrize("model", RECORD_MODELS, ids=lambda m: m.__name__)
@@ -76,7 +83,7 @@ async def test_every_event_round_trips_through_its_schema(model: type[Event], se
         decoded = await serde.decode(data)
         assert decoded == event
         # and fastavro itself agrees with the bytes, independent of the models
-        plain = fastavro.schemaless_reader(io.BytesIO(data[5:]), _parsed(model), None)
+        plain: Any = fastavro.schemaless_reader(io.BytesIO(data[5:]), _parsed(model), None)
         assert plain["envelope"]["event_id"] == event.envelope.event_id
 
 
@@ -94,10 +101,21 @@ def test_every_new_version_is_backward_compatible() -> None:
 async def test_old_version_data_decodes_into_the_newest_model(serde: AvroSerde) -> None:
     v1 = CATALOGUE.by_subject["io.baton.events.TaskRequested"][0]
     datum = {
-        "envelope": {"event_id": "e1", "event_type": "TaskRequested", "schema_version": 1, "workflow_id": "wf",
-                     "tenant_id": "t", "step_seq": 0, "causation_id": None, "correlation_id": "wf",
-                     "producer": "old-client", "occurred_at": datetime(2026, 1, 1, tzinfo=UTC)},
-        "workflow_type": "support_refund", "input_json": "{}", "requested_by": "crm",
+        "envelope": {
+            "event_id": "e1",
+            "event_type": "TaskRequested",
+            "schema_version": 1,
+            "workflow_id": "wf",
+            "tenant_id": "t",
+            "step_seq": 0,
+            "causation_id": None,
+            "correlation_id": "wf",
+            "producer": "old-client",
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+        },
+        "workflow_type": "support_refund",
+        "input_json": "{}",
+        "requested_by": "crm",
     }
     buf = io.BytesIO()
     buf.write(struct.pack(">bI", 0, v1.schema_id))
@@ -142,8 +160,14 @@ def test_a_type_change_is_rejected_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_compatibility_rules() -> None:
-    writer = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"},
-                                                        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X", "Y"]}}]}
+    writer: dict[str, Any] = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "a", "type": "int"},
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X", "Y"]}},
+        ],
+    }
     widened = copy.deepcopy(writer)
     widened["fields"][0]["type"] = "long"
     assert backward_incompatibilities(widened, writer) == []
@@ -178,8 +202,7 @@ async def test_corrupt_avro_payload_and_trailing_bytes_are_errors(serde: AvroSer
     with pytest.raises(DecodeError) as info:
         await serde.decode(struct.pack(">bI", 0, sid) + b"\xff" * 3)
     assert info.value.code == "AVRO_DECODE"
-    good = await serde.encode(TaskRequested.model_validate(
-        example(_expanded(TaskRequested), random.Random(1)) | {}))
+    good = await serde.encode(TaskRequested.model_validate(example(_expanded(TaskRequested), random.Random(1)) | {}))
     with pytest.raises(DecodeError) as info:
         await serde.decode(good + b"\x00\x01")
     assert info.value.code == "TRAILING_BYTES"

@@ -60,8 +60,6 @@ class Bus(Protocol):
         """Publish and wait until the bus acknowledged the write."""
         ...
 
-    async def subscribe(
-        self, topics: Sequence[str], *, group_id: str | None, handler: Handler
-    ) -> Subscription:
+    async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> Subscription:
         """Consume topics as a member of group_id; group_id None reads every partition from the start."""
         ...

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
 
@@ -22,7 +22,9 @@ _RETRY_DELAY_S = 1.0
 class KafkaSubscription:
     """One consumer-group member; commits each partition's progress after its records were handled."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str | None, handler: Handler, client_id: str) -> None:
+    def __init__(
+        self, bootstrap: str, topics: Sequence[str], group_id: str | None, handler: Handler, client_id: str
+    ) -> None:
         self._consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=bootstrap,
@@ -136,9 +138,7 @@ class KafkaBus:
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            new = [
-                NewTopic(t, partitions or self.default_partitions, 1) for t in topics if t not in existing
-            ]
+            new = [NewTopic(t, partitions or self.default_partitions, 1) for t in topics if t not in existing]
             if new:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)

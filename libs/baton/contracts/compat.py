@@ -6,6 +6,7 @@ incompatibility with the path of the field it concerns.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,21 +104,25 @@ class _Resolver:
             return [Incompatibility(path, f"fixed size changed from {writer['size']} to {reader['size']}")]
         return []
 
-    def _record(self, reader: dict[str, Any], writer: dict[str, Any], path: str, rns: str, wns: str) -> list[Incompatibility]:
+    def _record(
+        self, reader: dict[str, Any], writer: dict[str, Any], path: str, rns: str, wns: str
+    ) -> list[Incompatibility]:
         rnames, wnames = self._names(reader, rns), self._names(writer, wns)
         key = (min(rnames), min(wnames))
         if key in self.seen:  # recursive types: already being checked
             return []
         self.seen.add(key)
         if not (rnames & wnames):
-            return [Incompatibility(path, f"record name changed from {sorted(wnames)[0]!r} to {sorted(rnames)[0]!r} with no alias")]
+            return [
+                Incompatibility(
+                    path, f"record name changed from {sorted(wnames)[0]!r} to {sorted(rnames)[0]!r} with no alias"
+                )
+            ]
         problems: list[Incompatibility] = []
         wfields = {f["name"]: f for f in writer.get("fields", [])}
         for rf in reader.get("fields", []):
             fpath = f"{path}.{rf['name']}" if path else rf["name"]
-            wf = wfields.get(rf["name"]) or next(
-                (wfields[a] for a in rf.get("aliases", []) if a in wfields), None
-            )
+            wf = wfields.get(rf["name"]) or next((wfields[a] for a in rf.get("aliases", []) if a in wfields), None)
             if wf is None:
                 if "default" not in rf:
                     problems.append(
@@ -142,10 +147,9 @@ def check_catalogue(catalogue: Catalogue) -> list[str]:
     """Every BACKWARD incompatibility between consecutive versions of every subject."""
     problems: list[str] = []
     for subject, versions in sorted(catalogue.by_subject.items()):
-        for old, new in zip(versions, versions[1:], strict=False):
+        for old, new in itertools.pairwise(versions):
             for inc in backward_incompatibilities(new.inlined, old.inlined):
                 problems.append(
-                    f"{subject} v{new.version} is not BACKWARD compatible with v{old.version} "
-                    f"({new.path.name}): {inc}"
+                    f"{subject} v{new.version} is not BACKWARD compatible with v{old.version} ({new.path.name}): {inc}"
                 )
     return problems

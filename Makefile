@@ -1,0 +1,48 @@
+# Baton — the manual is the list of verbs: `make help`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST := $(BIN)/pytest
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help demo test lint typecheck schemas unit integration deps kafka clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/baton: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Baton needs Python 3.11+, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+deps: $(BIN)/baton ## create .venv and install Baton with its dev tools
+
+kafka: ## fetch Apache Kafka jars from Maven Central into ~/.cache/baton (once)
+	@scripts/ensure-tools.sh
+	@scripts/fetch-kafka.sh >/dev/null
+
+demo: deps ## run Baton's main job on the embedded bus (no Kafka, no MongoDB)
+	$(BIN)/baton demo
+
+lint: deps ## ruff lint and format check
+	$(BIN)/ruff check libs services tests
+	$(BIN)/ruff format --check libs services tests
+
+typecheck: deps ## mypy --strict
+	$(BIN)/mypy
+
+schemas: deps ## schema compatibility gate (every new version BACKWARD compatible)
+	$(BIN)/baton schemas check
+
+unit: deps ## fast tests: unit and component, embedded bus only
+	$(PYTEST) -m "not integration and not e2e"
+
+integration: deps kafka ## tests on the real Kafka broker (started and stopped by the tests)
+	$(PYTEST) -m "integration or e2e"
+
+test: lint typecheck schemas unit integration ## everything CI runs
+
+clean: ## remove the virtual environment and caches (keeps the Kafka jar cache)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,95 @@
+"""The handoff validator service, on the embedded bus and (integration) on the real Kafka broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from baton import topics
+from baton.bus.base import Bus, BusRecord
+from baton.context import make_snapshot
+from baton.contracts.models import (
+    DeadLettered,
+    Envelope,
+    Event,
+    HandoffAccepted,
+    HandoffProposed,
+    HandoffRejected,
+    HandoffRejectionCode,
+    WorkflowCheckpointed,
+)
+from baton.contracts.serde import AvroSerde
+from baton.messaging import EventBus, EventConsumer
+from services.handoff_validator.app import start
+from services.handoff_validator.config import Settings
+from tests.harness.collect import Collector
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(required_inputs={"document_verification": ["customer_id"]}, checkpoint_wait_s=10)
+
+
+async def _listen(events: EventBus, topic: str, group: str) -> Collector[Event]:
+    got: Collector[Event] = Collector()
+
+    async def handle(event: Event, record: BusRecord) -> None:
+        await got.add(event)
+
+    await events.bus.subscribe([topic], group_id=group, handler=EventConsumer(events, group_id=group, handler=handle))
+    return got
+
+
+async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettered(
+    bus: Bus, serde: AvroSerde, settings: Settings, unique: str
+) -> None:
+    events = EventBus(bus=bus, serde=serde, producer="test")
+    app = await start(events, settings)
+    verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
+    delivered = await _listen(events, topics.agent_steps("document_verification"), f"agent.{unique}")
+    dead = await _listen(events, topics.DEAD_LETTER, f"dlq.{unique}")
+
+    wf = f"wf-{unique}"
+    env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
+    cp = make_snapshot({"customer_id": "c-1", "name": "Ada"}, version=1)
+    await events.publish(
+        topics.CHECKPOINTS,
+        WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=cp),
+    )
+
+    def propose(snapshot_ctx: dict[str, object], **kw: object) -> HandoffProposed:
+        return HandoffProposed(
+            envelope=env.model_copy(update={"event_id": f"{unique}-{len(verdicts.items)}-{kw.get('tag', '')}"}),
+            from_agent="identity_verification",
+            to_agent="document_verification",
+            snapshot=make_snapshot(snapshot_ctx, version=2, parent=cp),
+        )
+
+    good = propose({"customer_id": "c-1", "name": "Ada", "identity_verified": True}, tag="good")
+    await events.publish(topics.HANDOFF_PROPOSALS, good)
+    await bus.publish(topics.HANDOFF_PROPOSALS, b"\x00\x00\x00\x00\x01garbage that claims schema id 1", key=wf.encode())
+    lost = propose({"identity_verified": True, "customer_id": "c-1"}, tag="lost")
+    await events.publish(topics.HANDOFF_PROPOSALS, lost)
+    tampered = propose({"customer_id": "c-1", "name": "Ada", "identity_verified": True}, tag="tampered")
+    forged = tampered.snapshot.model_copy(update={"context_json": tampered.snapshot.context_json.replace("Ada", "Eve")})
+    await events.publish(topics.HANDOFF_PROPOSALS, tampered.model_copy(update={"snapshot": forged}))
+
+    mine = await verdicts.wait_until(lambda items: len([e for e in items if e.envelope.workflow_id == wf]) >= 3)
+    mine = [e for e in mine if e.envelope.workflow_id == wf]
+    assert isinstance(mine[0], HandoffAccepted)
+    assert mine[0].diff.added == ["identity_verified"]
+    assert mine[0].envelope.causation_id == good.envelope.event_id
+    assert isinstance(mine[1], HandoffRejected) and mine[1].reason_code == HandoffRejectionCode.CONTEXT_LOST
+    assert isinstance(mine[2], HandoffRejected) and mine[2].reason_code == HandoffRejectionCode.HASH_MISMATCH
+
+    [to_agent] = await delivered.wait_until(lambda items: any(e.envelope.workflow_id == wf for e in items))
+    assert isinstance(to_agent, HandoffAccepted) and to_agent.snapshot == good.snapshot
+
+    parked = await dead.wait_until(
+        lambda items: any(isinstance(e, DeadLettered) and e.source_key == wf.encode() for e in items)
+    )
+    [letter] = [e for e in parked if isinstance(e, DeadLettered) and e.source_key == wf.encode()]
+    assert letter.consumer_group == topics.GROUP_HANDOFF_VALIDATOR
+    assert letter.reason_code == "UNKNOWN_SCHEMA_ID"
+    assert "schema id 1" in letter.reason
+    assert app.handlers.accepted == 1 and app.handlers.rejected == 2
+    await app.stop()

@@ -1,0 +1,133 @@
+"""verify_handoff: every way a handoff can go wrong is caught, and a good one passes with its diff."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from baton.context import make_snapshot
+from baton.contracts.models import (
+    ContextSnapshot,
+    Envelope,
+    HandoffProposed,
+    HandoffRejectionCode,
+    WorkflowCheckpointed,
+)
+from baton.handoff import CheckpointView, verify_handoff
+
+BEFORE = {"customer_id": "c-42", "name": "Zoë", "documents": ["passport"], "notes": "long history"}
+
+
+def _checkpoint(ctx: dict[str, Any] | None = None, version: int = 3) -> ContextSnapshot:
+    return make_snapshot(ctx or BEFORE, version=version)
+
+
+def _proposal(snapshot: ContextSnapshot, **kw: Any) -> HandoffProposed:
+    return HandoffProposed(
+        envelope=Envelope(workflow_id="wf-1", tenant_id="t1", producer="agent"),
+        from_agent="identity_verification",
+        to_agent="document_verification",
+        snapshot=snapshot,
+        **kw,
+    )
+
+
+def test_a_faithful_handoff_is_accepted_with_its_diff() -> None:
+    cp = _checkpoint()
+    after = dict(BEFORE, identity_verified=True, name="Zoë Q.")
+    verdict = verify_handoff(
+        _proposal(make_snapshot(after, version=4, parent=cp)), checkpoint=cp, required_inputs=["customer_id"]
+    )
+    assert verdict.accepted
+    assert verdict.diff is not None
+    assert verdict.diff.added == ["identity_verified"] and verdict.diff.changed == ["name"]
+
+
+def test_truncated_context_is_rejected() -> None:
+    cp = _checkpoint()
+    good = make_snapshot(dict(BEFORE, extra="x" * 100), version=4, parent=cp)
+    cut = good.model_copy(update={"context_json": good.context_json[:-40]})
+    verdict = verify_handoff(_proposal(cut), checkpoint=cp, required_inputs=[])
+    assert verdict.code == HandoffRejectionCode.TRUNCATED
+    assert "truncated" in verdict.reason
+
+
+def test_tampered_context_with_unchanged_hash_is_rejected() -> None:
+    cp = _checkpoint()
+    good = make_snapshot(dict(BEFORE, amount=100), version=4, parent=cp)
+    tampered_json = good.context_json.replace('"amount":100', '"amount":900')
+    tampered = good.model_copy(update={"context_json": tampered_json})
+    assert tampered.size_bytes == len(tampered_json.encode())
+    verdict = verify_handoff(_proposal(tampered), checkpoint=cp, required_inputs=[])
+    assert verdict.code == HandoffRejectionCode.HASH_MISMATCH
+
+
+def test_context_derived_from_an_old_checkpoint_is_stale() -> None:
+    old = _checkpoint(version=2)
+    current = _checkpoint(dict(BEFORE, step="newer"), version=3)
+    verdict = verify_handoff(
+        _proposal(make_snapshot(BEFORE, version=3, parent=old)), checkpoint=current, required_inputs=[]
+    )
+    assert verdict.code == HandoffRejectionCode.STALE
+    assert "outdated" in verdict.reason
+
+
+def test_missing_checkpoint_is_stale_not_accepted() -> None:
+    verdict = verify_handoff(_proposal(make_snapshot(BEFORE, version=1)), checkpoint=None, required_inputs=[])
+    assert verdict.code == HandoffRejectionCode.STALE
+
+
+@pytest.mark.parametrize("empty", [None, "", [], {}])
+def test_missing_or_empty_required_input_is_incomplete(empty: Any) -> None:
+    cp = _checkpoint()
+    after = dict(BEFORE, documents=empty)
+    verdict = verify_handoff(
+        _proposal(make_snapshot(after, version=4, parent=cp)), checkpoint=cp, required_inputs=["documents"]
+    )
+    assert verdict.code == HandoffRejectionCode.INCOMPLETE
+    assert "documents" in verdict.reason
+
+
+def test_keys_dropped_silently_are_context_loss_but_declared_ones_are_not() -> None:
+    cp = _checkpoint()
+    after = {k: v for k, v in BEFORE.items() if k not in ("notes", "name")}
+    silent = verify_handoff(_proposal(make_snapshot(after, version=4, parent=cp)), checkpoint=cp, required_inputs=[])
+    assert silent.code == HandoffRejectionCode.CONTEXT_LOST
+    assert "['name', 'notes']" in silent.reason
+    declared = verify_handoff(
+        _proposal(make_snapshot(after, version=4, parent=cp), dropped_keys=["notes"], summarised_keys=["name"]),
+        checkpoint=cp,
+        required_inputs=[],
+    )
+    assert declared.accepted
+
+
+def test_oversized_and_malformed_contexts_are_rejected() -> None:
+    cp = _checkpoint()
+    big = make_snapshot(dict(BEFORE, blob="x" * 5000), version=4, parent=cp)
+    assert verify_handoff(_proposal(big), checkpoint=cp, required_inputs=[], max_bytes=1000).code == (
+        HandoffRejectionCode.OVERSIZED
+    )
+    garbage = ContextSnapshot(context_json="[1,2]", sha256="0" * 64, size_bytes=5, version=4, parent_sha256=cp.sha256)
+    assert verify_handoff(_proposal(garbage), checkpoint=cp, required_inputs=[]).code == HandoffRejectionCode.MALFORMED
+
+
+async def test_checkpoint_view_waits_for_a_checkpoint_in_flight() -> None:
+    view = CheckpointView()
+    cp = _checkpoint(version=5)
+    event = WorkflowCheckpointed(
+        envelope=Envelope(workflow_id="wf-1", tenant_id="t1", producer="sup"),
+        workflow_type="x",
+        state="running",
+        snapshot=cp,
+    )
+    waiting = asyncio.create_task(view.wait_for("wf-1", 5, timeout_s=10))
+    await asyncio.sleep(0)
+    view.update(event)
+    assert await waiting == cp
+    assert await view.wait_for("wf-unknown", 1, timeout_s=0.01) is None
+    older = event.model_copy(update={"snapshot": _checkpoint(version=4)})
+    view.update(older)
+    assert view.latest("wf-1") == cp
