@@ -16,7 +16,9 @@ app.add_typer(schemas_app, name="schemas")
 
 # service name -> module holding `Settings`, `start(events, settings)` and `SERVICE`
 SERVICES: dict[str, str] = {
+    "supervisor": "services.supervisor",
     "handoff-validator": "services.handoff_validator",
+    "agent": "services.agent",
 }
 
 
@@ -36,34 +38,113 @@ def schemas_check() -> None:
     typer.echo(f"{len(cat.by_subject)} subjects, {versions} versions: every new version is BACKWARD compatible")
 
 
-async def _run_service(name: str) -> None:
+async def _run_service(name: str, kind: str | None) -> None:
     from baton.runtime import build_events, configure_logging
 
     pkg = SERVICES[name]
     config: Any = importlib.import_module(f"{pkg}.config")
     service_app: Any = importlib.import_module(f"{pkg}.app")
-    settings = config.Settings()
+    settings = config.Settings(**({"kind": kind} if kind else {}))
     configure_logging(settings.runtime.log_level)
-    events = build_events(settings.runtime, service=name)
+    label = f"{name}-{settings.kind}" if name == "agent" else name
+    events = build_events(settings.runtime, service=label)
     await events.bus.start()
     running = await service_app.start(events, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    typer.echo(f"{name} running on the {settings.runtime.bus} bus; SIGTERM to stop", err=True)
+    typer.echo(f"{label} running on the {settings.runtime.bus} bus; SIGTERM to stop", err=True)
     await stop.wait()
     await running.stop()
     await events.bus.stop()
 
 
 @app.command("run")
-def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")]) -> None:
+def run(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    kind: Annotated[str | None, typer.Option(help="agent kind (for `agent`), else BATON_AGENT_KIND")] = None,
+) -> None:
     """Start one service in this process (configured through BATON_* environment variables)."""
     if service not in SERVICES:
         typer.echo(f"unknown service {service!r}; choose one of: {', '.join(SERVICES)}", err=True)
         raise typer.Exit(2)
-    asyncio.run(_run_service(service))
+    asyncio.run(_run_service(service, kind))
+
+
+@app.command("demo")
+def demo(
+    workflows: Annotated[int, typer.Option(help="how many workflows to run (both kinds, alternating)")] = 200,
+    faults_per_kind: Annotated[int, typer.Option(help="workflows that get each injected fault")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the world, the fault plan and the scripted model")] = 7,
+    timeout_s: Annotated[float, typer.Option(help="give up waiting for outcomes after this long")] = 300.0,
+) -> None:
+    """Run workflows with injected faults through every service on the embedded bus; print the summary."""
+    import logging
+
+    from rich.console import Console
+
+    from baton.demo import print_report, run_demo
+
+    logging.basicConfig(level=logging.ERROR)
+    console = Console()
+    console.print(
+        f"[bold]Baton demo[/]: {workflows} workflows through supervisor, handoff validator and "
+        "7 agent services on the embedded bus, with injected faults"
+    )
+    report = asyncio.run(
+        run_demo(workflows=workflows, faults_per_kind=faults_per_kind, seed=seed, timeout_s=timeout_s, console=console)
+    )
+    print_report(report, console)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("publish")
+def publish(
+    workflow_type: Annotated[str, typer.Argument(help="declared workflow type, e.g. support_refund")],
+    input_json: Annotated[str, typer.Argument(help='initial context as JSON, e.g. \'{"ticket_id": "tkt-00001"}\'')],
+    tenant: Annotated[str, typer.Option(help="tenant id")] = "default",
+    workflow_id: Annotated[str | None, typer.Option(help="workflow id (generated when omitted)")] = None,
+) -> None:
+    """Publish a TaskRequested to the tasks topic (BATON_BUS=kafka and BATON_KAFKA_BOOTSTRAP select the broker)."""
+    import json
+
+    from baton.client import BatonClient
+
+    try:
+        context = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"INPUT_JSON is not JSON: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    async def go() -> str:
+        client = BatonClient.from_settings(name="baton-cli")
+        await client.start()
+        try:
+            return await client.submit(workflow_type, context, tenant_id=tenant, workflow_id=workflow_id)
+        finally:
+            await client.stop()
+
+    typer.echo(asyncio.run(go()))
+
+
+@app.command("outcomes")
+def outcomes(
+    group: Annotated[str | None, typer.Option(help="consumer group (default: read everything from the start)")] = None,
+) -> None:
+    """Tail workflow outcomes, one JSON line each."""
+    from baton.client import BatonClient
+
+    async def go() -> None:
+        client = BatonClient.from_settings(name="baton-cli")
+        await client.start()
+        try:
+            async for outcome in client.outcomes(group_id=group):
+                typer.echo(outcome.model_dump_json(exclude={"snapshot"}))
+        finally:
+            await client.stop()
+
+    asyncio.run(go())
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from baton import topics
 from baton.bus.base import Subscription
 from baton.handoff import CheckpointView
 from baton.messaging import EventBus, consume
+from baton.workflows import agent_kinds, load_workflows
 from services.handoff_validator.config import Settings
 from services.handoff_validator.handlers import HandoffValidatorHandlers
 
@@ -26,6 +27,11 @@ class HandoffValidatorApp:
             await sub.stop()
 
 
+def declared_inputs() -> dict[str, list[str]]:
+    """Each agent kind's declared inputs, from the workflow declarations."""
+    return {name: list(spec.inputs) for name, spec in agent_kinds(load_workflows()).items()}
+
+
 async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
     """Subscribe the validator on a started bus."""
     await events.bus.create_topics(
@@ -34,7 +40,7 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
     handlers = HandoffValidatorHandlers(
         events,
         view=CheckpointView(),
-        required_inputs=settings.required_inputs,
+        required_inputs={**declared_inputs(), **settings.required_inputs},
         max_context_bytes=settings.max_context_bytes,
         checkpoint_wait_s=settings.checkpoint_wait_s,
     )

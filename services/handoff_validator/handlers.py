@@ -17,6 +17,7 @@ from baton.contracts.models import (
 )
 from baton.handoff import CheckpointView, verify_handoff
 from baton.messaging import EventBus, RejectedEvent
+from baton.workflows import END
 
 
 class HandoffValidatorHandlers:
@@ -73,7 +74,8 @@ class HandoffValidatorHandlers:
                 snapshot=snap,
                 diff=verdict.diff,
             )
-            await self._events.publish(topics.agent_steps(event.to_agent), accepted)
+            if event.to_agent != END:
+                await self._events.publish(topics.agent_steps(event.to_agent), accepted)
             await self._events.publish(topics.HANDOFF_VERDICTS, accepted)
             return
         self.rejected += 1

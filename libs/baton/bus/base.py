@@ -60,6 +60,10 @@ class Bus(Protocol):
         """Publish and wait until the bus acknowledged the write."""
         ...
 
+    async def replay(self, topics: Sequence[str], handler: Handler) -> int:
+        """Hand every record now in the topics to handler (per-partition order); returns the count."""
+        ...
+
     async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> Subscription:
         """Consume topics as a member of group_id; group_id None reads every partition from the start."""
         ...

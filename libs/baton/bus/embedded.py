@@ -157,6 +157,15 @@ class EmbeddedBus:
         for sub in self._broadcast:
             sub.wake.set()
 
+    async def replay(self, topics: Sequence[str], handler: Handler) -> int:
+        count = 0
+        for (topic, _p), records in sorted(self._logs.items()):
+            if topic in topics:
+                for record in list(records):
+                    await handler(record)
+                    count += 1
+        return count
+
     async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> EmbeddedSubscription:
         for topic in topics:
             self._ensure(topic)

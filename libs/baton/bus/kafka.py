@@ -8,8 +8,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
 
 from baton.bus.base import BusRecord, Handler, Headers
@@ -17,6 +18,17 @@ from baton.bus.base import BusRecord, Handler, Headers
 log = logging.getLogger(__name__)
 
 _RETRY_DELAY_S = 1.0
+
+
+def _record(msg: Any) -> BusRecord:
+    return BusRecord(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        value=msg.value if msg.value is not None else b"",
+        headers=tuple((k, v if v is not None else b"") for k, v in (msg.headers or ())),
+    )
 
 
 class KafkaSubscription:
@@ -35,6 +47,9 @@ class KafkaSubscription:
             max_poll_records=200,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            # Range assignment gives partition i of every topic to one member: a workflow's events
+            # (keyed by workflow id) on all the topics a service reads land on the same replica.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self._group_id = group_id
         self._handler = handler
@@ -69,14 +84,7 @@ class KafkaSubscription:
         for msg in messages:
             if self._closing:
                 break
-            record = BusRecord(
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                key=msg.key,
-                value=msg.value if msg.value is not None else b"",
-                headers=tuple((k, v if v is not None else b"") for k, v in (msg.headers or ())),
-            )
+            record = _record(msg)
             try:
                 await self._handler(record)
             except Exception:
@@ -149,6 +157,45 @@ class KafkaBus:
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish called before start()")
         await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+
+    async def replay(self, topics: Sequence[str], handler: Handler) -> int:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=f"{self._client_id}-replay",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        count = 0
+        try:
+            existing = await consumer.topics()
+            partitions = [
+                TopicPartition(t, p)
+                for t in topics
+                if t in existing
+                for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+            if not partitions:
+                return 0
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end: dict[Any, int] = await consumer.end_offsets(partitions)
+            pending = {tp for tp in partitions if end[tp] > 0}
+            while pending:
+                batches = await consumer.getmany(*pending, timeout_ms=500)
+                for tp, messages in batches.items():
+                    for msg in messages:
+                        if msg.offset >= end[tp]:
+                            break
+                        await handler(_record(msg))
+                        count += 1
+                for tp in list(pending):
+                    if await consumer.position(tp) >= end[tp]:
+                        pending.discard(tp)
+        finally:
+            await consumer.stop()
+        return count
 
     async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> KafkaSubscription:
         sub = KafkaSubscription(self._bootstrap, topics, group_id, handler, self._client_id)

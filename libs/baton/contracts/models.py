@@ -127,7 +127,7 @@ class StepRequested(Event):
 
 
 class StepCompleted(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.StepCompleted"
+    avro_name: ClassVar[str] = "io.baton.events.v2.StepCompleted"
     event_type: ClassVar[str] = "StepCompleted"
     agent: str
     succeeded: bool
@@ -136,6 +136,9 @@ class StepCompleted(Event):
     error: str | None = None
     tokens_used: int = 0
     tool_calls: int = 0
+    error_code: str | None = None
+    confidence: float | None = None
+    attempt: int = 1
 
 
 class AgentDecision(Event):
@@ -239,7 +242,7 @@ class ApprovalDecided(Event):
 
 
 class WorkflowCheckpointed(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.WorkflowCheckpointed"
+    avro_name: ClassVar[str] = "io.baton.events.v2.WorkflowCheckpointed"
     event_type: ClassVar[str] = "WorkflowCheckpointed"
     workflow_type: str
     state: str
@@ -247,6 +250,7 @@ class WorkflowCheckpointed(Event):
     completed_steps: list[str] = Field(default_factory=list)
     snapshot: ContextSnapshot
     budgets_json: str = "{}"
+    supervisor_state_json: str = "{}"
 
 
 class WorkflowCompleted(Event):

@@ -1,0 +1,173 @@
+"""The agent runtime: one step's reasoning loop, with the guardrails that live outside the prompt.
+
+No broker imports: the agent service feeds it a context and publishes what it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from baton.context import canonical_bytes, context_sha256
+from baton.contracts.models import FailureClass
+from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
+from baton.workflows import AgentSpec, WorkflowSpec
+from baton.world import ToolError
+
+ToolRunner = Callable[[str, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class DecisionTrace:
+    """One model decision, for the AgentDecision event."""
+
+    decision_type: str
+    input_context_sha256: str
+    tools_considered: list[str]
+    tool_selected: str | None
+    confidence: float
+    prompt_tokens: int
+    completion_tokens: int
+    output_context_sha256: str | None
+    rationale: str
+
+
+@dataclass
+class StepOutcome:
+    """What a step produced: a new context, or a classified failure."""
+
+    succeeded: bool
+    context: dict[str, Any] | None = None
+    error_code: str | None = None
+    error: str | None = None
+    failure_class: FailureClass | None = None
+    tokens: int = 0
+    tool_calls: int = 0
+    confidence: float | None = None
+    decisions: list[DecisionTrace] = field(default_factory=list)
+
+    def fail(self, failure_class: FailureClass | None, code: str, message: str) -> StepOutcome:
+        self.succeeded = False
+        self.failure_class = failure_class
+        self.error_code = code
+        self.error = message
+        return self
+
+
+def idempotency_key(workflow_id: str, agent: str, tool: str, arguments: Mapping[str, Any]) -> str:
+    """Same workflow, agent, tool and arguments -> same key, across retries and redeliveries."""
+    digest = hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest()[:16]
+    return f"{workflow_id}:{agent}:{tool}:{digest}"
+
+
+async def run_step(
+    *,
+    workflow: WorkflowSpec,
+    agent: AgentSpec,
+    workflow_id: str,
+    context: Mapping[str, Any],
+    model: ModelClient,
+    run_tool: ToolRunner,
+    attempt: int = 1,
+) -> StepOutcome:
+    """Run one agent step: ask the model, enforce tools, loops and confidence, execute tools idempotently."""
+    budgets = workflow.budgets
+    threshold = workflow.threshold_for(agent)
+    ctx: dict[str, Any] = dict(context)
+    history: list[ToolResult] = []
+    fingerprints: Counter[str] = Counter()
+    outcome = StepOutcome(succeeded=False)
+    considered = [t.name for t in agent.tools]
+    max_iterations = max(4, 2 * len(agent.tools) + budgets.loop_threshold + 1)
+    for _ in range(max_iterations):
+        input_hash = context_sha256(ctx)
+        try:
+            reply = await model.decide(
+                ModelRequest(workflow_id=workflow_id, agent=agent, context=ctx, history=history, attempt=attempt)
+            )
+        except ModelError as exc:
+            cls = FailureClass.TRANSIENT if exc.transient else FailureClass.LOGIC
+            return outcome.fail(cls, exc.code, str(exc))
+        outcome.tokens += reply.prompt_tokens + reply.completion_tokens
+        outcome.confidence = (
+            reply.confidence if outcome.confidence is None else min(outcome.confidence, reply.confidence)
+        )
+        trace = DecisionTrace(
+            decision_type="finish" if reply.done else "select_tool",
+            input_context_sha256=input_hash,
+            tools_considered=considered,
+            tool_selected=reply.tool.name if reply.tool else None,
+            confidence=reply.confidence,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            output_context_sha256=None,
+            rationale=reply.rationale,
+        )
+        if reply.tool is None:
+            outcome.decisions.append(trace)
+            if reply.confidence < threshold:
+                return outcome.fail(
+                    FailureClass.LOGIC,
+                    "LOW_CONFIDENCE",
+                    f"{agent.name} finished with confidence {reply.confidence:.2f}, below its threshold "
+                    f"{threshold:.2f}: a human should review",
+                )
+            missing = [o for o in agent.outputs if o not in ctx]
+            if missing:
+                return outcome.fail(
+                    FailureClass.LOGIC,
+                    "OUTPUTS_MISSING",
+                    f"{agent.name} finished without its declared outputs {missing}",
+                )
+            outcome.succeeded = True
+            outcome.context = ctx
+            outcome.decisions[-1] = _with_output(trace, ctx)
+            return outcome
+        choice = reply.tool
+        spec = agent.tool(choice.name)
+        if spec is None:
+            outcome.decisions.append(trace)
+            return outcome.fail(
+                FailureClass.LOGIC,
+                "UNKNOWN_TOOL",
+                f"{agent.name} asked for tool {choice.name!r}, which it is not given; its tools are {considered}",
+            )
+        fingerprint = f"{choice.name}:{hashlib.sha256(canonical_bytes(choice.arguments)).hexdigest()}"
+        fingerprints[fingerprint] += 1
+        if fingerprints[fingerprint] > budgets.loop_threshold:
+            outcome.decisions.append(trace)
+            return outcome.fail(
+                FailureClass.LOGIC,
+                "LOOP_DETECTED",
+                f"{agent.name} called {choice.name} with the same arguments {fingerprints[fingerprint]} times "
+                f"(limit {budgets.loop_threshold}): circuit breaker tripped",
+            )
+        if spec.approval is not None and spec.approval.required(choice.arguments):
+            outcome.decisions.append(trace)
+            return outcome.fail(
+                None,
+                "APPROVAL_REQUIRED",
+                f"{choice.name} is {spec.tier.value} and its arguments {json.dumps(choice.arguments, default=str)} "
+                "need a human's approval before it runs",
+            )
+        key = idempotency_key(workflow_id, agent.name, choice.name, choice.arguments)
+        try:
+            result = await run_tool(choice.name, choice.arguments, key)
+        except ToolError as exc:
+            outcome.decisions.append(trace)
+            return outcome.fail(FailureClass.LOGIC, f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
+        outcome.tool_calls += 1
+        history.append(ToolResult(choice.name, dict(choice.arguments), result))
+        ctx[spec.result_key] = result
+        outcome.decisions.append(_with_output(trace, ctx))
+    return outcome.fail(
+        FailureClass.LOGIC, "NO_CONCLUSION", f"{agent.name} did not finish within {max_iterations} model turns"
+    )
+
+
+def _with_output(trace: DecisionTrace, ctx: Mapping[str, Any]) -> DecisionTrace:
+    return DecisionTrace(**{**trace.__dict__, "output_context_sha256": context_sha256(dict(ctx))})

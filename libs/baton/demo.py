@@ -1,0 +1,241 @@
+"""`baton demo`: many workflows with injected faults through every service, then a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from baton import topics
+from baton.bus.base import Bus, BusRecord
+from baton.bus.embedded import EmbeddedBus
+from baton.client import BatonClient
+from baton.contracts.models import (
+    Event,
+    HandoffAccepted,
+    HandoffProposed,
+    HandoffRejected,
+    HandoffRejectionCode,
+    StepCompleted,
+    WorkflowCompleted,
+    WorkflowEscalated,
+    WorkflowHalted,
+)
+from baton.faults import Fault, FaultPlan
+from baton.mesh import start_mesh
+from baton.messaging import EventConsumer
+from baton.workflows import WorkflowSpec, load_workflows
+from baton.world import World
+
+DETECTED_BY: dict[Fault, str] = {
+    Fault.TRUNCATE: HandoffRejectionCode.TRUNCATED.value,
+    Fault.STALE: HandoffRejectionCode.STALE.value,
+    Fault.TAMPER: HandoffRejectionCode.HASH_MISMATCH.value,
+    Fault.LOOP: "LOOP_DETECTED",
+    Fault.UNKNOWN_TOOL: "UNKNOWN_TOOL",
+    Fault.LOW_CONFIDENCE: "LOW_CONFIDENCE",
+    Fault.MALFORMED: "MALFORMED_MODEL_OUTPUT",
+    Fault.RATE_LIMIT: "RATE_LIMITED",
+}
+DEFAULT_FAULTS = (Fault.TRUNCATE, Fault.STALE, Fault.TAMPER, Fault.LOOP, Fault.RATE_LIMIT, Fault.LOW_CONFIDENCE)
+
+
+@dataclass
+class Observer:
+    """Watches verdicts, results and outcomes, as an operator's dashboard would."""
+
+    outcomes: dict[str, Event] = field(default_factory=dict)
+    detections: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    verdicts: Counter[str] = field(default_factory=Counter)
+    proposed_at: dict[str, float] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    accepted_proposals: set[str] = field(default_factory=set)
+    rejected_proposals: dict[str, str] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_event(self, event: Event, record: BusRecord) -> None:
+        wf = event.envelope.workflow_id
+        if isinstance(event, HandoffProposed):
+            self.proposed_at.setdefault(event.envelope.event_id, event.envelope.occurred_at.timestamp())
+        elif isinstance(event, HandoffAccepted | HandoffRejected):
+            cause = event.envelope.causation_id or ""
+            # Producer clocks of proposal and verdict: queueing plus verification (millisecond resolution).
+            if (
+                cause in self.proposed_at
+                and cause not in self.accepted_proposals
+                and cause not in self.rejected_proposals
+            ):
+                self.latencies_ms.append((event.envelope.occurred_at.timestamp() - self.proposed_at[cause]) * 1000)
+            if isinstance(event, HandoffAccepted):
+                self.verdicts["accepted"] += 1
+                self.accepted_proposals.add(cause)
+            else:
+                self.verdicts[f"rejected {event.reason_code.value}"] += 1
+                self.rejected_proposals[cause] = event.reason_code.value
+                self.detections[wf].add(event.reason_code.value)
+        elif isinstance(event, StepCompleted) and event.error_code:
+            self.detections[wf].add(event.error_code)
+        elif isinstance(event, WorkflowCompleted | WorkflowHalted | WorkflowEscalated) and wf not in self.outcomes:
+            self.outcomes[wf] = event
+            self.changed.set()
+
+
+@dataclass
+class DemoReport:
+    workflows: int
+    outcomes: Counter[str]
+    reasons: Counter[str]
+    injected: Counter[str]
+    detected: Counter[str]
+    verdicts: Counter[str]
+    latency_p50_ms: float
+    latency_p99_ms: float
+    world_problems: list[str]
+    missing_outcomes: list[str]
+    undetected: list[str]
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_outcomes and not self.undetected and not self.world_problems
+
+
+def _inputs(spec: WorkflowSpec, world: World, i: int) -> dict[str, str]:
+    if spec.name == "customer_onboarding":
+        ids = world.customer_ids()
+        return {"customer_id": ids[i % len(ids)]}
+    ids = world.ticket_ids()
+    return {"ticket_id": ids[i % len(ids)]}
+
+
+def _eligible(spec: WorkflowSpec) -> list[str]:
+    """Agents sure to hand off in every run (not those that may stop for approval or be routed around)."""
+    return [a.name for a in spec.agents if not a.critical and all(t.approval is None for t in a.tools)][:2]
+
+
+async def run_demo(
+    *,
+    workflows: int = 200,
+    faults_per_kind: int = 3,
+    faults: tuple[Fault, ...] = DEFAULT_FAULTS,
+    seed: int = 7,
+    timeout_s: float = 300.0,
+    bus: Bus | None = None,
+    world_dir: Path | None = None,
+    console: Console | None = None,
+) -> DemoReport:
+    """Run the demo on the embedded bus (or a given one) and return its report."""
+    console = console or Console()
+    started = time.perf_counter()
+    directory = world_dir or Path(tempfile.mkdtemp(prefix="baton-demo-"))
+    world = World(directory / "world.db")
+    world.seed(customers=max(300, workflows), seed=seed)
+    specs = load_workflows()
+    kinds = sorted(specs)
+    plan_items = [(f"wf-{i:05d}", specs[kinds[i % len(kinds)]]) for i in range(workflows)]
+    plan = FaultPlan.spread(
+        [(wf, _eligible(spec)) for wf, spec in plan_items], faults, per_fault=faults_per_kind, seed=seed
+    )
+    bus = bus or EmbeddedBus(partitions=4)
+    await bus.start()
+    mesh = await start_mesh(bus, world_db=directory / "world.db", faults=plan, seed=seed)
+    observer = Observer()
+    watch = mesh.events("demo-observer")
+    await bus.subscribe(
+        [topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.STEP_RESULTS, topics.OUTCOMES],
+        group_id="baton.demo.observer",
+        handler=EventConsumer(watch, group_id="baton.demo.observer", handler=observer.on_event),
+    )
+    client = BatonClient(mesh.events("demo-client"), requested_by="baton-demo")
+    for i, (wf, spec) in enumerate(plan_items):
+        await client.submit(spec.name, _inputs(spec, world, i), tenant_id=f"tenant-{i % 3}", workflow_id=wf)
+    deadline = time.monotonic() + timeout_s
+    with Progress(
+        TextColumn("[bold]workflows"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("run", total=workflows)
+        while len(observer.outcomes) < workflows and time.monotonic() < deadline:
+            observer.changed.clear()
+            progress.update(bar, completed=len(observer.outcomes))
+            try:
+                await asyncio.wait_for(observer.changed.wait(), timeout=max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        progress.update(bar, completed=len(observer.outcomes))
+    await mesh.stop()
+    await bus.stop()
+    integrity = world.verify()
+    world.close()
+
+    outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for event in observer.outcomes.values():
+        if isinstance(event, WorkflowCompleted):
+            outcomes["completed"] += 1
+        elif isinstance(event, WorkflowHalted | WorkflowEscalated):
+            kind = "halted" if isinstance(event, WorkflowHalted) else "escalated"
+            outcomes[kind] += 1
+            reasons[f"{kind}: {event.reason_code}"] += 1
+    injected: Counter[str] = Counter()
+    detected: Counter[str] = Counter()
+    undetected: list[str] = []
+    for wf, (agent, fault) in plan.faults.items():
+        injected[fault.value] += 1
+        if DETECTED_BY[fault] in observer.detections.get(wf, set()):
+            detected[fault.value] += 1
+        else:
+            undetected.append(f"{wf}: {fault.value} at {agent}")
+    lat = sorted(observer.latencies_ms) or [0.0]
+    return DemoReport(
+        workflows=workflows,
+        outcomes=outcomes,
+        reasons=reasons,
+        injected=injected,
+        detected=detected,
+        verdicts=observer.verdicts,
+        latency_p50_ms=statistics.median(lat),
+        latency_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        world_problems=integrity.problems,
+        missing_outcomes=[wf for wf, _ in plan_items if wf not in observer.outcomes],
+        undetected=undetected,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def print_report(report: DemoReport, console: Console) -> None:
+    """The summary table."""
+    table = Table(title=f"Baton demo: {report.workflows} workflows in {report.elapsed_s:.1f}s")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for kind in ("completed", "halted", "escalated"):
+        table.add_row(f"workflows {kind}", str(report.outcomes.get(kind, 0)))
+    for reason, n in sorted(report.reasons.items()):
+        table.add_row(f"  {reason}", str(n))
+    table.add_row("workflows without an outcome", str(len(report.missing_outcomes)))
+    table.add_row("handoffs verified", str(sum(report.verdicts.values())))
+    for verdict, n in sorted(report.verdicts.items()):
+        table.add_row(f"  {verdict}", str(n))
+    for fault in sorted(report.injected):
+        table.add_row(f"fault {fault}: injected / detected", f"{report.injected[fault]} / {report.detected[fault]}")
+    table.add_row("handoff latency p50 / p99", f"{report.latency_p50_ms:.1f} ms / {report.latency_p99_ms:.1f} ms")
+    table.add_row("world records corrupted", str(len(report.world_problems)))
+    console.print(table)
+    for line in report.missing_outcomes[:10] + report.undetected[:10] + report.world_problems[:10]:
+        console.print(f"[red]{line}")
+    console.print(
+        "[bold green]OK" if report.ok else "[bold red]FAILED",
+        "— every workflow reached an outcome and every injected fault was detected" if report.ok else "",
+    )

@@ -1,0 +1,85 @@
+"""Fault plans: which workflow gets which injected fault at which agent (demo, tests, chaos runs)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from baton.context import canonical_bytes, load_context
+from baton.contracts.models import ContextSnapshot
+
+
+class Fault(StrEnum):
+    # handoff faults, caught by the handoff validator
+    TRUNCATE = "truncate"
+    STALE = "stale"
+    TAMPER = "tamper"
+    # model faults, caught by the agent runtime and the supervisor
+    LOOP = "loop"
+    UNKNOWN_TOOL = "unknown_tool"
+    LOW_CONFIDENCE = "low_confidence"
+    MALFORMED = "malformed"
+    RATE_LIMIT = "rate_limit"
+
+
+HANDOFF_FAULTS = frozenset({Fault.TRUNCATE, Fault.STALE, Fault.TAMPER})
+
+
+def corrupt_handoff(fault: Fault, proposed: ContextSnapshot, received: ContextSnapshot) -> ContextSnapshot:
+    """What a faulty agent or transport does to a proposed snapshot (declared hash and size kept)."""
+    if fault is Fault.TRUNCATE:
+        cut = max(1, len(proposed.context_json) // 3)
+        return proposed.model_copy(update={"context_json": proposed.context_json[:-cut]})
+    if fault is Fault.TAMPER:
+        context = load_context(proposed)
+        for key, value in sorted(context.items()):
+            if isinstance(value, str) and value and value[-1].isascii():
+                context[key] = value[:-1] + ("x" if value[-1] != "x" else "y")
+                return proposed.model_copy(update={"context_json": canonical_bytes(context).decode()})
+        raise ValueError("no string value to tamper with")
+    if fault is Fault.STALE:
+        # Built on the context before the one received: the version and parent of an older checkpoint.
+        return proposed.model_copy(update={"version": received.version, "parent_sha256": received.parent_sha256})
+    raise ValueError(f"{fault} is not a handoff fault")
+
+
+@dataclass
+class FaultPlan:
+    """workflow id -> (agent, fault). Faults fire on a step's first attempt only."""
+
+    faults: dict[str, tuple[str, Fault]] = field(default_factory=dict)
+
+    def fault_for(self, workflow_id: str, agent: str, attempt: int = 1) -> Fault | None:
+        planned = self.faults.get(workflow_id)
+        if planned is None or planned[0] != agent or attempt != 1:
+            return None
+        return planned[1]
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps({wf: [a, f.value] for wf, (a, f) in self.faults.items()}))
+
+    @classmethod
+    def load(cls, path: Path) -> FaultPlan:
+        raw = json.loads(path.read_text())
+        return cls({wf: (a, Fault(f)) for wf, (a, f) in raw.items()})
+
+    @classmethod
+    def spread(
+        cls, workflows: Sequence[tuple[str, Sequence[str]]], faults: Sequence[Fault], *, per_fault: int, seed: int
+    ) -> FaultPlan:
+        """Give per_fault distinct workflows each fault, at a seeded choice of their agents."""
+        rnd = random.Random(seed)
+        pool = list(workflows)
+        rnd.shuffle(pool)
+        plan: dict[str, tuple[str, Fault]] = {}
+        for fault in faults:
+            for _ in range(per_fault):
+                if not pool:
+                    return cls(plan)
+                wf, agents = pool.pop()
+                plan[wf] = (rnd.choice(list(agents)), fault)
+        return cls(plan)

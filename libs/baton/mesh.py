@@ -1,0 +1,59 @@
+"""Every Baton service in one process on one bus: the embedded default (`make demo`, component tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baton.bus.base import Bus
+from baton.contracts.registry import LocalSchemaRegistry
+from baton.contracts.serde import AvroSerde
+from baton.faults import FaultPlan
+from baton.messaging import EventBus
+from baton.runtime import RuntimeSettings, instance_id
+from baton.workflows import agent_kinds, load_workflows
+
+
+@dataclass
+class Mesh:
+    """The running services (each still a separate service object with its own producer identity)."""
+
+    bus: Bus
+    serde: AvroSerde
+    apps: dict[str, Any] = field(default_factory=dict)
+
+    def events(self, service: str) -> EventBus:
+        return EventBus(bus=self.bus, serde=self.serde, producer=instance_id(service))
+
+    async def stop(self) -> None:
+        for app in reversed(list(self.apps.values())):
+            await app.stop()
+
+
+async def start_mesh(
+    bus: Bus, *, world_db: Path, faults: FaultPlan | None = None, backoff_base_s: float = 0.05, seed: int = 0
+) -> Mesh:
+    """Start the validator, the supervisor and one agent service per declared kind on a started bus."""
+    from services.agent import app as agent_app
+    from services.agent.config import Settings as AgentSettings
+    from services.handoff_validator import app as validator_app
+    from services.handoff_validator.config import Settings as ValidatorSettings
+    from services.supervisor import app as supervisor_app
+    from services.supervisor.config import Settings as SupervisorSettings
+
+    runtime = RuntimeSettings(bus="embedded")
+    mesh = Mesh(bus=bus, serde=AvroSerde(LocalSchemaRegistry()))
+    mesh.apps["handoff-validator"] = await validator_app.start(
+        mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime)
+    )
+    for kind in agent_kinds(load_workflows()):
+        mesh.apps[f"agent:{kind}"] = await agent_app.start(
+            mesh.events(f"agent-{kind}"),
+            AgentSettings(runtime=runtime, kind=kind, world_db=world_db, seed=seed),
+            faults=faults or FaultPlan(),
+        )
+    mesh.apps["supervisor"] = await supervisor_app.start(
+        mesh.events("supervisor"), SupervisorSettings(runtime=runtime, backoff_base_s=backoff_base_s)
+    )
+    return mesh

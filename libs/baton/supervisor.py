@@ -1,0 +1,364 @@
+"""The supervisor's workflow state machine: budgets, failure classes, retries, checkpoints.
+
+Pure: `Supervisor.handle(event, now)` returns the effects to publish; the service publishes
+them, checkpoint first. No broker imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from baton.context import make_snapshot
+from baton.contracts.models import (
+    ContextSnapshot,
+    Event,
+    FailureClass,
+    HandoffAccepted,
+    HandoffRejected,
+    StepCompleted,
+    TaskRequested,
+)
+from baton.workflows import END, WorkflowSpec
+
+Status = Literal["running", "completed", "halted", "escalated"]
+
+
+class TaskRejectedError(ValueError):
+    """A task cannot start; `code` is machine-readable and the message says what to fix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class WorkflowState:
+    """Everything the supervisor knows about one workflow; persisted in every checkpoint."""
+
+    workflow_id: str
+    tenant_id: str
+    workflow_type: str
+    correlation_id: str
+    started_at: float
+    snapshot: dict[str, Any]
+    current_agent: str
+    status: Status = "running"
+    attempt: int = 1
+    seq: int = 0
+    completed_steps: list[str] = field(default_factory=list)
+    steps: int = 0
+    tokens: int = 0
+    tool_calls: int = 0
+    context_retries: int = 0
+    transient_retries: int = 0
+    consecutive_errors: int = 0
+    last_error: str | None = None
+    retry_at: float | None = None
+    outcome_code: str | None = None
+
+    @property
+    def checkpoint(self) -> ContextSnapshot:
+        return ContextSnapshot.model_validate(self.snapshot)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkflowState:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class RequestStep:
+    """Ask current_agent to run from the checkpoint (after delay_s)."""
+
+    agent: str
+    attempt: int
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Literal["completed", "halted", "escalated"]
+    reason_code: str
+    reason: str
+    failure_class: FailureClass | None = None
+
+
+Effect = RequestStep | Outcome
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What handling one event did: the new state (None: ignored) and the effects to publish."""
+
+    state: WorkflowState | None
+    effects: tuple[Effect, ...] = ()
+
+
+def backoff_s(retry: int, *, base_s: float, cap_s: float, jitter_key: str) -> float:
+    """Exponential backoff with deterministic jitter (so a replayed decision waits the same)."""
+    frac = hashlib.sha256(jitter_key.encode()).digest()[0] / 255
+    return float(min(cap_s, base_s * 2 ** (retry - 1)) * (0.5 + frac / 2))
+
+
+class Supervisor:
+    """Decides every workflow transition; holds the states of the workflows it owns."""
+
+    def __init__(
+        self, workflows: dict[str, WorkflowSpec], *, backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0
+    ) -> None:
+        self.workflows = workflows
+        self.states: dict[str, WorkflowState] = {}
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+
+    def restore(self, state: WorkflowState) -> None:
+        """Adopt a state read from a checkpoint (newer seq wins)."""
+        known = self.states.get(state.workflow_id)
+        if known is None or state.seq >= known.seq:
+            self.states[state.workflow_id] = state
+
+    def handle(self, event: Event, now: float) -> Transition:
+        if isinstance(event, TaskRequested):
+            return self._task(event, now)
+        state = self.states.get(event.envelope.workflow_id)
+        if state is None or state.status != "running":
+            return Transition(None)
+        if isinstance(event, StepCompleted):
+            return self._step_completed(state, event, now)
+        if isinstance(event, HandoffAccepted):
+            return self._accepted(state, event, now)
+        if isinstance(event, HandoffRejected):
+            return self._rejected(state, event)
+        return Transition(None)
+
+    # -- transitions -------------------------------------------------------------------------------
+
+    def _task(self, event: TaskRequested, now: float) -> Transition:
+        wf = event.envelope.workflow_id
+        existing = self.states.get(wf)
+        if existing is not None:
+            # Redelivered task: re-emit what the current state owes (idempotent downstream).
+            owed = (RequestStep(existing.current_agent, existing.attempt),) if existing.status == "running" else ()
+            return Transition(existing, owed)
+        spec = self.workflows.get(event.workflow_type)
+        if spec is None:
+            raise TaskRejectedError(
+                "UNKNOWN_WORKFLOW_TYPE",
+                f"workflow type {event.workflow_type!r} is not declared; declared types: {sorted(self.workflows)}",
+            )
+        try:
+            context = json.loads(event.input_json)
+        except json.JSONDecodeError as exc:
+            raise TaskRejectedError("BAD_INPUT", f"input_json is not JSON ({exc}); send a JSON object") from exc
+        if not isinstance(context, dict):
+            raise TaskRejectedError("BAD_INPUT", f"input_json is a {type(context).__name__}; send a JSON object")
+        first = spec.agent(spec.first_agent)
+        missing = [k for k in first.inputs if k not in context]
+        if missing:
+            raise TaskRejectedError(
+                "BAD_INPUT", f"{spec.name} starts with {first.name}, which needs {first.inputs}; missing: {missing}"
+            )
+        state = WorkflowState(
+            workflow_id=wf,
+            tenant_id=event.envelope.tenant_id,
+            workflow_type=spec.name,
+            correlation_id=event.envelope.correlation_id or wf,
+            started_at=now,
+            snapshot=make_snapshot(context, version=1).model_dump(),
+            current_agent=first.name,
+        )
+        self.states[wf] = state
+        return self._advance(state, RequestStep(first.name, 1))
+
+    def _step_completed(self, state: WorkflowState, event: StepCompleted, now: float) -> Transition:
+        if event.agent != state.current_agent or event.attempt != state.attempt:
+            return Transition(None)  # a late or duplicate result of an earlier attempt
+        spec = self.workflows[state.workflow_type]
+        budgets = spec.budgets
+        state.steps += 1
+        state.tokens += event.tokens_used
+        state.tool_calls += event.tool_calls
+        tripped = self._budget_trip(state, spec, now)
+        if tripped is not None:
+            return self._finish(state, tripped)
+        if event.succeeded:
+            state.consecutive_errors = 0
+            return self._advance(state)
+        code = event.error_code or "STEP_FAILED"
+        state.consecutive_errors = state.consecutive_errors + 1 if state.last_error == code else 1
+        state.last_error = code
+        reason = event.error or code
+        if state.consecutive_errors >= budgets.max_consecutive_errors:
+            return self._finish(
+                state,
+                Outcome(
+                    "halted",
+                    "CONSECUTIVE_ERRORS",
+                    f"{code} {state.consecutive_errors} times in a row: {reason}",
+                    event.failure_class,
+                ),
+            )
+        if code == "APPROVAL_REQUIRED":
+            return self._finish(state, Outcome("escalated", code, reason))
+        if code == "LOOP_DETECTED":
+            return self._finish(state, Outcome("halted", "BUDGET_LOOP", reason, FailureClass.LOGIC))
+        cls = event.failure_class or FailureClass.LOGIC
+        if cls is FailureClass.TRANSIENT:
+            if state.transient_retries >= budgets.max_transient_retries:
+                return self._finish(
+                    state,
+                    Outcome(
+                        "escalated",
+                        "TRANSIENT_RETRIES_EXHAUSTED",
+                        f"{reason} after {state.transient_retries} retries",
+                        cls,
+                    ),
+                )
+            state.transient_retries += 1
+            delay = backoff_s(
+                state.transient_retries,
+                base_s=self.backoff_base_s,
+                cap_s=self.backoff_cap_s,
+                jitter_key=f"{state.workflow_id}:{state.seq}",
+            )
+            state.attempt += 1
+            state.retry_at = now + delay
+            return self._advance(state, RequestStep(state.current_agent, state.attempt, delay))
+        if cls is FailureClass.CONTEXT:
+            return self._context_retry(state, reason)
+        if cls is FailureClass.SYSTEMIC:
+            return self._finish(state, Outcome("halted", code, reason, cls))
+        fallback = spec.agent(state.current_agent).fallback_agent
+        if fallback and fallback != state.current_agent:
+            state.current_agent = fallback
+            state.attempt += 1
+            return self._advance(state, RequestStep(fallback, state.attempt))
+        return self._finish(state, Outcome("escalated", code, reason, cls))
+
+    def _accepted(self, state: WorkflowState, event: HandoffAccepted, now: float) -> Transition:
+        cp = state.checkpoint
+        snap = event.snapshot
+        if event.from_agent != state.current_agent or snap.version != cp.version + 1 or snap.parent_sha256 != cp.sha256:
+            return Transition(None)  # duplicate or late verdict
+        spec = self.workflows[state.workflow_type]
+        context = json.loads(snap.context_json)
+        expected = spec.next_agent(state.current_agent, context)
+        if event.to_agent != expected:
+            return self._finish(
+                state,
+                Outcome(
+                    "escalated",
+                    "ROUTING_MISMATCH",
+                    f"{state.current_agent} handed off to {event.to_agent}, but {spec.name} routes to {expected}",
+                    FailureClass.LOGIC,
+                ),
+            )
+        state.snapshot = snap.model_dump()
+        state.completed_steps.append(state.current_agent)
+        state.current_agent = event.to_agent
+        state.attempt = 1
+        state.context_retries = 0
+        state.transient_retries = 0
+        state.retry_at = None
+        tripped = self._budget_trip(state, spec, now)
+        if tripped is not None:
+            return self._finish(state, tripped)
+        if event.to_agent == END:
+            return self._finish(state, Outcome("completed", "COMPLETED", f"{len(state.completed_steps)} steps"))
+        # The validator delivered the accepted handoff to the next agent; only the checkpoint is owed.
+        return self._advance(state)
+
+    def _rejected(self, state: WorkflowState, event: HandoffRejected) -> Transition:
+        if event.from_agent != state.current_agent or event.expected_parent_sha256 not in (
+            None,
+            state.checkpoint.sha256,
+        ):
+            return Transition(None)
+        if event.envelope.causation_id is not None and state.last_error == f"rejected:{event.envelope.causation_id}":
+            return Transition(None)  # the same rejection redelivered
+        state.last_error = f"rejected:{event.envelope.causation_id}"
+        return self._context_retry(state, f"{event.reason_code}: {event.reason}")
+
+    def _context_retry(self, state: WorkflowState, reason: str) -> Transition:
+        budgets = self.workflows[state.workflow_type].budgets
+        if state.context_retries >= budgets.context_retries:
+            return self._finish(
+                state,
+                Outcome(
+                    "escalated",
+                    "CONTEXT_RETRY_EXHAUSTED",
+                    f"context failed again after {state.context_retries} rebuild(s): {reason}",
+                    FailureClass.CONTEXT,
+                ),
+            )
+        state.context_retries += 1
+        state.attempt += 1
+        # Rebuild from the last good checkpoint: the step re-runs on the checkpointed context.
+        return self._advance(state, RequestStep(state.current_agent, state.attempt))
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _budget_trip(self, state: WorkflowState, spec: WorkflowSpec, now: float) -> Outcome | None:
+        b = spec.budgets
+        cost = state.tokens / 1000 * b.cost_per_1k_tokens_usd
+        checks = [
+            (state.steps > b.max_steps, "BUDGET_STEPS", f"{state.steps} steps > {b.max_steps}"),
+            (state.tokens > b.max_tokens, "BUDGET_TOKENS", f"{state.tokens} tokens > {b.max_tokens}"),
+            (
+                state.tool_calls > b.max_tool_calls,
+                "BUDGET_TOOL_CALLS",
+                f"{state.tool_calls} tool calls > {b.max_tool_calls}",
+            ),
+            (cost > b.max_cost_usd, "BUDGET_COST", f"${cost:.4f} > ${b.max_cost_usd}"),
+            (
+                now - state.started_at > b.wall_clock_s,
+                "BUDGET_WALL_CLOCK",
+                f"{now - state.started_at:.0f}s > {b.wall_clock_s:.0f}s",
+            ),
+        ]
+        for tripped, code, detail in checks:
+            if tripped:
+                return Outcome("halted", code, f"budget exceeded: {detail}; escalated to {spec.escalation.queue}")
+        return None
+
+    def check_wall_clock(self, now: float) -> list[tuple[WorkflowState, Outcome]]:
+        """Halt running workflows past their wall-clock budget (called periodically)."""
+        out: list[tuple[WorkflowState, Outcome]] = []
+        for state in self.states.values():
+            if state.status == "running":
+                b = self.workflows[state.workflow_type].budgets
+                if now - state.started_at > b.wall_clock_s:
+                    outcome = Outcome(
+                        "halted",
+                        "BUDGET_WALL_CLOCK",
+                        f"no outcome within {b.wall_clock_s:.0f}s; escalated to "
+                        f"{self.workflows[state.workflow_type].escalation.queue}",
+                    )
+                    self._finish(state, outcome)
+                    out.append((state, outcome))
+        return out
+
+    def _advance(self, state: WorkflowState, *effects: Effect) -> Transition:
+        state.seq += 1
+        return Transition(state, effects)
+
+    def _finish(self, state: WorkflowState, outcome: Outcome) -> Transition:
+        state.status = outcome.kind
+        state.outcome_code = outcome.reason_code
+        state.seq += 1
+        return Transition(state, (outcome,))
+
+
+def effect_event_id(state: WorkflowState, effect: Effect) -> str:
+    """Deterministic event id of an effect, so re-emitting it is deduplicated downstream."""
+    if isinstance(effect, RequestStep):
+        key = f"step:{state.workflow_id}:{effect.agent}:{state.checkpoint.version}:{effect.attempt}"
+    else:
+        key = f"outcome:{state.workflow_id}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"baton:{key}"))

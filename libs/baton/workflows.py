@@ -1,0 +1,226 @@
+"""Workflow declarations (YAML, validated by pydantic): agents, routing, tools, budgets, autonomy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from baton.contracts.models import PermissionTier
+
+END = "$end"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def lookup(context: Mapping[str, Any], path: str) -> Any:
+    """Value at a dotted path ("refund_preview.amount"), or None when any part is missing."""
+    value: Any = context
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+class Condition(_Strict):
+    """A test on one context field."""
+
+    field: str
+    op: Literal["gt", "ge", "lt", "le", "eq", "ne", "truthy", "falsy"]
+    value: Any = None
+
+    def holds(self, context: Mapping[str, Any]) -> bool:
+        """Whether the condition is true of a context (missing field: only falsy holds)."""
+        actual = lookup(context, self.field)
+        if self.op == "truthy":
+            return bool(actual)
+        if self.op == "falsy":
+            return not actual
+        if actual is None:
+            return False
+        if self.op == "eq":
+            return bool(actual == self.value)
+        if self.op == "ne":
+            return bool(actual != self.value)
+        try:
+            a, v = float(actual), float(self.value)
+        except (TypeError, ValueError):
+            return False
+        return {"gt": a > v, "ge": a >= v, "lt": a < v, "le": a <= v}[self.op]
+
+
+class ApprovalRule(_Strict):
+    """When a tool call needs a human: always, or when an argument exceeds a threshold."""
+
+    always: bool = False
+    when: Condition | None = None
+
+    def required(self, arguments: Mapping[str, Any]) -> bool:
+        return self.always or (self.when is not None and self.when.holds(arguments))
+
+
+class ToolSpec(_Strict):
+    """A tool an agent may call, with its permission tier."""
+
+    name: str
+    tier: PermissionTier
+    description: str = ""
+    args: dict[str, str] = Field(default_factory=dict, description="argument name -> context key")
+    result_key: str = Field(description="context key the result is stored under")
+    approval: ApprovalRule | None = None
+
+
+class AgentSpec(_Strict):
+    """One agent kind: what it needs, what it produces, which tools it may use."""
+
+    name: str
+    description: str = ""
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
+    confidence_threshold: float | None = None
+    fallback_agent: str | None = None
+    critical: bool = False
+
+    def tool(self, name: str) -> ToolSpec | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+
+class Route(_Strict):
+    """Supervisor/worker routing: after an agent, go to another when a condition holds."""
+
+    after: str
+    to: str
+    when: Condition | None = None
+
+
+class Budgets(_Strict):
+    """Limits enforced by the supervisor and the agent runtime, never by a prompt."""
+
+    max_steps: int = 20
+    expected_tokens: int = 4000
+    token_budget_factor: float = 2.0
+    max_tool_calls: int = 30
+    wall_clock_s: float = 600.0
+    max_cost_usd: float = 5.0
+    cost_per_1k_tokens_usd: float = 0.002
+    loop_threshold: int = 3
+    max_consecutive_errors: int = 3
+    max_transient_retries: int = 5
+    context_retries: int = 1
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.expected_tokens * self.token_budget_factor)
+
+
+class Escalation(_Strict):
+    queue: str
+    sla_s: float = 3600.0
+
+
+class WorkflowSpec(_Strict):
+    """A declared workflow type."""
+
+    name: str
+    description: str = ""
+    pattern: Literal["pipeline", "supervisor"]
+    autonomy_level: Literal[1, 2, 3, 4]
+    agents: list[AgentSpec]
+    routes: list[Route] = Field(default_factory=list)
+    budgets: Budgets = Field(default_factory=Budgets)
+    confidence_thresholds: dict[str, float] = Field(default_factory=lambda: {"default": 0.5})
+    escalation: Escalation
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkflowSpec:
+        names = [a.name for a in self.agents]
+        if len(set(names)) != len(names):
+            raise ValueError(f"agent names must be unique, got {names}")
+        if not names:
+            raise ValueError("a workflow declares at least one agent")
+        for route in self.routes:
+            for end in (route.after, route.to):
+                if end != END and end not in names:
+                    raise ValueError(f"route {route.after} -> {route.to} names unknown agent {end!r}; known: {names}")
+        for agent in self.agents:
+            if agent.fallback_agent and agent.fallback_agent not in names:
+                raise ValueError(f"{agent.name}.fallback_agent {agent.fallback_agent!r} is not an agent of {self.name}")
+        if self.pattern == "supervisor" and not self.routes:
+            raise ValueError("the supervisor pattern needs routes")
+        return self
+
+    @property
+    def first_agent(self) -> str:
+        return self.agents[0].name
+
+    def agent(self, name: str) -> AgentSpec:
+        for a in self.agents:
+            if a.name == name:
+                return a
+        raise KeyError(f"workflow {self.name} has no agent {name!r}")
+
+    def threshold_for(self, agent: AgentSpec) -> float:
+        if agent.confidence_threshold is not None:
+            return agent.confidence_threshold
+        return self.confidence_thresholds.get(agent.name, self.confidence_thresholds.get("default", 0.5))
+
+    def next_agent(self, after: str, context: Mapping[str, Any]) -> str:
+        """Where the workflow goes after an agent: the next agent's name, or END."""
+        if self.pattern == "pipeline":
+            names = [a.name for a in self.agents]
+            i = names.index(after)
+            return names[i + 1] if i + 1 < len(names) else END
+        for route in self.routes:
+            if route.after == after and (route.when is None or route.when.holds(context)):
+                return route.to
+        return END
+
+
+class WorkflowDeclarationError(ValueError):
+    """A workflow file does not declare a valid workflow."""
+
+
+def load_workflow(path: Path) -> WorkflowSpec:
+    """Load and validate one YAML declaration."""
+    try:
+        data = yaml.safe_load(path.read_text())
+        return WorkflowSpec.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise WorkflowDeclarationError(f"{path}: {exc}") from exc
+
+
+def default_workflow_dir() -> Path:
+    env = os.environ.get("BATON_WORKFLOW_DIR")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "workflows").is_dir() and (parent / "schemas").is_dir():
+            return parent / "workflows"
+    raise WorkflowDeclarationError("cannot find workflows/; set BATON_WORKFLOW_DIR")
+
+
+@cache
+def load_workflows(directory: Path | None = None) -> dict[str, WorkflowSpec]:
+    """Every *.yaml under the workflow directory, by workflow name."""
+    specs = [load_workflow(p) for p in sorted((directory or default_workflow_dir()).glob("*.yaml"))]
+    return {s.name: s for s in specs}
+
+
+def agent_kinds(workflows: Mapping[str, WorkflowSpec]) -> dict[str, AgentSpec]:
+    """Every agent kind across workflows (a kind name must mean one agent everywhere)."""
+    kinds: dict[str, AgentSpec] = {}
+    for wf in workflows.values():
+        for agent in wf.agents:
+            if agent.name in kinds and kinds[agent.name] != agent:
+                raise WorkflowDeclarationError(f"agent {agent.name!r} is declared differently in two workflows")
+            kinds[agent.name] = agent
+    return kinds

@@ -1,0 +1,348 @@
+"""The "world": a small real SQLite database the reference workflows' tools act on.
+
+Every row carries a checksum of its content so a test can prove no record was corrupted,
+and every write tool is idempotent by key, so a redelivered call never acts twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, name TEXT NOT NULL, country TEXT NOT NULL,
+    risk_score INTEGER NOT NULL, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
+    kind TEXT NOT NULL, valid INTEGER NOT NULL, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
+    amount REAL NOT NULL, refunded REAL NOT NULL DEFAULT 0, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, order_id TEXT NOT NULL REFERENCES orders(id),
+    reason TEXT NOT NULL, requested_amount REAL NOT NULL, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS filings (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE REFERENCES customers(id),
+    risk_score INTEGER NOT NULL, idempotency_key TEXT NOT NULL UNIQUE, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refunds (id TEXT PRIMARY KEY, order_id TEXT NOT NULL REFERENCES orders(id),
+    amount REAL NOT NULL, idempotency_key TEXT NOT NULL UNIQUE, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tool_calls (idempotency_key TEXT PRIMARY KEY, tool TEXT NOT NULL,
+    result_json TEXT NOT NULL, executions INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS step_ledger (step_key TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, agent TEXT NOT NULL,
+    started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, result_json TEXT);
+"""
+
+_CHECKED = {
+    "customers": ("id", "name", "country", "risk_score"),
+    "documents": ("id", "customer_id", "kind", "valid"),
+    "orders": ("id", "customer_id", "amount", "refunded"),
+    "tickets": ("id", "order_id", "reason", "requested_amount"),
+    "filings": ("id", "customer_id", "risk_score", "idempotency_key"),
+    "refunds": ("id", "order_id", "amount", "idempotency_key"),
+}
+
+
+class ToolError(Exception):
+    """A tool refused its input; `code` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _checksum(table: str, row: Mapping[str, Any]) -> str:
+    content = json.dumps([table, *[row[c] for c in _CHECKED[table]]], sort_keys=True, default=str)
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class WorldIntegrityReport:
+    """What verify() found: corrupted rows and broken invariants (empty when the world is sound)."""
+
+    problems: list[str]
+    counts: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class World:
+    """Connection to the world database (safe to share between threads and processes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _insert(self, db: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+        row = dict(row, checksum=_checksum(table, row))
+        cols = ", ".join(row)
+        db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+    def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return dict(row) if row is not None else None
+
+    # -- seeding -----------------------------------------------------------------------------------
+
+    def seed(self, *, customers: int = 300, seed: int = 7) -> None:
+        """Fill an empty world deterministically: customers, documents, orders, tickets."""
+        rnd = random.Random(seed)
+        with self._tx() as db:
+            if db.execute("SELECT COUNT(*) FROM customers").fetchone()[0]:
+                return
+            for i in range(customers):
+                cid = f"cust-{i:05d}"
+                risk = rnd.choice([rnd.randint(5, 60)] * 9 + [rnd.randint(70, 95)])
+                self._insert(
+                    db,
+                    "customers",
+                    {
+                        "id": cid,
+                        "name": f"Customer {i}",
+                        "country": rnd.choice(["DE", "FR", "NL", "US", "JP"]),
+                        "risk_score": risk,
+                    },
+                )
+                for kind in ("passport", "proof_of_address"):
+                    self._insert(
+                        db, "documents", {"id": f"doc-{i:05d}-{kind}", "customer_id": cid, "kind": kind, "valid": 1}
+                    )
+                amount = float(rnd.randint(20, 1200))
+                self._insert(
+                    db, "orders", {"id": f"ord-{i:05d}", "customer_id": cid, "amount": amount, "refunded": 0.0}
+                )
+                requested = float(min(amount, rnd.choice([rnd.randint(10, 400)] * 3 + [rnd.randint(501, 1200)])))
+                self._insert(
+                    db,
+                    "tickets",
+                    {
+                        "id": f"tkt-{i:05d}",
+                        "order_id": f"ord-{i:05d}",
+                        "reason": rnd.choice(["damaged", "late", "wrong item"]),
+                        "requested_amount": requested,
+                    },
+                )
+
+    def customer_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT id FROM customers ORDER BY id")]
+
+    def ticket_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT id FROM tickets ORDER BY id")]
+
+    # -- tools -------------------------------------------------------------------------------------
+
+    def _customer(self, customer_id: Any) -> dict[str, Any]:
+        row = self._one("SELECT id, name, country, risk_score FROM customers WHERE id = ?", customer_id)
+        if row is None:
+            raise ToolError("NOT_FOUND", f"no customer {customer_id!r}; check the customer_id in the task input")
+        return row
+
+    def _ticket(self, ticket_id: Any) -> dict[str, Any]:
+        row = self._one("SELECT id, order_id, reason, requested_amount FROM tickets WHERE id = ?", ticket_id)
+        if row is None:
+            raise ToolError("NOT_FOUND", f"no ticket {ticket_id!r}; check the ticket_id in the task input")
+        return row
+
+    def lookup_customer(self, customer_id: str) -> dict[str, Any]:
+        return self._customer(customer_id)
+
+    def verify_identity(self, customer_id: str) -> dict[str, Any]:
+        customer = self._customer(customer_id)
+        return {"verified": True, "method": "document_match", "name": customer["name"]}
+
+    def check_documents(self, customer_id: str) -> dict[str, Any]:
+        self._customer(customer_id)
+        with self._lock:
+            rows = [
+                dict(r)
+                for r in self._db.execute(
+                    "SELECT kind, valid FROM documents WHERE customer_id = ? ORDER BY kind", (customer_id,)
+                )
+            ]
+        return {"kinds": [r["kind"] for r in rows], "all_valid": all(r["valid"] for r in rows), "count": len(rows)}
+
+    def screen_sanctions(self, customer_id: str) -> dict[str, Any]:
+        customer = self._customer(customer_id)
+        return {"clear": True, "risk_score": customer["risk_score"]}
+
+    def lookup_ticket(self, ticket_id: str) -> dict[str, Any]:
+        return self._ticket(ticket_id)
+
+    def lookup_order(self, ticket_id: str) -> dict[str, Any]:
+        ticket = self._ticket(ticket_id)
+        row = self._one("SELECT id, customer_id, amount, refunded FROM orders WHERE id = ?", ticket["order_id"])
+        assert row is not None
+        return row
+
+    def preview_refund(self, ticket_id: str) -> dict[str, Any]:
+        order = self.lookup_order(ticket_id)
+        ticket = self._ticket(ticket_id)
+        amount = max(0.0, min(ticket["requested_amount"], order["amount"] - order["refunded"]))
+        return {"amount": amount, "currency": "EUR", "order_id": order["id"]}
+
+    def _idempotent(self, key: str, tool: str, act: Callable[[sqlite3.Connection], dict[str, Any]]) -> dict[str, Any]:
+        with self._tx() as db:
+            done = db.execute("SELECT result_json FROM tool_calls WHERE idempotency_key = ?", (key,)).fetchone()
+            if done is not None:
+                db.execute("UPDATE tool_calls SET executions = executions + 1 WHERE idempotency_key = ?", (key,))
+                result: dict[str, Any] = json.loads(done[0])
+                return result
+            result = act(db)
+            db.execute(
+                "INSERT INTO tool_calls (idempotency_key, tool, result_json) VALUES (?, ?, ?)",
+                (key, tool, json.dumps(result)),
+            )
+            return result
+
+    def file_regulatory_report(self, customer_id: str, risk_score: int, *, idempotency_key: str) -> dict[str, Any]:
+        self._customer(customer_id)
+
+        def act(db: sqlite3.Connection) -> dict[str, Any]:
+            if db.execute("SELECT 1 FROM filings WHERE customer_id = ?", (customer_id,)).fetchone():
+                raise ToolError("ALREADY_FILED", f"a report for {customer_id} was filed by another call")
+            filing_id = f"fil-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:12]}"
+            self._insert(
+                db,
+                "filings",
+                {
+                    "id": filing_id,
+                    "customer_id": customer_id,
+                    "risk_score": int(risk_score),
+                    "idempotency_key": idempotency_key,
+                },
+            )
+            return {"filing_id": filing_id, "customer_id": customer_id}
+
+        return self._idempotent(idempotency_key, "file_regulatory_report", act)
+
+    def issue_refund(self, ticket_id: str, amount: float, *, idempotency_key: str) -> dict[str, Any]:
+        ticket = self._ticket(ticket_id)
+
+        def act(db: sqlite3.Connection) -> dict[str, Any]:
+            order = dict(db.execute("SELECT * FROM orders WHERE id = ?", (ticket["order_id"],)).fetchone())
+            if amount <= 0 or order["refunded"] + amount > order["amount"] + 1e-9:
+                raise ToolError("REFUND_EXCEEDS_ORDER", f"refund of {amount} exceeds what is left on {order['id']}")
+            refund_id = f"ref-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:12]}"
+            self._insert(
+                db,
+                "refunds",
+                {"id": refund_id, "order_id": order["id"], "amount": float(amount), "idempotency_key": idempotency_key},
+            )
+            order["refunded"] = order["refunded"] + float(amount)
+            db.execute(
+                "UPDATE orders SET refunded = ?, checksum = ? WHERE id = ?",
+                (order["refunded"], _checksum("orders", order), order["id"]),
+            )
+            return {"refund_id": refund_id, "amount": float(amount), "order_id": order["id"]}
+
+        return self._idempotent(idempotency_key, "issue_refund", act)
+
+    def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        """Run a tool by name; raises ToolError for unknown tools and bad arguments."""
+        fn: Callable[..., dict[str, Any]] | None = {
+            "lookup_customer": self.lookup_customer,
+            "verify_identity": self.verify_identity,
+            "check_documents": self.check_documents,
+            "screen_sanctions": self.screen_sanctions,
+            "lookup_ticket": self.lookup_ticket,
+            "lookup_order": self.lookup_order,
+            "preview_refund": self.preview_refund,
+        }.get(tool)
+        try:
+            if fn is not None:
+                return fn(**arguments)
+            if tool == "file_regulatory_report":
+                return self.file_regulatory_report(**arguments, idempotency_key=idempotency_key)
+            if tool == "issue_refund":
+                return self.issue_refund(**arguments, idempotency_key=idempotency_key)
+        except TypeError as exc:
+            raise ToolError("BAD_ARGUMENTS", f"{tool} got arguments {sorted(arguments)}: {exc}") from exc
+        raise ToolError("UNKNOWN_TOOL", f"the world has no tool {tool!r}")
+
+    # -- the agents' step ledger -------------------------------------------------------------------
+
+    def step_started(self, step_key: str, *, workflow_id: str, agent: str) -> str | None:
+        """Record a step start; returns the stored result when the step already completed."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT completed, result_json FROM step_ledger WHERE step_key = ?", (step_key,)
+            ).fetchone()
+            if row is not None and row[0]:
+                return str(row[1])
+            db.execute(
+                "INSERT INTO step_ledger (step_key, workflow_id, agent, started) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT(step_key) DO UPDATE SET started = started + 1",
+                (step_key, workflow_id, agent),
+            )
+            return None
+
+    def step_completed(self, step_key: str, result_json: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE step_ledger SET completed = completed + 1, result_json = ? WHERE step_key = ?",
+                (result_json, step_key),
+            )
+
+    # -- integrity ---------------------------------------------------------------------------------
+
+    def verify(self) -> WorldIntegrityReport:
+        """Recompute every row checksum and check the invariants tools must keep."""
+        problems: list[str] = []
+        counts: dict[str, int] = {}
+        with self._lock:
+            db = self._db
+            for table, cols in _CHECKED.items():
+                rows = [dict(r) for r in db.execute(f"SELECT {', '.join(cols)}, checksum FROM {table}")]
+                counts[table] = len(rows)
+                for row in rows:
+                    if _checksum(table, row) != row["checksum"]:
+                        problems.append(f"{table} row {row['id']} does not match its checksum (corrupted)")
+            for oid, amount, refunded, total in db.execute(
+                "SELECT o.id, o.amount, o.refunded, COALESCE(SUM(r.amount), 0) FROM orders o "
+                "LEFT JOIN refunds r ON r.order_id = o.id GROUP BY o.id"
+            ):
+                if abs(refunded - total) > 1e-6 or refunded > amount + 1e-6:
+                    problems.append(f"order {oid}: refunded {refunded}, refunds sum {total}, amount {amount}")
+            for (key,) in db.execute(
+                "SELECT idempotency_key FROM refunds UNION ALL SELECT idempotency_key FROM filings "
+                "EXCEPT SELECT idempotency_key FROM tool_calls"
+            ):
+                problems.append(f"side effect {key} has no idempotency record")
+            for key, completed in db.execute("SELECT step_key, completed FROM step_ledger WHERE completed > 1"):
+                problems.append(f"step {key} completed {completed} times")
+            counts["tool_calls_repeated"] = db.execute(
+                "SELECT COUNT(*) FROM tool_calls WHERE executions > 1"
+            ).fetchone()[0]
+            counts["steps_started_twice"] = db.execute("SELECT COUNT(*) FROM step_ledger WHERE started > 1").fetchone()[
+                0
+            ]
+            counts["steps"] = db.execute("SELECT COUNT(*) FROM step_ledger").fetchone()[0]
+        return WorldIntegrityReport(problems=problems, counts=counts)

@@ -1,0 +1,29 @@
+"""Settings of an agent service (env prefix BATON_AGENT_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES
+from baton.runtime import RuntimeSettings
+
+
+class Settings(BaseSettings):
+    """One agent kind's knobs."""
+
+    model_config = SettingsConfigDict(env_prefix="BATON_AGENT_", extra="ignore")
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    kind: str = Field(default="", description="agent kind this process serves, e.g. identity_verification")
+    world_db: Path = Path(".baton/world.db")
+    backend: Literal["scripted", "openai"] = "scripted"
+    seed: int = 0
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: str = ""
+    fault_plan: Path | None = None
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES

@@ -1,0 +1,175 @@
+"""Agent handlers: receive a step (or an accepted handoff), re-check it, run the step, propose the handoff."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from baton import topics
+from baton.agent import StepOutcome, run_step
+from baton.bus.base import BusRecord
+from baton.context import make_snapshot
+from baton.contracts.models import (
+    AgentDecision,
+    ContextSnapshot,
+    Envelope,
+    Event,
+    FailureClass,
+    HandoffAccepted,
+    HandoffProposed,
+    StepCompleted,
+    StepRequested,
+)
+from baton.faults import HANDOFF_FAULTS, FaultPlan, corrupt_handoff
+from baton.handoff import verify_snapshot_integrity
+from baton.messaging import EventBus, RejectedEvent
+from baton.model import ModelClient
+from baton.workflows import AgentSpec, WorkflowSpec
+from baton.world import World
+
+
+class AgentHandlers:
+    """One agent kind's step handler."""
+
+    def __init__(
+        self,
+        events: EventBus,
+        *,
+        workflow: WorkflowSpec,
+        agent: AgentSpec,
+        model: ModelClient,
+        world: World,
+        faults: FaultPlan,
+        max_context_bytes: int,
+    ) -> None:
+        self._events = events
+        self._workflow = workflow
+        self._agent = agent
+        self._model = model
+        self._world = world
+        self._faults = faults
+        self._max_bytes = max_context_bytes
+        self.steps_run = 0
+        self.steps_replayed = 0
+
+    async def on_step(self, event: Event, record: BusRecord) -> None:
+        """Run one step, exactly once in effect (the step ledger replays a finished step's events)."""
+        if isinstance(event, StepRequested) and event.agent == self._agent.name:
+            snapshot, attempt = event.snapshot, event.attempt
+        elif isinstance(event, HandoffAccepted) and event.to_agent == self._agent.name:
+            snapshot, attempt = event.snapshot, 1
+        else:
+            raise RejectedEvent(
+                "UNEXPECTED_EVENT",
+                f"{record.topic} is {self._agent.name}'s step topic; got {event.event_type} "
+                f"for {getattr(event, 'agent', getattr(event, 'to_agent', '?'))}",
+            )
+        wf = event.envelope.workflow_id
+        step_key = f"{wf}:{self._agent.name}:{snapshot.version}:{attempt}"
+        stored = await asyncio.to_thread(self._world.step_started, step_key, workflow_id=wf, agent=self._agent.name)
+        if stored is not None:
+            self.steps_replayed += 1
+            for topic, data in json.loads(stored):
+                await self._events.bus.publish(topic, base64.b64decode(data), key=wf.encode())
+            return
+        self.steps_run += 1
+        outcome = await self._run(event, snapshot, attempt)
+        published = await self._publish(event, snapshot, attempt, step_key, outcome)
+        await asyncio.to_thread(self._world.step_completed, step_key, json.dumps(published))
+
+    async def _run(self, event: Event, snapshot: ContextSnapshot, attempt: int) -> StepOutcome:
+        rejection, context = verify_snapshot_integrity(snapshot, max_bytes=self._max_bytes)
+        if rejection is not None:
+            # Second line of defence: never act on a context whose hash does not hold.
+            return StepOutcome(succeeded=False).fail(
+                FailureClass.CONTEXT, f"RECEIVED_{rejection.code}", f"refused on receipt: {rejection.reason}"
+            )
+
+        async def run_tool(name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
+            return await asyncio.to_thread(self._world.call, name, arguments, idempotency_key=key)
+
+        return await run_step(
+            workflow=self._workflow,
+            agent=self._agent,
+            workflow_id=event.envelope.workflow_id,
+            context=context,
+            model=self._model,
+            run_tool=run_tool,
+            attempt=attempt,
+        )
+
+    def _envelope(self, cause: Event, step_key: str, what: str, seq: int) -> Envelope:
+        base = self._events.envelope(cause=cause, step_seq=seq)
+        return base.model_copy(update={"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"baton:{step_key}:{what}"))})
+
+    async def _publish(
+        self, cause: Event, snapshot: ContextSnapshot, attempt: int, step_key: str, outcome: StepOutcome
+    ) -> list[tuple[str, str]]:
+        out: list[tuple[str, Event]] = []
+        seq = snapshot.version
+        for i, d in enumerate(outcome.decisions):
+            out.append(
+                (
+                    topics.DECISIONS,
+                    AgentDecision(
+                        envelope=self._envelope(cause, step_key, f"decision-{i}", seq),
+                        agent=self._agent.name,
+                        decision_type=d.decision_type,
+                        input_context_sha256=d.input_context_sha256,
+                        tools_considered=d.tools_considered,
+                        tool_selected=d.tool_selected,
+                        confidence=d.confidence,
+                        prompt_tokens=d.prompt_tokens,
+                        completion_tokens=d.completion_tokens,
+                        output_context_sha256=d.output_context_sha256,
+                        rationale=d.rationale,
+                    ),
+                )
+            )
+        proposed: ContextSnapshot | None = None
+        if outcome.succeeded and outcome.context is not None:
+            proposed = make_snapshot(outcome.context, version=snapshot.version + 1, parent=snapshot)
+        out.append(
+            (
+                topics.STEP_RESULTS,
+                StepCompleted(
+                    envelope=self._envelope(cause, step_key, "result", seq),
+                    agent=self._agent.name,
+                    succeeded=outcome.succeeded,
+                    snapshot=proposed,
+                    failure_class=outcome.failure_class,
+                    error=outcome.error,
+                    tokens_used=outcome.tokens,
+                    tool_calls=outcome.tool_calls,
+                    error_code=outcome.error_code,
+                    confidence=outcome.confidence,
+                    attempt=attempt,
+                ),
+            )
+        )
+        if proposed is not None and outcome.context is not None:
+            fault = self._faults.fault_for(cause.envelope.workflow_id, self._agent.name, attempt)
+            if fault in HANDOFF_FAULTS:
+                assert fault is not None
+                proposed = corrupt_handoff(fault, proposed, snapshot)
+            out.append(
+                (
+                    topics.HANDOFF_PROPOSALS,
+                    HandoffProposed(
+                        envelope=self._envelope(cause, step_key, "handoff", seq),
+                        from_agent=self._agent.name,
+                        to_agent=self._workflow.next_agent(self._agent.name, outcome.context),
+                        snapshot=proposed,
+                    ),
+                )
+            )
+        published: list[tuple[str, str]] = []
+        for topic, ev in out:
+            data = await self._events.serde.encode(ev)
+            await self._events.bus.publish(topic, data, key=ev.envelope.workflow_id.encode())
+            published.append((topic, base64.b64encode(data).decode()))
+        return published

@@ -1,0 +1,19 @@
+"""Settings of the supervisor (env prefix BATON_SUPERVISOR_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from baton.runtime import RuntimeSettings
+
+
+class Settings(BaseSettings):
+    """Supervisor knobs."""
+
+    model_config = SettingsConfigDict(env_prefix="BATON_SUPERVISOR_", extra="ignore")
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    sweep_interval_s: float = 1.0
