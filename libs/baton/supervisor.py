@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from baton.context import make_snapshot
 from baton.contracts.models import (
+    ContextDiff,
     ContextSnapshot,
     Event,
     FailureClass,
@@ -74,11 +75,12 @@ class WorkflowState:
 
 @dataclass(frozen=True)
 class RequestStep:
-    """Ask current_agent to run from the checkpoint (after delay_s)."""
+    """Ask an agent to run from the checkpoint (after delay_s); diff is what the last handoff changed."""
 
     agent: str
     attempt: int
     delay_s: float = 0.0
+    diff: ContextDiff | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class Supervisor:
             return self._finish(state, tripped)
         if event.succeeded:
             state.consecutive_errors = 0
-            return self._advance(state)
+            return self._advance(state)  # the handoff verdict moves the workflow on
         code = event.error_code or "STEP_FAILED"
         state.consecutive_errors = state.consecutive_errors + 1 if state.last_error == code else 1
         state.last_error = code
@@ -271,8 +273,8 @@ class Supervisor:
             return self._finish(state, tripped)
         if event.to_agent == END:
             return self._finish(state, Outcome("completed", "COMPLETED", f"{len(state.completed_steps)} steps"))
-        # The validator delivered the accepted handoff to the next agent; only the checkpoint is owed.
-        return self._advance(state)
+        # The verified context goes to the next agent only once it is checkpointed here.
+        return self._advance(state, RequestStep(event.to_agent, 1, diff=event.diff))
 
     def _rejected(self, state: WorkflowState, event: HandoffRejected) -> Transition:
         if event.from_agent != state.current_agent or event.expected_parent_sha256 not in (

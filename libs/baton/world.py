@@ -85,7 +85,9 @@ class World:
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
-        self._db.close()
+        # Under the lock: a tool call still running in a worker thread finishes first.
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

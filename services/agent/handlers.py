@@ -19,7 +19,6 @@ from baton.contracts.models import (
     Envelope,
     Event,
     FailureClass,
-    HandoffAccepted,
     HandoffProposed,
     StepCompleted,
     StepRequested,
@@ -58,16 +57,13 @@ class AgentHandlers:
 
     async def on_step(self, event: Event, record: BusRecord) -> None:
         """Run one step, exactly once in effect (the step ledger replays a finished step's events)."""
-        if isinstance(event, StepRequested) and event.agent == self._agent.name:
-            snapshot, attempt = event.snapshot, event.attempt
-        elif isinstance(event, HandoffAccepted) and event.to_agent == self._agent.name:
-            snapshot, attempt = event.snapshot, 1
-        else:
+        if not isinstance(event, StepRequested) or event.agent != self._agent.name:
             raise RejectedEvent(
                 "UNEXPECTED_EVENT",
-                f"{record.topic} is {self._agent.name}'s step topic; got {event.event_type} "
-                f"for {getattr(event, 'agent', getattr(event, 'to_agent', '?'))}",
+                f"{record.topic} carries StepRequested events for {self._agent.name}; got {event.event_type} "
+                f"for {getattr(event, 'agent', '?')}: publish it to its own topic",
             )
+        snapshot, attempt = event.snapshot, event.attempt
         wf = event.envelope.workflow_id
         step_key = f"{wf}:{self._agent.name}:{snapshot.version}:{attempt}"
         stored = await asyncio.to_thread(self._world.step_started, step_key, workflow_id=wf, agent=self._agent.name)

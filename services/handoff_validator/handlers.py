@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from baton import topics
@@ -17,7 +18,6 @@ from baton.contracts.models import (
 )
 from baton.handoff import CheckpointView, verify_handoff
 from baton.messaging import EventBus, RejectedEvent
-from baton.workflows import END
 
 
 class HandoffValidatorHandlers:
@@ -39,6 +39,14 @@ class HandoffValidatorHandlers:
         self._wait_s = checkpoint_wait_s
         self.accepted = 0
         self.rejected = 0
+        self._judged: OrderedDict[str, bytes] = OrderedDict()
+
+    async def _publish_verdict(self, proposal: HandoffProposed, verdict: Event) -> None:
+        data = await self._events.serde.encode(verdict)
+        await self._events.bus.publish(topics.HANDOFF_VERDICTS, data, key=proposal.envelope.workflow_id.encode())
+        self._judged[proposal.envelope.event_id] = data
+        while len(self._judged) > 50_000:
+            self._judged.popitem(last=False)
 
     async def on_checkpoint(self, event: Event, record: BusRecord) -> None:
         """Keep the latest checkpoint of every workflow."""
@@ -53,6 +61,11 @@ class HandoffValidatorHandlers:
                 f"{record.topic} carries HandoffProposed events only, got {event.event_type}: "
                 "publish it to its own topic",
             )
+        judged = self._judged.get(event.envelope.event_id)
+        if judged is not None:
+            # A redelivered or replayed proposal gets the verdict it already got, byte for byte.
+            await self._events.bus.publish(topics.HANDOFF_VERDICTS, judged, key=event.envelope.workflow_id.encode())
+            return
         snap = event.snapshot
         checkpoint = await self._view.wait_for(event.envelope.workflow_id, snap.version - 1, self._wait_s)
         verdict = verify_handoff(
@@ -74,14 +87,12 @@ class HandoffValidatorHandlers:
                 snapshot=snap,
                 diff=verdict.diff,
             )
-            if event.to_agent != END:
-                await self._events.publish(topics.agent_steps(event.to_agent), accepted)
-            await self._events.publish(topics.HANDOFF_VERDICTS, accepted)
+            await self._publish_verdict(event, accepted)
             return
         self.rejected += 1
         assert verdict.code is not None
-        await self._events.publish(
-            topics.HANDOFF_VERDICTS,
+        await self._publish_verdict(
+            event,
             HandoffRejected(
                 envelope=envelope,
                 from_agent=event.from_agent,

@@ -43,14 +43,18 @@ async def test_group_members_split_partitions_and_a_rebalance_loses_nothing(bus:
         await bus.publish(topic, f"first-{i}".encode(), key=f"k{i}".encode())
     await got.wait_for_count(40)
     b = await member("b")
-    # Both members own partitions once the group settled, and never the same one.
+
+    # Once the group settled, both members own partitions, never the same one, and together all of them.
+    def settled() -> bool:
+        both = a.assigned and b.assigned  # type: ignore[attr-defined]
+        return bool(both) and not (a.assigned & b.assigned) and len(a.assigned | b.assigned) == PARTITIONS  # type: ignore[attr-defined]
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 45
-    while not (a.assigned and b.assigned) and loop.time() < deadline:  # type: ignore[attr-defined]
+    while not settled() and loop.time() < deadline:
         await bus.publish(topic, b"tick", key=b"tick")
         await got.wait_until(lambda items: items[-1][1].value == b"tick")
-    assert a.assigned and b.assigned  # type: ignore[attr-defined]
-    assert not (a.assigned & b.assigned)  # type: ignore[attr-defined]
+    assert settled(), (a.assigned, b.assigned)  # type: ignore[attr-defined]
     for i in range(40):
         await bus.publish(topic, f"second-{i}".encode(), key=f"k{i}".encode())
     await got.wait_until(lambda items: {r.value for _, r in items} >= {f"second-{i}".encode() for i in range(40)})
@@ -133,3 +137,21 @@ async def test_undecodable_message_is_dead_lettered_once_and_the_partition_moves
     await events.publish(topic, _command(3))
     await handled.wait_for_count(3)
     assert len(dead.items) == 1
+
+
+async def test_replay_reads_everything_already_published_in_partition_order(bus: Bus, unique: str) -> None:
+    topic = f"t.replay.{unique}"
+    await bus.create_topics([topic], partitions=PARTITIONS)
+    for i in range(30):
+        await bus.publish(topic, str(i).encode(), key=f"wf-{i % 3}".encode())
+    got: list[BusRecord] = []
+
+    async def keep(record: BusRecord) -> None:
+        got.append(record)
+
+    assert await bus.replay([topic], keep) == 30
+    assert sorted(int(r.value) for r in got) == list(range(30))
+    for k in range(3):
+        seq = [int(r.value) for r in got if r.key == f"wf-{k}".encode()]
+        assert seq == sorted(seq)
+    assert await bus.replay([f"t.absent.{unique}"], keep) == 0

@@ -69,8 +69,6 @@ class EmbeddedSubscription:
                 record = log_[pos]
                 generation = bus.generation_of(self.group_id)
                 await self._handler(record)
-                if self._closing:
-                    return
                 # A revoked partition's commit is refused, as Kafka's would be: the new owner re-reads it.
                 if tp in self._assigned and bus.generation_of(self.group_id) == generation:
                     self._positions[tp] = pos + 1
@@ -81,11 +79,15 @@ class EmbeddedSubscription:
 
     async def stop(self) -> None:
         self._closing = True
-        await self._bus.leave(self)
+        self.wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Let the message in hand finish (and be committed) before leaving.
+            done, _ = await asyncio.wait({self._task}, timeout=10)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self._bus.leave(self)
 
     async def kill(self) -> None:
         self._closing = True

@@ -169,13 +169,9 @@ class KafkaBus:
         await consumer.start()
         count = 0
         try:
-            existing = await consumer.topics()
-            partitions = [
-                TopicPartition(t, p)
-                for t in topics
-                if t in existing
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
+            # topics() fetches metadata without keeping it; ask the client for the whole cluster instead.
+            cluster = await consumer._client.fetch_all_metadata()
+            partitions = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
             if not partitions:
                 return 0
             consumer.assign(partitions)

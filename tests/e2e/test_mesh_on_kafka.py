@@ -1,0 +1,145 @@
+"""The whole mesh as separate processes on a real Kafka broker: 200 workflows, injected faults,
+the supervisor killed mid-run and replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from baton import topics
+from baton.bus.base import BusRecord
+from baton.bus.kafka import KafkaBus
+from baton.client import BatonClient, Outcome
+from baton.contracts.models import Event, HandoffAccepted, HandoffRejected, StepCompleted, WorkflowCompleted
+from baton.contracts.registry import LocalSchemaRegistry
+from baton.contracts.serde import AvroSerde
+from baton.demo import DETECTED_BY, _eligible, _inputs
+from baton.faults import Fault, FaultPlan
+from baton.messaging import EventBus
+from baton.workflows import agent_kinds, load_workflows
+from baton.world import World
+from tests.harness.kafka_broker import KafkaBroker, start_broker
+from tests.harness.processes import ServiceProcesses
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOWS = 200
+HANDOFF_FAULTS = (Fault.TRUNCATE, Fault.STALE, Fault.TAMPER)
+
+
+@pytest.fixture(scope="module")
+def own_broker() -> Iterator[KafkaBroker]:
+    """A broker of its own, so the mesh's fixed topic names start empty."""
+    broker = start_broker()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_run(
+    own_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    world = World(tmp_path / "world.db")
+    world.seed(customers=300, seed=11)
+    specs = load_workflows()
+    kinds = sorted(specs)
+    items = [(f"e2e-{i:04d}", specs[kinds[i % 2]]) for i in range(WORKFLOWS)]
+    plan = FaultPlan.spread([(wf, _eligible(s)) for wf, s in items], (*HANDOFF_FAULTS, Fault.LOOP), per_fault=4, seed=3)
+    plan.dump(tmp_path / "faults.json")
+    env = {
+        "BATON_BUS": "kafka",
+        "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
+        "BATON_LOG_LEVEL": "WARNING",
+        "BATON_AGENT_WORLD_DB": str(tmp_path / "world.db"),
+        "BATON_AGENT_FAULT_PLAN": str(tmp_path / "faults.json"),
+        "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
+    }
+    procs = ServiceProcesses(env=env, logdir=tmp_path)
+    serde = AvroSerde(LocalSchemaRegistry())
+    bus = KafkaBus(own_broker.bootstrap, client_id="e2e-test")
+    await bus.start()
+    await bus.create_topics(
+        [
+            topics.TASKS,
+            topics.OUTCOMES,
+            topics.CHECKPOINTS,
+            topics.STEP_RESULTS,
+            topics.HANDOFF_PROPOSALS,
+            topics.HANDOFF_VERDICTS,
+            topics.DECISIONS,
+            topics.DEAD_LETTER,
+            *(topics.agent_steps(k) for k in agent_kinds(specs)),
+        ]
+    )
+    try:
+        procs.start("supervisor-1", "supervisor")
+        procs.start("handoff-validator", "handoff-validator")
+        for kind in agent_kinds(specs):
+            procs.start(f"agent-{kind}", "agent", "--kind", kind)
+        client = BatonClient(EventBus(bus=bus, serde=serde, producer="e2e-client"))
+        for i, (wf, spec) in enumerate(items):
+            await client.submit(spec.name, _inputs(spec, world, i), tenant_id=f"tenant-{i % 3}", workflow_id=wf)
+
+        outcomes: dict[str, Outcome] = {}
+        killed = asyncio.Event()
+
+        async def collect() -> None:
+            async for outcome in client.outcomes():
+                outcomes.setdefault(outcome.envelope.workflow_id, outcome)
+                if len(outcomes) >= WORKFLOWS // 4 and not killed.is_set():
+                    procs.kill("supervisor-1")  # mid-run, possibly mid-batch
+                    procs.start("supervisor-2", "supervisor")
+                    killed.set()
+                if len(outcomes) >= WORKFLOWS:
+                    return
+
+        try:
+            await asyncio.wait_for(collect(), timeout=400)
+        except TimeoutError:
+            pytest.fail(
+                f"{WORKFLOWS - len(outcomes)} workflows without an outcome; dead processes: {procs.dead()}\n"
+                + procs.tail("supervisor-2")
+            )
+        assert killed.is_set()
+        assert set(outcomes) == {wf for wf, _ in items}
+        assert sum(isinstance(o, WorkflowCompleted) for o in outcomes.values()) > WORKFLOWS // 2
+
+        # What crossed the broker: every verdict and step result.
+        seen: list[Event] = []
+
+        async def keep(record: BusRecord) -> None:
+            seen.append(await serde.decode(record.value))
+
+        await bus.replay([topics.HANDOFF_VERDICTS, topics.STEP_RESULTS], keep)
+        detections: dict[str, set[str]] = {}
+        for ev in seen:
+            if isinstance(ev, HandoffRejected):
+                detections.setdefault(ev.envelope.workflow_id, set()).add(ev.reason_code.value)
+            elif isinstance(ev, StepCompleted) and ev.error_code:
+                detections.setdefault(ev.envelope.workflow_id, set()).add(ev.error_code)
+        for wf, (agent, fault) in plan.faults.items():
+            assert DETECTED_BY[fault] in detections.get(wf, set()), f"{fault} at {agent} in {wf} was not detected"
+        # Nothing corrupt was ever accepted, so no agent ever acted on a corrupted context.
+        rejected = {ev.envelope.causation_id for ev in seen if isinstance(ev, HandoffRejected)}
+        for ev in seen:
+            if isinstance(ev, HandoffAccepted):
+                raw = ev.snapshot.context_json.encode()
+                assert len(raw) == ev.snapshot.size_bytes and hashlib.sha256(raw).hexdigest() == ev.snapshot.sha256
+                if ev.envelope.causation_id in rejected:
+                    pytest.fail(f"proposal {ev.envelope.causation_id} was both rejected and accepted")
+
+        report = world.verify()
+        assert report.ok, report.problems
+        assert report.counts["steps_started_twice"] == 0, "a step ran twice"
+        assert report.counts["tool_calls_repeated"] == 0, "a tool call was repeated"
+        assert report.counts["steps"] >= WORKFLOWS
+        assert not procs.dead(), procs.dead()
+    finally:
+        procs.stop_all()
+        await bus.stop()
+        world.close()
