@@ -146,7 +146,7 @@ async def run_step(
                 f"{agent.name} called {choice.name} with the same arguments {fingerprints[fingerprint]} times "
                 f"(limit {budgets.loop_threshold}): circuit breaker tripped",
             )
-        if spec.approval is not None and spec.approval.required(choice.arguments):
+        if workflow.needs_approval(spec, choice.arguments):
             outcome.decisions.append(trace)
             return outcome.fail(
                 None,

@@ -123,6 +123,8 @@ class EventConsumer:
         try:
             event = await self._events.serde.decode(record.value)
         except DecodeError as exc:
+            if exc.transient:
+                raise  # e.g. the registry is down: not the message's fault, so retry it, never park it
             await self.dead_letter(record, exc.code, str(exc))
             return
         for attempt in range(1, self._max_attempts + 1):

@@ -173,6 +173,18 @@ class WorkflowSpec(_Strict):
             return agent.confidence_threshold
         return self.confidence_thresholds.get(agent.name, self.confidence_thresholds.get("default", 0.5))
 
+    def needs_approval(self, tool: ToolSpec, arguments: Mapping[str, Any]) -> bool:
+        """Whether a tool call waits for a human, by autonomy level and the tool's own rule.
+
+        1 human-in-the-loop: every call that changes anything; 2 human-on-the-loop: every
+        irreversible call; 3 human-by-exception and 4 autonomous: the tool's declared rule.
+        """
+        if self.autonomy_level == 1 and tool.tier is not PermissionTier.READ:
+            return True
+        if self.autonomy_level == 2 and tool.tier is PermissionTier.IRREVERSIBLE:
+            return True
+        return tool.approval is not None and tool.approval.required(arguments)
+
     def next_agent(self, after: str, context: Mapping[str, Any]) -> str:
         """Where the workflow goes after an agent: the next agent's name, or END."""
         if self.pattern == "pipeline":

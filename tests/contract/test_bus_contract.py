@@ -155,3 +155,23 @@ async def test_replay_reads_everything_already_published_in_partition_order(bus:
         seq = [int(r.value) for r in got if r.key == f"wf-{k}".encode()]
         assert seq == sorted(seq)
     assert await bus.replay([f"t.absent.{unique}"], keep) == 0
+
+
+async def test_a_handler_outage_is_retried_from_the_same_offset_not_skipped(bus: Bus, unique: str) -> None:
+    topic = f"t.outage.{unique}"
+    await bus.create_topics([topic], partitions=PARTITIONS)
+    got: Collector[bytes] = Collector()
+    failures = 0
+
+    async def flaky(record: BusRecord) -> None:
+        nonlocal failures
+        if record.value == b"first" and failures == 0:
+            failures += 1
+            raise ConnectionError("downstream is down")
+        await got.add(record.value)
+
+    await bus.subscribe([topic], group_id=f"g.{unique}", handler=flaky)
+    await bus.publish(topic, b"first", key=b"k")
+    await bus.publish(topic, b"second", key=b"k")
+    assert await got.wait_for_count(2) == [b"first", b"second"]
+    assert failures == 1

@@ -119,3 +119,14 @@ def test_the_world_detects_a_corrupted_record(world: World) -> None:
     world._db.execute("UPDATE orders SET amount = amount + 1 WHERE id = 'ord-00003'")
     problems = world.verify().problems
     assert problems == ["orders row ord-00003 does not match its checksum (corrupted)"]
+
+
+@pytest.mark.parametrize(("level", "needs"), [(1, True), (2, True), (3, False), (4, False)])
+def test_autonomy_level_decides_which_calls_wait_for_a_human(level: int, needs: bool) -> None:
+    spec = WORKFLOWS["support_refund"].model_copy(update={"autonomy_level": level})
+    issue = spec.agent("refund_issuer").tool("issue_refund")
+    assert issue is not None
+    assert spec.needs_approval(issue, {"amount": 10}) is needs
+    assert spec.needs_approval(issue, {"amount": 900}) is True
+    lookup = spec.agent("ticket_lookup").tool("lookup_ticket")
+    assert lookup is not None and spec.needs_approval(lookup, {}) is False

@@ -14,6 +14,7 @@ from baton.bus.base import BusRecord, Handler, Headers
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
+_RETRY_DELAY_S = 1.0
 
 
 def partition_for(key: bytes | None, partitions: int, counter: int) -> int:
@@ -68,7 +69,14 @@ class EmbeddedSubscription:
                     continue
                 record = log_[pos]
                 generation = bus.generation_of(self.group_id)
-                await self._handler(record)
+                try:
+                    await self._handler(record)
+                except Exception:
+                    # As on Kafka: an outage, not a bad message; re-read this offset later.
+                    log.exception("handler failed on %s@%d; retrying from this offset", tp, pos)
+                    await asyncio.sleep(_RETRY_DELAY_S)
+                    progressed = True
+                    continue
                 # A revoked partition's commit is refused, as Kafka's would be: the new owner re-reads it.
                 if tp in self._assigned and bus.generation_of(self.group_id) == generation:
                     self._positions[tp] = pos + 1

@@ -20,9 +20,10 @@ _HEADER = struct.Struct(">bI")
 class DecodeError(ValueError):
     """A message could not be turned into an event; `code` is machine-readable."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.transient = transient
 
 
 class AvroSerde:
@@ -63,7 +64,7 @@ class AvroSerde:
         except UnknownSchemaIdError as exc:
             raise DecodeError("UNKNOWN_SCHEMA_ID", str(exc)) from exc
         except SchemaRegistryError as exc:
-            raise DecodeError("REGISTRY_UNAVAILABLE", str(exc)) from exc
+            raise DecodeError("REGISTRY_UNAVAILABLE", str(exc), transient=True) from exc
         name = schema["name"] if "." in schema["name"] else f"{schema.get('namespace', '')}.{schema['name']}"
         subject = subject_of(name)
         newest = subject in self._reader and schema == self._catalogue.latest(subject).inlined

@@ -1,0 +1,66 @@
+"""`baton publish` puts a TaskRequested on the real broker that any Avro consumer can read."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+from baton import topics
+from baton.bus.base import BusRecord
+from baton.bus.kafka import KafkaBus
+from baton.contracts.models import TaskRequested
+from baton.contracts.serde import AvroSerde
+
+pytestmark = pytest.mark.integration
+
+
+async def test_baton_publish_writes_an_avro_task(kafka_bootstrap: str, serde: AvroSerde, unique: str) -> None:
+    env = {**os.environ, "BATON_BUS": "kafka", "BATON_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "baton",
+        "publish",
+        "support_refund",
+        '{"ticket_id": "tkt-00001"}',
+        "--tenant",
+        "acme",
+        "--workflow-id",
+        f"cli-{unique}",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == f"cli-{unique}"
+    bus = KafkaBus(kafka_bootstrap)
+    found: list[TaskRequested] = []
+
+    async def keep(record: BusRecord) -> None:
+        event = await serde.decode(record.value)
+        if isinstance(event, TaskRequested) and event.envelope.workflow_id == f"cli-{unique}":
+            found.append(event)
+
+    await bus.replay([topics.TASKS], keep)
+    [task] = found
+    assert task.workflow_type == "support_refund" and task.envelope.tenant_id == "acme"
+    assert task.envelope.schema_version == 2
+
+
+async def test_baton_publish_refuses_bad_json_with_a_clear_error() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "baton",
+        "publish",
+        "support_refund",
+        "{not json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and "INPUT_JSON is not JSON" in err.decode()
