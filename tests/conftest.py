@@ -17,6 +17,7 @@ from baton.bus.embedded import EmbeddedBus
 from baton.bus.kafka import KafkaBus
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
+from tests.harness.ferretdb import start_ferretdb
 from tests.harness.kafka_broker import KafkaBroker, start_broker
 
 
@@ -73,6 +74,24 @@ def kafka_bootstrap(kafka_broker: KafkaBroker, pytestconfig: pytest.Config) -> s
         f"broker ids {[b['node_id'] for b in info['brokers']]}",
     )
     return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    """A MongoDB wire-protocol server (FerretDB on SQLite) for this session, or BATON_TEST_MONGODB_URL's."""
+    external = os.environ.get("BATON_TEST_MONGODB_URL")
+    if external:
+        yield external
+        return
+    server = start_ferretdb()
+    _say(
+        pytestconfig,
+        f"[baton] started FerretDB {server.version} (MongoDB wire protocol, SQLite backend) at {server.url}",
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 PARTITIONS = 4

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,13 +14,72 @@ import typer
 app = typer.Typer(help="Baton: a Kafka-native runtime for multi-agent workflows.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Avro contracts.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+audit_app = typer.Typer(help="The tamper-evident audit trail (store chosen by BATON_AUDITOR_*).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 # service name -> module holding `Settings`, `start(events, settings)` and `SERVICE`
 SERVICES: dict[str, str] = {
     "supervisor": "services.supervisor",
     "handoff-validator": "services.handoff_validator",
     "agent": "services.agent",
+    "auditor": "services.auditor",
 }
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check every hash, MAC, chain link, offset and signed anchor; exit 1 naming the first bad record."""
+    from baton.audit.verify import verify_store
+    from services.auditor.config import Settings
+
+    async def go() -> int:
+        settings = Settings()
+        store = settings.build_store()
+        try:
+            report = await verify_store(store, settings.key)
+        finally:
+            await store.close()
+        summary = (
+            f"{report.records} records in {report.partitions} partitions, {report.workflows} workflows, "
+            f"{report.anchors} signed anchors"
+        )
+        if report.ok:
+            typer.echo(f"audit OK: {summary}; every hash, MAC, chain link, offset and anchor verified")
+            return 0
+        typer.echo(f"audit FAILED: {summary}", err=True)
+        typer.echo(f"first problem: {report.problems[0]}", err=True)
+        for problem in report.problems[1:10]:
+            typer.echo(f"  also: {problem}", err=True)
+        return 1
+
+    raise typer.Exit(asyncio.run(go()))
+
+
+@audit_app.command("trace")
+def audit_trace(
+    workflow_id: Annotated[str, typer.Argument(help="workflow to reconstruct")],
+    as_json: Annotated[bool, typer.Option("--json", help="the records as JSON instead of a timeline")] = False,
+) -> None:
+    """Reconstruct a workflow's full decision lineage from the audit store."""
+    import json
+
+    from baton.audit.trace import render_timeline, trace_workflow
+    from services.auditor.config import Settings
+
+    async def go() -> list[dict[str, Any]]:
+        store = Settings().build_store()
+        try:
+            return await trace_workflow(store, workflow_id)
+        finally:
+            await store.close()
+
+    records = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in r.items() if k != "_id"} for r in records], indent=2, default=str))
+    else:
+        typer.echo(render_timeline(workflow_id, records))
+    if not records:
+        raise typer.Exit(1)
 
 
 @schemas_app.command("check")
@@ -93,7 +153,14 @@ def demo(
         "7 agent services on the embedded bus, with injected faults"
     )
     report = asyncio.run(
-        run_demo(workflows=workflows, faults_per_kind=faults_per_kind, seed=seed, timeout_s=timeout_s, console=console)
+        run_demo(
+            workflows=workflows,
+            faults_per_kind=faults_per_kind,
+            seed=seed,
+            timeout_s=timeout_s,
+            console=console,
+            world_dir=Path(".baton"),
+        )
     )
     print_report(report, console)
     raise typer.Exit(0 if report.ok else 1)

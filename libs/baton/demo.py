@@ -15,7 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baton import topics
-from baton.bus.base import Bus, BusRecord
+from baton.audit.sqlite_store import SqliteAuditStore
+from baton.audit.verify import verify_store
+from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient
 from baton.contracts.models import (
@@ -29,11 +31,13 @@ from baton.contracts.models import (
     WorkflowEscalated,
     WorkflowHalted,
 )
-from baton.faults import Fault, FaultPlan
+from baton.faults import HANDOFF_FAULTS, Fault, FaultPlan
 from baton.mesh import start_mesh
 from baton.messaging import EventConsumer
 from baton.workflows import WorkflowSpec, load_workflows
 from baton.world import World
+from services.auditor.app import audited_topics
+from services.auditor.config import Settings as AuditorSettings
 
 DETECTED_BY: dict[Fault, str] = {
     Fault.TRUNCATE: HandoffRejectionCode.TRUNCATED.value,
@@ -102,10 +106,14 @@ class DemoReport:
     missing_outcomes: list[str]
     undetected: list[str]
     elapsed_s: float
+    audit_records: int = 0
+    audit_problems: list[str] = field(default_factory=list)
+    audit_path: Path | None = None
+    sample_workflows: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.missing_outcomes and not self.undetected and not self.world_problems
+        return not (self.missing_outcomes or self.undetected or self.world_problems or self.audit_problems)
 
 
 def _inputs(spec: WorkflowSpec, world: World, i: int) -> dict[str, str]:
@@ -128,14 +136,16 @@ async def run_demo(
     faults: tuple[Fault, ...] = DEFAULT_FAULTS,
     seed: int = 7,
     timeout_s: float = 300.0,
-    bus: Bus | None = None,
     world_dir: Path | None = None,
     console: Console | None = None,
 ) -> DemoReport:
-    """Run the demo on the embedded bus (or a given one) and return its report."""
+    """Run the demo on the embedded bus and return its report (world and audit stay in world_dir)."""
     console = console or Console()
     started = time.perf_counter()
     directory = world_dir or Path(tempfile.mkdtemp(prefix="baton-demo-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in [*directory.glob("world.db*"), *directory.glob("audit.db*")]:
+        stale.unlink()
     world = World(directory / "world.db")
     world.seed(customers=max(300, workflows), seed=seed)
     specs = load_workflows()
@@ -144,9 +154,11 @@ async def run_demo(
     plan = FaultPlan.spread(
         [(wf, _eligible(spec)) for wf, spec in plan_items], faults, per_fault=faults_per_kind, seed=seed
     )
-    bus = bus or EmbeddedBus(partitions=4)
+    bus = EmbeddedBus(partitions=4)
     await bus.start()
-    mesh = await start_mesh(bus, world_db=directory / "world.db", faults=plan, seed=seed)
+    mesh = await start_mesh(
+        bus, world_db=directory / "world.db", audit_db=directory / "audit.db", faults=plan, seed=seed
+    )
     observer = Observer()
     watch = mesh.events("demo-observer")
     await bus.subscribe(
@@ -175,10 +187,17 @@ async def run_demo(
             except TimeoutError:
                 break
         progress.update(bar, completed=len(observer.outcomes))
+    auditor = mesh.apps["auditor"].handlers
+    audited = audited_topics()
+    while auditor.appended + auditor.skipped < bus.size(audited) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)  # the auditor drains what the outcomes left behind
     await mesh.stop()
     await bus.stop()
     integrity = world.verify()
     world.close()
+    store = SqliteAuditStore(directory / "audit.db")
+    audit = await verify_store(store, AuditorSettings().key)
+    await store.close()
 
     outcomes: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -212,6 +231,11 @@ async def run_demo(
         missing_outcomes=[wf for wf, _ in plan_items if wf not in observer.outcomes],
         undetected=undetected,
         elapsed_s=time.perf_counter() - started,
+        audit_records=audit.records,
+        audit_problems=audit.problems,
+        audit_path=directory / "audit.db",
+        sample_workflows=[wf for wf, (_a, f) in sorted(plan.faults.items()) if f in HANDOFF_FAULTS][:1]
+        + [wf for wf, _ in plan_items if wf not in plan.faults][:1],
     )
 
 
@@ -232,9 +256,19 @@ def print_report(report: DemoReport, console: Console) -> None:
         table.add_row(f"fault {fault}: injected / detected", f"{report.injected[fault]} / {report.detected[fault]}")
     table.add_row("handoff latency p50 / p99", f"{report.latency_p50_ms:.1f} ms / {report.latency_p99_ms:.1f} ms")
     table.add_row("world records corrupted", str(len(report.world_problems)))
+    table.add_row(
+        "audit records / chain", f"{report.audit_records} / {'verified' if not report.audit_problems else 'BROKEN'}"
+    )
     console.print(table)
-    for line in report.missing_outcomes[:10] + report.undetected[:10] + report.world_problems[:10]:
+    for line in (
+        report.missing_outcomes[:10] + report.undetected[:10] + report.world_problems[:10] + report.audit_problems[:5]
+    ):
         console.print(f"[red]{line}")
+    if report.audit_path is not None and report.sample_workflows:
+        env = "" if report.audit_path == Path(".baton/audit.db") else f"BATON_AUDITOR_SQLITE_PATH={report.audit_path} "
+        for wf in report.sample_workflows:
+            console.print(f"lineage of a workflow: [bold]{env}.venv/bin/baton audit trace {wf}")
+        console.print(f"check the audit trail: [bold]{env}.venv/bin/baton audit verify")
     console.print(
         "[bold green]OK" if report.ok else "[bold red]FAILED",
         "— every workflow reached an outcome and every injected fault was detected" if report.ok else "",

@@ -32,11 +32,20 @@ class Mesh:
 
 
 async def start_mesh(
-    bus: Bus, *, world_db: Path, faults: FaultPlan | None = None, backoff_base_s: float = 0.05, seed: int = 0
+    bus: Bus,
+    *,
+    world_db: Path,
+    audit_db: Path | None = None,
+    faults: FaultPlan | None = None,
+    backoff_base_s: float = 0.05,
+    seed: int = 0,
 ) -> Mesh:
-    """Start the validator, the supervisor and one agent service per declared kind on a started bus."""
+    """Start the validator, the supervisor, one agent service per declared kind and (given audit_db) the
+    auditor on its embedded store, on a started bus."""
     from services.agent import app as agent_app
     from services.agent.config import Settings as AgentSettings
+    from services.auditor import app as auditor_app
+    from services.auditor.config import Settings as AuditorSettings
     from services.handoff_validator import app as validator_app
     from services.handoff_validator.config import Settings as ValidatorSettings
     from services.supervisor import app as supervisor_app
@@ -44,6 +53,10 @@ async def start_mesh(
 
     runtime = RuntimeSettings(bus="embedded")
     mesh = Mesh(bus=bus, serde=AvroSerde(LocalSchemaRegistry()))
+    if audit_db is not None:
+        mesh.apps["auditor"] = await auditor_app.start(
+            mesh.events("auditor"), AuditorSettings(runtime=runtime, store="embedded", sqlite_path=audit_db)
+        )
     mesh.apps["handoff-validator"] = await validator_app.start(
         mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from baton import topics
 from baton.bus.base import Bus, BusRecord
@@ -175,3 +176,36 @@ async def test_a_handler_outage_is_retried_from_the_same_offset_not_skipped(bus:
     await bus.publish(topic, b"second", key=b"k")
     assert await got.wait_for_count(2) == [b"first", b"second"]
     assert failures == 1
+
+
+async def test_batches_commit_only_after_the_handler_and_redeliver_whole_on_failure(bus: Bus, unique: str) -> None:
+    topic, group = f"t.batch.{unique}", f"g.{unique}"
+    await bus.create_topics([topic], partitions=PARTITIONS)
+    for i in range(50):
+        await bus.publish(topic, str(i).encode(), key=f"k{i % 5}".encode())
+    got: Collector[bytes] = Collector()
+    failed = False
+
+    async def handle(records: Sequence[BusRecord]) -> None:
+        nonlocal failed
+        assert len(records) <= 20
+        if not failed:
+            failed = True
+            raise ConnectionError("store unavailable")
+        for r in records:
+            await got.add(r.value)
+
+    sub = await bus.subscribe_batches([topic], group_id=group, handler=handle, max_records=20)
+    await got.wait_until(lambda items: set(items) >= {str(i).encode() for i in range(50)})
+    assert failed
+    await sub.stop()
+    # everything was committed: a new member of the group gets nothing old
+    again: Collector[bytes] = Collector()
+
+    async def handle_again(records: Sequence[BusRecord]) -> None:
+        for r in records:
+            await again.add(r.value)
+
+    await bus.subscribe_batches([topic], group_id=group, handler=handle_again)
+    await bus.publish(topic, b"new", key=b"k0")
+    assert await again.wait_for_count(1) == [b"new"]

@@ -26,6 +26,7 @@ class BusRecord:
 
 
 Handler = Callable[[BusRecord], Awaitable[None]]
+BatchHandler = Callable[[Sequence[BusRecord]], Awaitable[None]]
 
 
 class Subscription(Protocol):
@@ -62,6 +63,13 @@ class Bus(Protocol):
 
     async def replay(self, topics: Sequence[str], handler: Handler) -> int:
         """Hand every record now in the topics to handler (per-partition order); returns the count."""
+        ...
+
+    async def subscribe_batches(
+        self, topics: Sequence[str], *, group_id: str, handler: BatchHandler, max_records: int = 500
+    ) -> Subscription:
+        """Like subscribe, but the handler gets up to max_records at a time (each partition in order);
+        the batch is committed only after the handler returned, and re-delivered whole if it raised."""
         ...
 
     async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> Subscription:

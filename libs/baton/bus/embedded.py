@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from baton.bus.base import BusRecord, Handler, Headers
+from baton.bus.base import BatchHandler, BusRecord, Handler, Headers
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,18 @@ class _Group:
 class EmbeddedSubscription:
     """One member of a consumer group on the embedded bus."""
 
-    def __init__(self, bus: EmbeddedBus, topics: Sequence[str], group_id: str | None, handler: Handler) -> None:
+    def __init__(
+        self,
+        bus: EmbeddedBus,
+        topics: Sequence[str],
+        group_id: str | None,
+        handler: Handler | None,
+        batch_handler: BatchHandler | None = None,
+        max_records: int = 500,
+    ) -> None:
         self._bus = bus
+        self._batch_handler = batch_handler
+        self._max_records = max_records
         self.topics = tuple(topics)
         self.group_id = group_id
         self._handler = handler
@@ -55,10 +65,42 @@ class EmbeddedSubscription:
         self._positions = {tp: committed.get(tp, 0) for tp in partitions}
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"embedded-consumer-{self.group_id}")
+        run = self._run_batches() if self._batch_handler is not None else self._run()
+        self._task = asyncio.create_task(run, name=f"embedded-consumer-{self.group_id}")
+
+    async def _run_batches(self) -> None:
+        bus = self._bus
+        assert self._batch_handler is not None
+        while not self._closing:
+            self.wake.clear()
+            batch: list[BusRecord] = []
+            ends: dict[TopicPartition, int] = {}
+            for tp in sorted(self._assigned):
+                log_ = bus.log_of(tp)
+                pos = self._positions.get(tp, 0)
+                take = log_[pos : pos + self._max_records - len(batch)]
+                if take:
+                    batch.extend(take)
+                    ends[tp] = pos + len(take)
+            if not batch:
+                await self.wake.wait()
+                continue
+            generation = bus.generation_of(self.group_id)
+            try:
+                await self._batch_handler(batch)
+            except Exception:
+                log.exception("batch handler failed on %d records; re-delivering the batch", len(batch))
+                await asyncio.sleep(_RETRY_DELAY_S)
+                continue
+            if bus.generation_of(self.group_id) == generation:
+                for tp, end in ends.items():
+                    if tp in self._assigned:
+                        self._positions[tp] = end
+                        bus.commit(self.group_id, tp, end)
 
     async def _run(self) -> None:
         bus = self._bus
+        assert self._handler is not None
         while not self._closing:
             self.wake.clear()
             progressed = False
@@ -138,6 +180,10 @@ class EmbeddedBus:
                 self._logs[(topic, p)] = []
         return self._partitions[topic]
 
+    def size(self, topics: Sequence[str]) -> int:
+        """How many records the topics hold."""
+        return sum(len(records) for (topic, _p), records in self._logs.items() if topic in topics)
+
     def log_of(self, tp: TopicPartition) -> list[BusRecord]:
         return self._logs.get(tp, [])
 
@@ -176,10 +222,18 @@ class EmbeddedBus:
                     count += 1
         return count
 
+    async def subscribe_batches(
+        self, topics: Sequence[str], *, group_id: str, handler: BatchHandler, max_records: int = 500
+    ) -> EmbeddedSubscription:
+        return self._join(EmbeddedSubscription(self, topics, group_id, None, handler, max_records))
+
     async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> EmbeddedSubscription:
-        for topic in topics:
+        return self._join(EmbeddedSubscription(self, topics, group_id, handler))
+
+    def _join(self, sub: EmbeddedSubscription) -> EmbeddedSubscription:
+        group_id = sub.group_id
+        for topic in sub.topics:
             self._ensure(topic)
-        sub = EmbeddedSubscription(self, topics, group_id, handler)
         if group_id is None:
             sub._assign(frozenset(tp for tp in self._logs if tp[0] in sub.topics), {})
             self._broadcast.append(sub)

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
 
-from baton.bus.base import BusRecord, Handler, Headers
+from baton.bus.base import BatchHandler, BusRecord, Handler, Headers
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,14 @@ class KafkaSubscription:
     """One consumer-group member; commits each partition's progress after its records were handled."""
 
     def __init__(
-        self, bootstrap: str, topics: Sequence[str], group_id: str | None, handler: Handler, client_id: str
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str | None,
+        handler: Handler | None,
+        client_id: str,
+        batch_handler: BatchHandler | None = None,
+        max_records: int = 200,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             *topics,
@@ -44,7 +51,7 @@ class KafkaSubscription:
             client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=200,
+            max_poll_records=max_records,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             # Range assignment gives partition i of every topic to one member: a workflow's events
@@ -53,6 +60,7 @@ class KafkaSubscription:
         )
         self._group_id = group_id
         self._handler = handler
+        self._batch_handler = batch_handler
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -62,7 +70,29 @@ class KafkaSubscription:
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self._group_id}")
+        run = self._run_batches() if self._batch_handler is not None else self._run()
+        self._task = asyncio.create_task(run, name=f"kafka-consumer-{self._group_id}")
+
+    async def _run_batches(self) -> None:
+        consumer = self._consumer
+        assert self._batch_handler is not None
+        while not self._closing:
+            batches: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=200)
+            if not batches:
+                continue
+            records = [_record(m) for tp in sorted(batches, key=str) for m in batches[tp]]
+            try:
+                await self._batch_handler(records)
+            except Exception:
+                log.exception("batch handler failed on %d records; re-reading the batch", len(records))
+                for tp, messages in batches.items():
+                    consumer.seek(tp, messages[0].offset)
+                await asyncio.sleep(_RETRY_DELAY_S)
+                continue
+            try:
+                await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+                log.warning("batch commit refused (%s); the partitions' new owner will redeliver", exc)
 
     async def _run(self) -> None:
         consumer = self._consumer
@@ -86,6 +116,7 @@ class KafkaSubscription:
                 break
             record = _record(msg)
             try:
+                assert self._handler is not None
                 await self._handler(record)
             except Exception:
                 # Handlers dead-letter what they cannot process; an exception here is an outage
@@ -192,6 +223,14 @@ class KafkaBus:
         finally:
             await consumer.stop()
         return count
+
+    async def subscribe_batches(
+        self, topics: Sequence[str], *, group_id: str, handler: BatchHandler, max_records: int = 500
+    ) -> KafkaSubscription:
+        sub = KafkaSubscription(self._bootstrap, topics, group_id, None, self._client_id, handler, max_records)
+        await sub.start()
+        self._subscriptions.append(sub)
+        return sub
 
     async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> KafkaSubscription:
         sub = KafkaSubscription(self._bootstrap, topics, group_id, handler, self._client_id)

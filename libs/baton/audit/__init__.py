@@ -1,0 +1,1 @@
+"""Tamper-evident audit: hash-chained records, signed anchors, stores, verification and lineage."""

@@ -1,0 +1,95 @@
+"""MongoDB audit store over pymongo's native async client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from baton.audit.chain import Head, Record
+from baton.audit.store import DuplicateRecordError
+
+# The role an auditor needs, and no more: insert and read, never update or delete.
+AUDITOR_ROLE: dict[str, Any] = {
+    "createRole": "batonAuditor",
+    "privileges": [
+        {"resource": {"db": "baton", "collection": "audit_records"}, "actions": ["find", "insert", "createIndex"]},
+        {"resource": {"db": "baton", "collection": "audit_anchors"}, "actions": ["find", "insert", "createIndex"]},
+    ],
+    "roles": [],
+}
+
+
+class MongoAuditStore:
+    """Records in `audit_records` (_id = topic/partition/offset), anchors in `audit_anchors`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        database: str = "baton",
+        write_concern: str | int = "majority",
+        journal: bool = True,
+        client: AsyncMongoClient[Record] | None = None,
+    ) -> None:
+        self._client: AsyncMongoClient[Record] = client or AsyncMongoClient(url, tz_aware=True)
+        concern = WriteConcern(w=write_concern, j=journal)
+        db = self._client.get_database(database, write_concern=concern)
+        self.records = db.get_collection("audit_records")
+        self.anchors_collection = db.get_collection("audit_anchors")
+
+    async def setup(self) -> None:
+        await self.records.create_index([("event_id", ASCENDING)], unique=True, name="event_id_unique")
+        await self.records.create_index(
+            [("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True, name="by_position"
+        )
+        await self.records.create_index([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)], name="by_workflow")
+
+    async def append(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        try:
+            await self.records.insert_many([dict(r) for r in records], ordered=True)
+        except (BulkWriteError, DuplicateKeyError) as exc:
+            raise DuplicateRecordError(str(exc)[:500]) from exc
+
+    async def partition_head(self, topic: str, partition: int) -> Head | None:
+        doc = await self.records.find_one({"topic": topic, "partition": partition}, sort=[("offset", DESCENDING)])
+        return Head(doc["offset"], doc["hash"]) if doc else None
+
+    async def workflow_head(self, workflow_id: str) -> Head | None:
+        doc = await self.records.find_one({"workflow_id": workflow_id}, sort=[("workflow_seq", DESCENDING)])
+        return Head(doc["workflow_seq"], doc["hash"]) if doc else None
+
+    async def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        cursor = self.records.find({"event_id": {"$in": list(event_ids)}}, {"event_id": 1})
+        return {doc["event_id"] async for doc in cursor}
+
+    async def write_anchor(self, anchor: Record) -> None:
+        await self.anchors_collection.insert_one(dict(anchor, _id=anchor["anchor_id"]))
+
+    async def stream(self) -> AsyncIterator[Record]:
+        cursor = self.records.find({}).sort([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)])
+        async for doc in cursor.batch_size(1000):
+            yield doc
+
+    async def stream_by_workflow(self, workflow_id: str | None = None) -> AsyncIterator[Record]:
+        query = {} if workflow_id is None else {"workflow_id": workflow_id}
+        cursor = self.records.find(query).sort([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)])
+        async for doc in cursor.batch_size(1000):
+            yield doc
+
+    async def anchors(self) -> AsyncIterator[Record]:
+        async for doc in self.anchors_collection.find({}).sort([("created_at", ASCENDING), ("_id", ASCENDING)]):
+            doc.pop("_id", None)
+            yield doc
+
+    async def count(self) -> int:
+        return int(await self.records.count_documents({}))
+
+    async def close(self) -> None:
+        await self._client.close()

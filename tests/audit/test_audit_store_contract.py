@@ -1,0 +1,260 @@
+"""Both audit stores (embedded SQLite, MongoDB over the wire against FerretDB) pass the same contract:
+exactly-once append with two hash chains, and `verify` catches every kind of tampering."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baton.audit.chain import Record, record_hash, record_mac
+from baton.audit.mongo_store import MongoAuditStore
+from baton.audit.sqlite_store import SqliteAuditStore
+from baton.audit.store import AuditStore
+from baton.audit.verify import verify_store
+from baton.bus.base import BusRecord
+from baton.context import make_snapshot
+from baton.contracts.models import Envelope, Event, HandoffProposed, StepRequested, TaskRequested
+from baton.contracts.serde import AvroSerde
+from services.auditor.handlers import AuditorHandlers
+
+KEY = b"test-audit-key"
+
+
+class Tamper:
+    """An attacker with write access to the store, bypassing the auditor."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+
+    async def docs(self) -> list[Record]:
+        return [d async for d in self.store.stream()]
+
+    async def replace(self, record_id: str, doc: Record) -> None:
+        if isinstance(self.store, SqliteAuditStore):
+            db = sqlite3.connect(self.store.path)
+            db.execute("DROP TRIGGER IF EXISTS audit_records_no_update")
+            body = {k: v for k, v in doc.items() if k != "_id"}
+            db.execute("UPDATE audit_records SET doc = ? WHERE record_id = ?", (json.dumps(body), record_id))
+            db.commit()
+            db.close()
+        else:
+            assert isinstance(self.store, MongoAuditStore)
+            await self.store.records.replace_one({"_id": record_id}, {k: v for k, v in doc.items() if k != "_id"})
+
+    async def delete(self, record_ids: Sequence[str]) -> None:
+        if isinstance(self.store, SqliteAuditStore):
+            db = sqlite3.connect(self.store.path)
+            db.execute("DROP TRIGGER IF EXISTS audit_records_no_delete")
+            db.executemany("DELETE FROM audit_records WHERE record_id = ?", [(r,) for r in record_ids])
+            db.commit()
+            db.close()
+        else:
+            assert isinstance(self.store, MongoAuditStore)
+            await self.store.records.delete_many({"_id": {"$in": list(record_ids)}})
+
+    async def insert(self, doc: Record) -> None:
+        await self.store.append([doc])
+
+
+@pytest.fixture(params=["embedded", pytest.param("mongodb", marks=pytest.mark.integration)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditStore]:
+    s: AuditStore
+    if request.param == "mongodb":
+        s = MongoAuditStore(request.getfixturevalue("mongodb_url"), database=f"audit_{uuid.uuid4().hex[:8]}")
+    else:
+        s = SqliteAuditStore(tmp_path / "audit.db")
+    await s.setup()
+    yield s
+    await s.close()
+
+
+async def _traffic(serde: AvroSerde, workflows: int = 3) -> list[BusRecord]:
+    """A few workflows' events over two topics of two partitions, plus garbage and a redelivered event."""
+    out: list[BusRecord] = []
+    offsets: dict[tuple[str, int], int] = {}
+
+    def put(topic: str, partition: int, value: bytes, key: str) -> None:
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        out.append(BusRecord(topic, partition, offset, key.encode(), value))
+
+    for w in range(workflows):
+        wf = f"wf-{w}"
+        p = w % 2
+        env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
+        snap = make_snapshot({"customer_id": f"c-{w}"}, version=1)
+        events: list[tuple[str, Event]] = [
+            (
+                "baton.tasks",
+                TaskRequested(envelope=env, workflow_type="customer_onboarding", input_json="{}", requested_by="crm"),
+            ),
+            (
+                "baton.agents.x.steps",
+                StepRequested(
+                    envelope=env.model_copy(update={"event_id": str(uuid.uuid4())}), agent="x", attempt=1, snapshot=snap
+                ),
+            ),
+            (
+                "baton.handoffs.proposed",
+                HandoffProposed(
+                    envelope=env.model_copy(update={"event_id": str(uuid.uuid4())}),
+                    from_agent="x",
+                    to_agent="y",
+                    snapshot=make_snapshot({"customer_id": f"c-{w}", "ok": True}, version=2, parent=snap),
+                ),
+            ),
+        ]
+        for topic, ev in events:
+            put(topic, p, await serde.encode(ev), wf)
+        put("baton.tasks", p, b"\x01 not avro", wf)
+        put("baton.handoffs.proposed", p, await serde.encode(events[2][1]), wf)  # same event again
+    return out
+
+
+async def _audit(store: AuditStore, serde: AvroSerde, records: Sequence[BusRecord], batch: int = 4) -> AuditorHandlers:
+    handlers = AuditorHandlers(store, serde, key=KEY, anchor_every=5, auditor_id="test-auditor")
+    for i in range(0, len(records), batch):
+        await handlers.on_batch(records[i : i + batch])
+    await handlers.anchor()
+    return handlers
+
+
+async def test_every_message_is_appended_once_with_both_chains(store: AuditStore, serde: AvroSerde) -> None:
+    records = await _traffic(serde)
+    handlers = await _audit(store, serde, records)
+    assert await store.count() == len(records)
+    again = await _audit(store, serde, records, batch=7)  # everything redelivered after a restart
+    assert again.appended == 0 and again.skipped == len(records)
+    assert await store.count() == len(records)
+    report = await verify_store(store, KEY)
+    assert report.ok, report.problems
+    assert report.records == len(records) and report.workflows == 3 and report.anchors >= 2
+    docs = [d async for d in store.stream_by_workflow("wf-0")]
+    assert [d["workflow_seq"] for d in docs] == list(range(1, 6))
+    assert {d["event_type"] for d in docs} == {"TaskRequested", "StepRequested", "HandoffProposed", "Undecodable"}
+    [dup] = [d for d in docs if d["duplicate_of"]]
+    assert dup["event_id"].startswith(dup["duplicate_of"] + "#dup@")
+    assert handlers.appended == len(records)
+
+
+async def test_a_crash_in_the_middle_of_a_batch_neither_loses_nor_duplicates(
+    store: AuditStore, serde: AvroSerde
+) -> None:
+    records = await _traffic(serde)
+
+    class CrashingStore:
+        def __init__(self, inner: AuditStore) -> None:
+            self.inner, self.crashed = inner, False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def append(self, batch: Sequence[Record]) -> None:
+            if not self.crashed and len(batch) > 3:
+                self.crashed = True
+                await self.inner.append(batch[:3])  # the store took part of the batch, then the process died
+                raise ConnectionError("killed mid-batch")
+            await self.inner.append(batch)
+
+    crashing = CrashingStore(store)
+    first = AuditorHandlers(crashing, serde, key=KEY, anchor_every=100, auditor_id="a1")
+    with pytest.raises(ConnectionError):
+        await first.on_batch(records[:8])
+    # the bus did not commit: a restarted auditor gets the whole batch again, then the rest
+    second = AuditorHandlers(store, serde, key=KEY, anchor_every=100, auditor_id="a2")
+    await second.on_batch(records[:8])
+    await second.on_batch(records[8:])
+    assert second.skipped == 3
+    assert await store.count() == len(records)
+    assert (await verify_store(store, KEY)).ok
+
+
+async def _first_problem(store: AuditStore) -> str:
+    report = await verify_store(store, KEY)
+    assert not report.ok, "tampering went unnoticed"
+    return report.problems[0]
+
+
+async def test_verify_catches_a_modified_payload(store: AuditStore, serde: AvroSerde) -> None:
+    await _audit(store, serde, await _traffic(serde))
+    victim = (await Tamper(store).docs())[4]
+    victim["payload"]["workflow_type"] = "something_else"
+    await Tamper(store).replace(victim["_id"], victim)
+    problem = await _first_problem(store)
+    assert victim["_id"] in problem and "modified" in problem
+
+
+async def test_verify_catches_a_modified_record_even_with_its_hash_recomputed(
+    store: AuditStore, serde: AvroSerde
+) -> None:
+    await _audit(store, serde, await _traffic(serde))
+    victim = (await Tamper(store).docs())[2]
+    victim["tenant_id"] = "attacker"
+    victim["hash"] = record_hash(victim)  # the attacker knows the hash function, not the key
+    await Tamper(store).replace(victim["_id"], victim)
+    problem = await _first_problem(store)
+    assert victim["_id"] in problem and "forged" in problem
+
+
+async def test_verify_catches_a_deleted_record(store: AuditStore, serde: AvroSerde) -> None:
+    await _audit(store, serde, await _traffic(serde))
+    docs = await Tamper(store).docs()
+    await Tamper(store).delete([docs[3]["_id"]])
+    problem = await _first_problem(store)
+    assert docs[4]["_id"] in problem and "missing" in problem
+
+
+async def test_verify_catches_a_forged_record(store: AuditStore, serde: AvroSerde) -> None:
+    await _audit(store, serde, await _traffic(serde))
+    last = (await Tamper(store).docs())[-1]
+    forged = dict(
+        last,
+        _id=f"{last['topic']}/{last['partition']}/{last['offset'] + 1}",
+        offset=last["offset"] + 1,
+        event_id="forged-event",
+        partition_prev_hash=last["hash"],
+        payload={"refund": 10_000},
+    )
+    forged["hash"] = record_hash(forged)
+    forged["mac"] = record_mac(b"guessed-key", forged["hash"])
+    await Tamper(store).insert(forged)
+    problem = await _first_problem(store)
+    assert forged["_id"] in problem and "forged" in problem
+
+
+async def test_verify_catches_two_records_swapped(store: AuditStore, serde: AvroSerde) -> None:
+    await _audit(store, serde, await _traffic(serde))
+    docs = await Tamper(store).docs()
+    i = next(
+        i
+        for i in range(len(docs) - 1)
+        if (docs[i]["topic"], docs[i]["partition"]) == (docs[i + 1]["topic"], docs[i + 1]["partition"])
+    )
+    a, b = docs[i], docs[i + 1]
+    moved_a = {k: v for k, v in b.items() if k != "_id"} | {"offset": a["offset"]}
+    moved_b = {k: v for k, v in a.items() if k != "_id"} | {"offset": b["offset"]}
+    await Tamper(store).delete([a["_id"], b["_id"]])
+    await Tamper(store).insert(moved_a | {"_id": a["_id"]})
+    await Tamper(store).insert(moved_b | {"_id": b["_id"]})
+    problem = await _first_problem(store)
+    assert a["_id"] in problem
+
+
+async def test_verify_catches_a_cut_tail_through_the_signed_anchors(store: AuditStore, serde: AvroSerde) -> None:
+    await _audit(store, serde, await _traffic(serde))
+    docs = await Tamper(store).docs()
+    sizes: dict[tuple[str, int], int] = {}
+    for d in docs:
+        sizes[(d["topic"], d["partition"])] = sizes.get((d["topic"], d["partition"]), 0) + 1
+    tp = max(sizes, key=lambda k: sizes[k])
+    assert sizes[tp] >= 4
+    tail = [d["_id"] for d in docs if (d["topic"], d["partition"]) == tp][-2:]
+    await Tamper(store).delete(tail)
+    problem = await _first_problem(store)
+    assert f"{tp[0]}/{tp[1]}" in problem and "cut off the tail" in problem
