@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from baton.audit.chain import AuditChain, Record, describe, record_id, sign
+from baton.audit.chain import AuditChain, Head, Record, describe, record_id, sign
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
 from baton.contracts.models import Event
 from baton.contracts.serde import AvroSerde, DecodeError
 
 log = logging.getLogger(__name__)
+
+# Event ids remembered to recognise redeliveries without asking the store, and workflow heads kept
+# in memory; a duplicate older than the window is still caught by the store's unique index.
+_RECENT_IDS = 200_000
+_CACHED_WORKFLOWS = 100_000
 
 
 class AuditorHandlers:
@@ -27,6 +33,8 @@ class AuditorHandlers:
         self._anchor_every = anchor_every
         self._auditor_id = auditor_id
         self._since_anchor = 0
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._careful = True  # after a start or a failure: ask the store which event ids it has
         self.appended = 0
         self.skipped = 0
 
@@ -37,16 +45,21 @@ class AuditorHandlers:
             # Part of the batch may be stored; forget the heads so the retry re-reads them from the store.
             self._chain.partitions.clear()
             self._chain.workflows.clear()
+            self._careful = True
             raise
 
     async def _append(self, records: Sequence[BusRecord]) -> None:
         fresh: list[tuple[BusRecord, Event | None, str | None]] = []
-        for record in records:
-            tp = (record.topic, record.partition)
+        by_partition: dict[tuple[str, int], list[int]] = {}
+        for r in records:
+            by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
+        for tp, offsets in by_partition.items():
             if tp not in self._chain.partitions:
-                head = await self._store.partition_head(*tp)
+                head = await self._restore_head(tp, offsets)
                 if head is not None:
                     self._chain.partitions[tp] = head
+        for record in records:
+            tp = (record.topic, record.partition)
             head = self._chain.partitions.get(tp)
             if head is not None and record.offset <= head.position:
                 self.skipped += 1  # redelivered after a restart: already in the log
@@ -62,11 +75,12 @@ class AuditorHandlers:
         if not fresh:
             return
         contents = [describe(r, e, err) for r, e, err in fresh]
-        stored = await self._store.existing_event_ids([c["event_id"] for c in contents])
-        for wf in {c["workflow_id"] for c in contents} - set(self._chain.workflows):
-            head = await self._store.workflow_head(wf)
-            if head is not None:
-                self._chain.workflows[wf] = head
+        ids = [c["event_id"] for c in contents]
+        stored = {i for i in ids if i in self._recent}
+        if self._careful:
+            stored |= await self._store.existing_event_ids(ids)
+        new_workflows = sorted({c["workflow_id"] for c in contents} - set(self._chain.workflows))
+        self._chain.workflows.update(await self._store.workflow_heads(new_workflows))
         batch: list[Record] = []
         in_batch: set[str] = set()
         for content in contents:
@@ -77,10 +91,60 @@ class AuditorHandlers:
             linked["_id"] = record_id(content["topic"], content["partition"], content["offset"])
             batch.append(linked)
         await self._store.append(batch)
+        self._careful = False
+        for eid in ids:
+            self._recent[eid] = None
+        while len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
+        while len(self._chain.workflows) > _CACHED_WORKFLOWS:
+            self._chain.workflows.pop(next(iter(self._chain.workflows)))
         self.appended += len(batch)
         self._since_anchor += len(batch)
         if self._since_anchor >= self._anchor_every:
             await self.anchor()
+
+    async def _restore_head(self, tp: tuple[str, int], offsets: list[int]) -> Head | None:
+        """The partition's chain head, found with point look-ups around what Kafka redelivered.
+
+        Offsets are committed only after a batch is stored, so what is stored of a redelivered
+        batch is a prefix of each partition's records in it (inserts are ordered): binary-search it.
+        """
+        lo, hi = 0, len(offsets)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if await self._store.head_at(record_id(tp[0], tp[1], offsets[mid])) is not None:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(offsets):
+            return await self._gallop(tp, offsets[-1])
+        if lo > 0:
+            return await self._store.head_at(record_id(tp[0], tp[1], offsets[lo - 1]))
+        if offsets[0] == 0:
+            return None
+        before = await self._store.head_at(record_id(tp[0], tp[1], offsets[0] - 1))
+        if before is not None:
+            return before
+        return await self._store.last_of_partition(*tp)  # a gap in the source offsets: ask the slow way
+
+    async def _gallop(self, tp: tuple[str, int], stored: int) -> Head | None:
+        """The last stored offset at or after one known to be stored (replays from before the commit)."""
+
+        async def exists(offset: int) -> bool:
+            return await self._store.head_at(record_id(tp[0], tp[1], offset)) is not None
+
+        step = 1
+        while await exists(stored + step):
+            stored += step
+            step *= 2
+        lo, hi = stored + 1, stored + step
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if await exists(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return await self._store.head_at(record_id(tp[0], tp[1], lo - 1))
 
     async def anchor(self) -> None:
         """Write a signed checkpoint of the chain heads, so cutting the log's tail is detectable."""

@@ -55,13 +55,28 @@ class MongoAuditStore:
         except (BulkWriteError, DuplicateKeyError) as exc:
             raise DuplicateRecordError(str(exc)[:500]) from exc
 
-    async def partition_head(self, topic: str, partition: int) -> Head | None:
-        doc = await self.records.find_one({"topic": topic, "partition": partition}, sort=[("offset", DESCENDING)])
+    async def head_at(self, record_id: str) -> Head | None:
+        doc = await self.records.find_one({"_id": record_id}, {"offset": 1, "hash": 1})
         return Head(doc["offset"], doc["hash"]) if doc else None
 
-    async def workflow_head(self, workflow_id: str) -> Head | None:
-        doc = await self.records.find_one({"workflow_id": workflow_id}, sort=[("workflow_seq", DESCENDING)])
-        return Head(doc["workflow_seq"], doc["hash"]) if doc else None
+    async def last_of_partition(self, topic: str, partition: int) -> Head | None:
+        doc = await self.records.find_one(
+            {"topic": topic, "partition": partition}, {"offset": 1, "hash": 1}, sort=[("offset", DESCENDING)]
+        )
+        return Head(doc["offset"], doc["hash"]) if doc else None
+
+    async def workflow_heads(self, workflow_ids: Sequence[str]) -> dict[str, Head]:
+        # One query for the batch's unknown workflows, reduced here ($group accumulators differ
+        # between MongoDB-compatible servers); served by the (workflow_id, workflow_seq) index.
+        heads: dict[str, Head] = {}
+        if not workflow_ids:
+            return heads
+        query = {"workflow_id": {"$in": list(workflow_ids)}}
+        async for doc in self.records.find(query, {"workflow_id": 1, "workflow_seq": 1, "hash": 1}):
+            known = heads.get(doc["workflow_id"])
+            if known is None or doc["workflow_seq"] > known.position:
+                heads[doc["workflow_id"]] = Head(doc["workflow_seq"], doc["hash"])
+        return heads
 
     async def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:

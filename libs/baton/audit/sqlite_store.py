@@ -76,7 +76,15 @@ class SqliteAuditStore:
         row = self._db.execute(sql, args).fetchone()
         return _doc(row) if row else None
 
-    async def partition_head(self, topic: str, partition: int) -> Head | None:
+    async def head_at(self, record_id: str) -> Head | None:
+        doc = self._one("SELECT record_id, doc FROM audit_records WHERE record_id = ?", record_id)
+        return Head(doc["offset"], doc["hash"]) if doc else None
+
+    async def workflow_heads(self, workflow_ids: Sequence[str]) -> dict[str, Head]:
+        heads = {wf: await self._workflow_head(wf) for wf in workflow_ids}
+        return {wf: h for wf, h in heads.items() if h is not None}
+
+    async def last_of_partition(self, topic: str, partition: int) -> Head | None:
         doc = self._one(
             'SELECT record_id, doc FROM audit_records WHERE topic = ? AND partition = ? ORDER BY "offset" DESC LIMIT 1',
             topic,
@@ -84,7 +92,7 @@ class SqliteAuditStore:
         )
         return Head(doc["offset"], doc["hash"]) if doc else None
 
-    async def workflow_head(self, workflow_id: str) -> Head | None:
+    async def _workflow_head(self, workflow_id: str) -> Head | None:
         doc = self._one(
             "SELECT record_id, doc FROM audit_records WHERE workflow_id = ? ORDER BY workflow_seq DESC LIMIT 1",
             workflow_id,

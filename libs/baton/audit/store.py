@@ -23,12 +23,16 @@ class AuditStore(Protocol):
         """Insert records in order, all acknowledged durably before returning."""
         ...
 
-    async def partition_head(self, topic: str, partition: int) -> Head | None:
-        """Offset and hash of the last record from a source partition."""
+    async def head_at(self, record_id: str) -> Head | None:
+        """Offset and hash of the record stored under this id (a point look-up), if any."""
         ...
 
-    async def workflow_head(self, workflow_id: str) -> Head | None:
-        """Sequence and hash of a workflow's last record."""
+    async def last_of_partition(self, topic: str, partition: int) -> Head | None:
+        """Offset and hash of a partition's last stored record (may scan: used only after a gap)."""
+        ...
+
+    async def workflow_heads(self, workflow_ids: Sequence[str]) -> dict[str, Head]:
+        """Sequence and hash of the last stored record of each workflow that has one."""
         ...
 
     async def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
