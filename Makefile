@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint typecheck schemas unit integration deps kafka clean
+.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,10 @@ kafka: ## fetch Apache Kafka jars from Maven Central into ~/.cache/baton (once)
 	@scripts/ensure-tools.sh
 	@scripts/fetch-kafka.sh >/dev/null
 
+ferretdb: ## build FerretDB (MongoDB wire protocol on SQLite) from the Go module proxy into ~/.cache/baton (once)
+	@scripts/ensure-tools.sh
+	@scripts/fetch-ferretdb.sh >/dev/null
+
 demo: deps ## run Baton's main job on the embedded bus (no Kafka, no MongoDB)
 	$(BIN)/baton demo
 
@@ -39,7 +43,7 @@ schemas: deps ## schema compatibility gate (every new version BACKWARD compatibl
 unit: deps ## fast tests: unit and component, embedded bus only
 	$(PYTEST) -m "not integration and not e2e"
 
-integration: deps kafka ## tests on the real Kafka broker (started and stopped by the tests)
+integration: deps kafka ferretdb ## tests on real Kafka and FerretDB (started and stopped by the tests)
 	$(PYTEST) -m "integration or e2e"
 
 test: lint typecheck schemas unit integration ## everything CI runs

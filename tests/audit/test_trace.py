@@ -1,0 +1,90 @@
+"""`baton audit trace` of a demo workflow shows its whole lineage."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from baton.audit.sqlite_store import SqliteAuditStore
+from baton.audit.trace import render_timeline, trace_workflow
+from baton.demo import run_demo
+from baton.faults import Fault
+
+
+@pytest.fixture(scope="module")
+async def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo run with a truncation and a loop injected; its world and audit stay here."""
+    tmp_path = tmp_path_factory.mktemp("demo")
+    report = await run_demo(
+        workflows=24,
+        faults_per_kind=1,
+        faults=(Fault.TRUNCATE, Fault.LOOP),
+        world_dir=tmp_path,
+        console=Console(file=io.StringIO()),
+        timeout_s=60,
+    )
+    assert report.ok and report.audit_records > 0 and report.audit_problems == []
+    return tmp_path
+
+
+async def test_trace_of_demo_workflows_shows_every_step(demo_dir: Path) -> None:
+    store = SqliteAuditStore(demo_dir / "audit.db")
+    timelines = {}
+    for wf in (f"wf-{i:05d}" for i in range(24)):
+        timelines[wf] = render_timeline(wf, await trace_workflow(store, wf))
+    await store.close()
+    everything = "\n".join(timelines.values())
+    for expected in (
+        "task: ",
+        "checkpoint: context v1",
+        "step: ",
+        "decision: ",
+        "considered [",
+        "chose ",
+        "confidence ",
+        "handoff proposed: ",
+        " sha ",
+        " parent ",
+        "handoff ACCEPTED",
+        "diff +[",
+        "handoff REJECTED TRUNCATED",
+        "result: ",
+        "OUTCOME completed",
+        "OUTCOME halted BUDGET_LOOP (budget trip)",
+        "OUTCOME escalated",
+    ):
+        assert expected in everything, f"no {expected!r} in any demo workflow's lineage"
+    one = next(t for t in timelines.values() if "OUTCOME completed" in t)
+    lines = one.splitlines()[1:]
+    assert lines[0].split()[0] == "1" and "task: " in lines[0]
+    assert [int(line.split()[0]) for line in lines] == list(range(1, len(lines) + 1))
+
+
+def test_the_audit_cli_traces_and_verifies(demo_dir: Path) -> None:
+    env = {**os.environ, "BATON_AUDITOR_SQLITE_PATH": str(demo_dir / "audit.db")}
+    ok = subprocess.run(
+        [sys.executable, "-m", "baton", "audit", "trace", "wf-00001", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0 and '"event_type": "TaskRequested"' in ok.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "baton", "audit", "trace", "no-such-workflow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "no audit records" in missing.stdout
+    verify = subprocess.run(
+        [sys.executable, "-m", "baton", "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0 and "audit OK" in verify.stdout
