@@ -6,13 +6,12 @@ import asyncio
 import contextvars
 import logging
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from baton import topics
 from baton.bus.base import Bus, BusRecord, Subscription
-from baton.contracts.models import DeadLettered, Envelope, Event
+from baton.contracts.models import DeadLettered, Envelope, Event, stable_event_id
 from baton.contracts.serde import AvroSerde, DecodeError
 
 log = logging.getLogger(__name__)
@@ -152,11 +151,9 @@ class EventConsumer:
         self.dead_lettered += 1
         log.warning("dead-lettering %s@%d/%d: %s: %s", record.topic, record.partition, record.offset, code, reason)
         key = record.key.decode(errors="replace") if record.key else "unknown"
-        stable_id = uuid.uuid5(
-            uuid.NAMESPACE_URL, f"baton-dlq:{self._group_id}:{record.topic}:{record.partition}:{record.offset}"
-        )
+        stable_id = stable_event_id("dlq", self._group_id, record.topic, record.partition, record.offset)
         envelope = Envelope(
-            event_id=str(stable_id),
+            event_id=stable_id,
             workflow_id=event.envelope.workflow_id if event else key,
             tenant_id=event.envelope.tenant_id if event else "unknown",
             step_seq=event.envelope.step_seq if event else 0,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ from baton.contracts.models import (
     HandoffRejected,
     StepCompleted,
     TaskRequested,
+    stable_event_id,
 )
 from baton.workflows import END, WorkflowSpec
 
@@ -363,4 +363,4 @@ def effect_event_id(state: WorkflowState, effect: Effect) -> str:
         key = f"step:{state.workflow_id}:{effect.agent}:{state.checkpoint.version}:{effect.attempt}"
     else:
         key = f"outcome:{state.workflow_id}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"baton:{key}"))
+    return stable_event_id(key)

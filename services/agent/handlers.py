@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from baton.contracts.models import (
     HandoffProposed,
     StepCompleted,
     StepRequested,
+    stable_event_id,
 )
 from baton.faults import HANDOFF_FAULTS, FaultPlan, corrupt_handoff
 from baton.handoff import verify_snapshot_integrity
@@ -100,7 +100,7 @@ class AgentHandlers:
 
     def _envelope(self, cause: Event, step_key: str, what: str, seq: int) -> Envelope:
         base = self._events.envelope(cause=cause, step_seq=seq)
-        return base.model_copy(update={"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"baton:{step_key}:{what}"))})
+        return base.model_copy(update={"event_id": stable_event_id(step_key, what)})
 
     async def _publish(
         self, cause: Event, snapshot: ContextSnapshot, attempt: int, step_key: str, outcome: StepOutcome

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -15,6 +14,7 @@ from baton.contracts.models import (
     HandoffProposed,
     HandoffRejected,
     WorkflowCheckpointed,
+    stable_event_id,
 )
 from baton.handoff import CheckpointView, verify_handoff
 from baton.messaging import EventBus, RejectedEvent
@@ -76,7 +76,7 @@ class HandoffValidatorHandlers:
         )
         # Deterministic ids: a redelivered proposal yields the same verdict event, which consumers dedupe.
         envelope = self._events.envelope(cause=event).model_copy(
-            update={"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"baton-verdict:{event.envelope.event_id}"))}
+            update={"event_id": stable_event_id("verdict", event.envelope.event_id)}
         )
         if verdict.accepted and verdict.diff is not None:
             self.accepted += 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
 
 from baton import topics
@@ -18,6 +17,7 @@ from baton.contracts.models import (
     WorkflowCompleted,
     WorkflowEscalated,
     WorkflowHalted,
+    stable_event_id,
 )
 from baton.messaging import EventBus, RejectedEvent
 from baton.supervisor import Effect, Outcome, RequestStep, Supervisor, TaskRejectedError, WorkflowState, effect_event_id
@@ -67,7 +67,7 @@ class SupervisorHandlers:
 
     async def _apply(self, state: WorkflowState, effects: tuple[Effect, ...], cause: Event | None) -> None:
         spec = self.supervisor.workflows[state.workflow_type]
-        checkpoint_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"baton:checkpoint:{state.workflow_id}:{state.seq}"))
+        checkpoint_id = stable_event_id("checkpoint", state.workflow_id, state.seq)
         envelope = self._make_envelope(state, cause, checkpoint_id)
         await self._events.publish(
             topics.CHECKPOINTS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,22 +25,13 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
 )
 from baton.contracts.serde import AvroSerde
-from tests.harness.kafka_broker import KafkaBroker, start_broker
+from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.processes import ServiceProcesses
 
 pytestmark = pytest.mark.e2e
 
 EVENTS = 20_000
 KEY = "e2e-audit-key"
-
-
-@pytest.fixture(scope="module")
-def own_broker() -> Iterator[KafkaBroker]:
-    broker = start_broker()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def _events(n: int) -> list[tuple[str, Event]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,23 +21,13 @@ from baton.faults import Fault, FaultPlan
 from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
 from baton.world import World
-from tests.harness.kafka_broker import KafkaBroker, start_broker
+from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.processes import ServiceProcesses
 
 pytestmark = pytest.mark.e2e
 
 WORKFLOWS = 200
 HANDOFF_FAULTS = (Fault.TRUNCATE, Fault.STALE, Fault.TAMPER)
-
-
-@pytest.fixture(scope="module")
-def own_broker() -> Iterator[KafkaBroker]:
-    """A broker of its own, so the mesh's fixed topic names start empty."""
-    broker = start_broker()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_run(

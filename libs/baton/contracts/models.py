@@ -70,6 +70,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def stable_event_id(*parts: object) -> str:
+    """A deterministic event id: the same effect re-emitted carries the same id, so consumers dedupe it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "baton:" + ":".join(str(p) for p in parts)))
+
+
 class Envelope(Record):
     avro_name: ClassVar[str] = "io.baton.common.v1.Envelope"
     event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
