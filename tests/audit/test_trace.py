@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +90,24 @@ def test_the_audit_cli_traces_and_verifies(demo_dir: Path) -> None:
         [sys.executable, "-m", "baton", "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0 and "audit OK" in verify.stdout
+
+
+def test_baton_audit_verify_fails_naming_the_tampered_record(demo_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "audit.db"
+    shutil.copy(demo_dir / "audit.db", copy)
+    db = sqlite3.connect(copy)
+    db.execute("DROP TRIGGER audit_records_no_update")
+    record_id, doc = db.execute(
+        "SELECT record_id, doc FROM audit_records WHERE topic = 'baton.outcomes' ORDER BY record_id LIMIT 1"
+    ).fetchone()
+    db.execute(
+        "UPDATE audit_records SET doc = ? WHERE record_id = ?", (doc.replace('"tenant-', '"tenant-evil-', 1), record_id)
+    )
+    db.commit()
+    db.close()
+    env = {**os.environ, "BATON_AUDITOR_SQLITE_PATH": str(copy)}
+    result = subprocess.run(
+        [sys.executable, "-m", "baton", "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert f"first problem: record {record_id}" in result.stderr and "modified" in result.stderr
