@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb clean
+.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb deploy clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,8 +31,8 @@ demo: deps ## run Baton's main job on the embedded bus (no Kafka, no MongoDB)
 	$(BIN)/baton demo
 
 lint: deps ## ruff lint and format check
-	$(BIN)/ruff check libs services tests
-	$(BIN)/ruff format --check libs services tests
+	$(BIN)/ruff check libs services tests deploy
+	$(BIN)/ruff format --check libs services tests deploy
 
 typecheck: deps ## mypy --strict
 	$(BIN)/mypy
@@ -47,6 +47,9 @@ integration: deps kafka ferretdb ## tests on real Kafka and FerretDB (started an
 	$(PYTEST) -m "integration or e2e"
 
 test: lint typecheck schemas unit integration ## everything CI runs
+
+deploy: deps ## regenerate docker-compose.yml and deploy/k8s from the workflow declarations
+	$(BIN)/python deploy/generate.py
 
 clean: ## remove the virtual environment and caches (keeps the Kafka jar cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
