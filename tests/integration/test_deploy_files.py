@@ -50,7 +50,7 @@ def compose_schema() -> dict[str, Any]:
 
 def test_compose_file_follows_the_compose_spec(compose_schema: dict[str, Any]) -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    jsonschema.validate(compose, compose_schema)
+    jsonschema.Draft7Validator(compose_schema).validate(compose)
     services = compose["services"]
     for name, svc in services.items():
         for dep in svc.get("depends_on", {}):
@@ -61,7 +61,7 @@ def test_compose_file_follows_the_compose_spec(compose_schema: dict[str, Any]) -
     broken = copy.deepcopy(compose)
     broken["services"]["supervisor"]["restart"] = ["always"]
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, compose_schema)
+        jsonschema.Draft7Validator(compose_schema).validate(broken)
 
 
 def test_kubernetes_manifests_validate_against_kubernetes_schemas() -> None:
