@@ -119,11 +119,13 @@ class Supervisor:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
 
-    def restore(self, state: WorkflowState) -> None:
-        """Adopt a state read from a checkpoint (newer seq wins)."""
+    def restore(self, state: WorkflowState) -> bool:
+        """Adopt a state read from a checkpoint when it is newer than the one held; True if adopted."""
         known = self.states.get(state.workflow_id)
-        if known is None or state.seq >= known.seq:
+        if known is None or state.seq > known.seq:
             self.states[state.workflow_id] = state
+            return True
+        return False
 
     def handle(self, event: Event, now: float) -> Transition:
         if isinstance(event, TaskRequested):

@@ -57,6 +57,9 @@ async def start(events: EventBus, settings: Settings) -> SupervisorApp:
     owed = await handlers.resume()
     if restored:
         log.info("restored %d checkpoints; re-issued %d owed steps", restored, owed)
+    # Keep following every replica's checkpoints, so partitions that move here in a rebalance
+    # continue from the state their previous owner last wrote, not from the start-up replay.
+    tail = await events.bus.subscribe([topics.CHECKPOINTS], group_id=None, handler=handlers.restore)
     inbox, _ = await consume(events, list(INBOX), group_id=topics.GROUP_SUPERVISOR, handler=handlers.on_event)
     sweeper = asyncio.create_task(_sweeper(handlers, settings.sweep_interval_s))
-    return SupervisorApp(handlers=handlers, subscriptions=[inbox], tasks=[sweeper])
+    return SupervisorApp(handlers=handlers, subscriptions=[inbox, tail], tasks=[sweeper])

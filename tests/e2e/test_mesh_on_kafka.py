@@ -1,5 +1,5 @@
 """The whole mesh as separate processes on a real Kafka broker: 200 workflows, injected faults,
-the supervisor killed mid-run and replaced."""
+two supervisor replicas, one killed mid-run and replaced."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     )
     try:
         procs.start("supervisor-1", "supervisor")
+        procs.start("supervisor-2", "supervisor")  # two replicas share the workflows by partition
         procs.start("handoff-validator", "handoff-validator")
         for kind in agent_kinds(specs):
             procs.start(f"agent-{kind}", "agent", "--kind", kind)
@@ -81,8 +82,8 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
             async for outcome in client.outcomes():
                 outcomes.setdefault(outcome.envelope.workflow_id, outcome)
                 if len(outcomes) >= WORKFLOWS // 4 and not killed.is_set():
-                    procs.kill("supervisor-1")  # mid-run, possibly mid-batch
-                    procs.start("supervisor-2", "supervisor")
+                    procs.kill("supervisor-1")  # mid-run: its partitions move to supervisor-2 ...
+                    procs.start("supervisor-3", "supervisor")  # ... and some on to a replacement
                     killed.set()
                 if len(outcomes) >= WORKFLOWS:
                     return
@@ -92,7 +93,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         except TimeoutError:
             pytest.fail(
                 f"{WORKFLOWS - len(outcomes)} workflows without an outcome; dead processes: {procs.dead()}\n"
-                + procs.tail("supervisor-2")
+                + procs.tail("supervisor-3")
             )
         assert killed.is_set()
         assert set(outcomes) == {wf for wf, _ in items}

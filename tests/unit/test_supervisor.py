@@ -228,5 +228,6 @@ def test_state_survives_a_round_trip_through_its_checkpoint(sup: Supervisor) -> 
     assert t.effects == (RequestStep("refund_preview", 1),)
     older = WorkflowState.from_json(saved)
     older.seq -= 1
-    fresh.restore(older)
+    assert fresh.restore(older) is False
+    assert fresh.restore(WorkflowState.from_json(saved)) is False  # the same checkpoint again
     assert fresh.states[WF].seq == sup.states[WF].seq
