@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,8 +162,3 @@ class CheckpointView:
                 if waiter in waiters:
                     waiters.remove(waiter)
                 return self._latest.get(workflow_id)
-
-
-def required_inputs_for(agent: str, declared: Mapping[str, Sequence[str]]) -> Sequence[str]:
-    """Inputs an agent declares as required (none when it declares nothing)."""
-    return declared.get(agent, ())

@@ -33,11 +33,6 @@ def child_traceparent(parent: str | None) -> str:
     return f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}"
 
 
-def current_traceparent() -> str | None:
-    """traceparent of the message being handled, if any."""
-    return _trace.get()
-
-
 class RejectedEvent(Exception):
     """A handler refuses an event for good (bad input); it is dead-lettered with this reason."""
 

@@ -194,10 +194,6 @@ class EmbeddedBus:
         if group_id is not None:
             self._groups[group_id].committed[tp] = offset
 
-    def committed(self, group_id: str, tp: TopicPartition) -> int:
-        """Committed offset of a group on a partition (0 when none)."""
-        return self._groups[group_id].committed.get(tp, 0) if group_id in self._groups else 0
-
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = ()) -> None:
         partitions = self._ensure(topic)
         self._counter += 1

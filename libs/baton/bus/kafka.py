@@ -237,13 +237,3 @@ class KafkaBus:
         await sub.start()
         self._subscriptions.append(sub)
         return sub
-
-    async def broker_version(self) -> str:
-        """Highest API versions the broker speaks, summarised (for logs proving a real broker served)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-        await admin.start()
-        try:
-            cluster = await admin.describe_cluster()
-            return f"cluster {cluster['cluster_id']} with {len(cluster['brokers'])} broker(s)"
-        finally:
-            await admin.close()
