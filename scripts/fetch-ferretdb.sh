@@ -6,15 +6,11 @@ VERSION="${FERRETDB_VERSION:-v1.24.0}"
 CACHE="${BATON_CACHE:-$HOME/.cache/baton}/ferretdb"
 BIN="$CACHE/ferretdb-$VERSION"
 if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then echo "$BIN"; exit 0; fi
-command -v go >/dev/null || { echo "go not found: install Go (apt-get install golang-go) to build FerretDB" >&2; exit 1; }
 mkdir -p "$CACHE"
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-( cd "$work" && go mod init baton-ferretdb-build >/dev/null 2>&1 )
-# `go install pkg@version` asks the proxy for the module's version list, which it refuses for
-# FerretDB; downloading the exact version works, so build from that copy.
-src=$(cd "$work" && go mod download -json "github.com/FerretDB/FerretDB@$VERSION" \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+# `go install` asks the proxy for FerretDB's version list, which it refuses: build from the exact version.
+src=$("$(dirname "$0")/go-module-dir.sh" "github.com/FerretDB/FerretDB@$VERSION")
 cp -r "$src" "$work/src" && chmod -R u+w "$work/src"
 # FerretDB embeds its version from this file (its build normally writes it with git describe).
 echo "$VERSION" > "$work/src/build/version/version.txt"

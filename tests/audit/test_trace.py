@@ -68,27 +68,19 @@ async def test_trace_of_demo_workflows_shows_every_step(demo_dir: Path) -> None:
     assert [int(line.split()[0]) for line in lines] == list(range(1, len(lines) + 1))
 
 
+def _audit_cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BATON_AUDITOR_SQLITE_PATH": str(store)}
+    return subprocess.run(
+        [sys.executable, "-m", "baton", "audit", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_the_audit_cli_traces_and_verifies(demo_dir: Path) -> None:
-    env = {**os.environ, "BATON_AUDITOR_SQLITE_PATH": str(demo_dir / "audit.db")}
-    ok = subprocess.run(
-        [sys.executable, "-m", "baton", "audit", "trace", "wf-00001", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ok = _audit_cli(demo_dir / "audit.db", "trace", "wf-00001", "--json")
     assert ok.returncode == 0 and '"event_type": "TaskRequested"' in ok.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "baton", "audit", "trace", "no-such-workflow"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    missing = _audit_cli(demo_dir / "audit.db", "trace", "no-such-workflow")
     assert missing.returncode == 1 and "no audit records" in missing.stdout
-    verify = subprocess.run(
-        [sys.executable, "-m", "baton", "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
-    )
+    verify = _audit_cli(demo_dir / "audit.db", "verify")
     assert verify.returncode == 0 and "audit OK" in verify.stdout
 
 
@@ -105,9 +97,6 @@ def test_baton_audit_verify_fails_naming_the_tampered_record(demo_dir: Path, tmp
     )
     db.commit()
     db.close()
-    env = {**os.environ, "BATON_AUDITOR_SQLITE_PATH": str(copy)}
-    result = subprocess.run(
-        [sys.executable, "-m", "baton", "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = _audit_cli(copy, "verify")
     assert result.returncode == 1
     assert f"first problem: record {record_id}" in result.stderr and "modified" in result.stderr
