@@ -72,11 +72,16 @@ class EventBus:
             producer=self.producer,
         )
 
-    async def publish(self, topic: str, event: Event) -> None:
-        """Encode and publish; returns once the bus acknowledged the write."""
+    async def publish(self, topic: str, event: Event) -> bytes:
+        """Encode and publish; returns the bytes once the bus acknowledged the write."""
         data = await self.serde.encode(event)
+        await self.publish_encoded(topic, data, workflow_id=event.envelope.workflow_id)
+        return data
+
+    async def publish_encoded(self, topic: str, data: bytes, *, workflow_id: str) -> None:
+        """Publish an already encoded event again (same bytes, same event id), with trace context."""
         headers = ((TRACEPARENT, child_traceparent(_trace.get()).encode()),)
-        await self.bus.publish(topic, data, key=event.envelope.workflow_id.encode(), headers=headers)
+        await self.bus.publish(topic, data, key=workflow_id.encode(), headers=headers)
 
 
 EventHandler = Callable[[Event, BusRecord], Awaitable[None]]

@@ -70,7 +70,7 @@ class AgentHandlers:
         if stored is not None:
             self.steps_replayed += 1
             for topic, data in json.loads(stored):
-                await self._events.bus.publish(topic, base64.b64decode(data), key=wf.encode())
+                await self._events.publish_encoded(topic, base64.b64decode(data), workflow_id=wf)
             return
         self.steps_run += 1
         outcome = await self._run(event, snapshot, attempt)
@@ -165,7 +165,6 @@ class AgentHandlers:
             )
         published: list[tuple[str, str]] = []
         for topic, ev in out:
-            data = await self._events.serde.encode(ev)
-            await self._events.bus.publish(topic, data, key=ev.envelope.workflow_id.encode())
+            data = await self._events.publish(topic, ev)
             published.append((topic, base64.b64encode(data).decode()))
         return published

@@ -42,8 +42,7 @@ class HandoffValidatorHandlers:
         self._judged: OrderedDict[str, bytes] = OrderedDict()
 
     async def _publish_verdict(self, proposal: HandoffProposed, verdict: Event) -> None:
-        data = await self._events.serde.encode(verdict)
-        await self._events.bus.publish(topics.HANDOFF_VERDICTS, data, key=proposal.envelope.workflow_id.encode())
+        data = await self._events.publish(topics.HANDOFF_VERDICTS, verdict)
         self._judged[proposal.envelope.event_id] = data
         while len(self._judged) > 50_000:
             self._judged.popitem(last=False)
@@ -64,7 +63,7 @@ class HandoffValidatorHandlers:
         judged = self._judged.get(event.envelope.event_id)
         if judged is not None:
             # A redelivered or replayed proposal gets the verdict it already got, byte for byte.
-            await self._events.bus.publish(topics.HANDOFF_VERDICTS, judged, key=event.envelope.workflow_id.encode())
+            await self._events.publish_encoded(topics.HANDOFF_VERDICTS, judged, workflow_id=event.envelope.workflow_id)
             return
         snap = event.snapshot
         checkpoint = await self._view.wait_for(event.envelope.workflow_id, snap.version - 1, self._wait_s)
