@@ -147,9 +147,11 @@ class Supervisor:
         wf = event.envelope.workflow_id
         existing = self.states.get(wf)
         if existing is not None:
-            # Redelivered task: re-emit what the current state owes (idempotent downstream).
-            owed = (RequestStep(existing.current_agent, existing.attempt),) if existing.status == "running" else ()
-            return Transition(existing, owed)
+            # Redelivered task: re-emit what a running workflow waits for (idempotent downstream);
+            # a finished one owes nothing, not even another checkpoint.
+            if existing.status != "running":
+                return Transition(None)
+            return Transition(existing, (RequestStep(existing.current_agent, existing.attempt),))
         spec = self.workflows.get(event.workflow_type)
         if spec is None:
             raise TaskRejectedError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 
@@ -78,7 +79,7 @@ class SupervisorHandlers:
                 next_agent=state.current_agent if state.status == "running" else None,
                 completed_steps=list(state.completed_steps),
                 snapshot=state.checkpoint,
-                budgets_json=(f'{{"steps":{state.steps},"tokens":{state.tokens},"tool_calls":{state.tool_calls}}}'),
+                budgets_json=json.dumps({"steps": state.steps, "tokens": state.tokens, "tool_calls": state.tool_calls}),
                 supervisor_state_json=state.to_json(),
             ),
         )

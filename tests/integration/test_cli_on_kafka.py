@@ -17,12 +17,22 @@ from baton.contracts.serde import AvroSerde
 pytestmark = pytest.mark.integration
 
 
-async def test_baton_publish_writes_an_avro_task(kafka_bootstrap: str, serde: AvroSerde, unique: str) -> None:
-    env = {**os.environ, "BATON_BUS": "kafka", "BATON_KAFKA_BOOTSTRAP": kafka_bootstrap}
+async def _baton(*args: str, env: dict[str, str] | None = None) -> tuple[int | None, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "baton",
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_baton_publish_writes_an_avro_task(kafka_bootstrap: str, serde: AvroSerde, unique: str) -> None:
+    code, out, err = await _baton(
         "publish",
         "support_refund",
         '{"ticket_id": "tkt-00001"}',
@@ -30,13 +40,10 @@ async def test_baton_publish_writes_an_avro_task(kafka_bootstrap: str, serde: Av
         "acme",
         "--workflow-id",
         f"cli-{unique}",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env={"BATON_BUS": "kafka", "BATON_KAFKA_BOOTSTRAP": kafka_bootstrap},
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    assert out.decode().strip() == f"cli-{unique}"
+    assert code == 0, err
+    assert out.strip() == f"cli-{unique}"
     bus = KafkaBus(kafka_bootstrap)
     found: list[TaskRequested] = []
 
@@ -52,15 +59,5 @@ async def test_baton_publish_writes_an_avro_task(kafka_bootstrap: str, serde: Av
 
 
 async def test_baton_publish_refuses_bad_json_with_a_clear_error() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "baton",
-        "publish",
-        "support_refund",
-        "{not json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 2 and "INPUT_JSON is not JSON" in err.decode()
+    code, _, err = await _baton("publish", "support_refund", "{not json")
+    assert code == 2 and "INPUT_JSON is not JSON" in err

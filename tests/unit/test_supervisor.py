@@ -105,6 +105,7 @@ def test_accepted_handoffs_walk_the_routes_to_completion(sup: Supervisor) -> Non
     t = sup.handle(accept(sup, END, {"refund_preview": {"amount": 0}}), now=2.0)  # type: ignore[arg-type]
     assert t.effects == (Outcome("completed", "COMPLETED", "2 steps"),)
     assert sup.states[WF].status == "completed"
+    assert sup.handle(task(), now=3.0).state is None  # a redelivered task does not start it again
 
 
 def test_a_handoff_routed_elsewhere_than_declared_escalates(sup: Supervisor) -> None:
