@@ -1,5 +1,25 @@
 """The message bus interface and its adapters (Kafka, embedded)."""
 
-from baton.bus.base import BatchHandler, Bus, BusRecord, Handler, Subscription
+from baton.bus.base import (
+    MAX_MESSAGE_BYTES,
+    BatchHandler,
+    Bus,
+    BusRecord,
+    BusUnavailableError,
+    Handler,
+    MessageTooLargeError,
+    PartitionsCallback,
+    Subscription,
+)
 
-__all__ = ["BatchHandler", "Bus", "BusRecord", "Handler", "Subscription"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "BatchHandler",
+    "Bus",
+    "BusRecord",
+    "BusUnavailableError",
+    "Handler",
+    "MessageTooLargeError",
+    "PartitionsCallback",
+    "Subscription",
+]

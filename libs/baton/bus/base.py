@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 Headers = tuple[tuple[str, bytes], ...]
+
+# A message carries at most about two copies of a workflow context (e.g. a handoff's snapshot and the
+# diff against its parent), each bounded at 1,000,000 bytes, plus the envelope: 4 MiB leaves headroom.
+# Kafka's producer, consumers and topics are configured with this same figure.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+DEFAULT_RETRY_BACKOFF = (0.05, 2.0)
+
+
+class BusUnavailableError(Exception):
+    """The bus could not acknowledge a publish or a commit; transient, retry later."""
+
+
+class MessageTooLargeError(ValueError):
+    """A message over MAX_MESSAGE_BYTES; retrying cannot help, the message must get smaller."""
+
+    def __init__(self, topic: str, size: int, limit: int = MAX_MESSAGE_BYTES) -> None:
+        super().__init__(
+            f"message for {topic} is {size:,} bytes, over the bus limit of {limit:,} bytes: "
+            "shrink the context it carries (a context is bounded at 1,000,000 bytes) "
+            "or keep large content outside the message and pass a reference"
+        )
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+
+
+def check_message_size(topic: str, value: bytes) -> None:
+    """Raise MessageTooLargeError when value is over MAX_MESSAGE_BYTES."""
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise MessageTooLargeError(topic, len(value))
 
 
 @dataclass(frozen=True)
@@ -27,6 +59,43 @@ class BusRecord:
 
 Handler = Callable[[BusRecord], Awaitable[None]]
 BatchHandler = Callable[[Sequence[BusRecord]], Awaitable[None]]
+PartitionsCallback = Callable[[frozenset[tuple[str, int]]], Awaitable[None]]
+
+
+class Backoff:
+    """Exponential delay: `first`, doubling on each consecutive failure up to `cap`; back to `first` on success."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def failed(self) -> float:
+        """The delay to wait after this failure."""
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay
+
+    def succeeded(self) -> None:
+        """Start again from the first delay."""
+        self._next = self.first
+
+
+class LoopHealth:
+    """What a consumer loop reports for liveness: when it last polled, and whether it is failing."""
+
+    def __init__(self) -> None:
+        self.last_poll = time.monotonic()
+        self.failures = 0
+
+    def polled(self) -> None:
+        """A whole iteration (poll, handle, commit) succeeded."""
+        self.last_poll = time.monotonic()
+        self.failures = 0
+
+    def failed(self) -> None:
+        """An iteration failed outside the handler."""
+        self.failures += 1
 
 
 class Subscription(Protocol):
@@ -37,8 +106,18 @@ class Subscription(Protocol):
         """Partitions currently owned by this member."""
         ...
 
+    @property
+    def healthy(self) -> bool:
+        """False while the consumer loop is failing or has ended; True once a poll succeeded again."""
+        ...
+
+    @property
+    def last_poll(self) -> float:
+        """time.monotonic() of the loop's last successful poll (it polls even when idle)."""
+        ...
+
     async def stop(self) -> None:
-        """Finish the message in hand, commit it and leave the group."""
+        """Finish the message in hand, commit it, call on_revoke and leave the group."""
         ...
 
     async def kill(self) -> None:
@@ -47,31 +126,72 @@ class Subscription(Protocol):
 
 
 class Bus(Protocol):
-    """Publish keyed messages; consume them in groups with commit-after-handle."""
+    """Publish keyed messages; consume them in groups with commit-after-handle.
 
-    async def start(self) -> None: ...
+    Rebalance hooks: on_assign(partitions) is awaited before any record of those partitions reaches
+    the handler; on_revoke(partitions) after the record or batch in hand finished and before another
+    member gets them. Treat both as set operations: a rebalance may revoke and re-assign a partition
+    the member keeps (Kafka's eager rebalance protocol does).
+    """
 
-    async def stop(self) -> None: ...
+    async def start(self) -> None:
+        """Connect (Kafka) or do nothing (embedded)."""
+        ...
 
-    async def create_topics(self, topics: Sequence[str], *, partitions: int | None = None) -> None:
-        """Create topics that do not exist yet."""
+    async def stop(self) -> None:
+        """Stop every subscription, then the producer."""
+        ...
+
+    async def create_topics(
+        self, topics: Sequence[str], *, partitions: int | None = None, compacted: bool = False
+    ) -> None:
+        """Create topics that do not exist yet; compacted keeps only the latest record per key."""
         ...
 
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = ()) -> None:
-        """Publish and wait until the bus acknowledged the write."""
+        """Publish and wait until the bus acknowledged the write.
+
+        Raises MessageTooLargeError (permanent) or BusUnavailableError (transient: retry later)."""
         ...
 
-    async def replay(self, topics: Sequence[str], handler: Handler) -> int:
-        """Hand every record now in the topics to handler (per-partition order); returns the count."""
+    async def replay(
+        self, topics: Sequence[str], handler: Handler, *, partitions: Collection[int] | None = None
+    ) -> int:
+        """Hand every record now in the topics (only these partition numbers, if given) to handler,
+        in per-partition order; returns the count."""
+        ...
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next record will get (the high watermark); {} for an unknown topic."""
         ...
 
     async def subscribe_batches(
-        self, topics: Sequence[str], *, group_id: str, handler: BatchHandler, max_records: int = 500
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        handler: BatchHandler,
+        max_records: int = 500,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
     ) -> Subscription:
         """Like subscribe, but the handler gets up to max_records at a time (each partition in order);
         the batch is committed only after the handler returned, and re-delivered whole if it raised."""
         ...
 
-    async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> Subscription:
-        """Consume topics as a member of group_id; group_id None reads every partition from the start."""
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str | None,
+        handler: Handler,
+        max_records: int = 100,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+    ) -> Subscription:
+        """Consume topics as a member of group_id; group_id None reads every partition from the start.
+
+        A record whose handler raised is re-read after retry_backoff (first delay, cap), doubling."""
         ...

@@ -6,15 +6,27 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from baton.bus.base import BatchHandler, BusRecord, Handler, Headers
+from baton.bus.base import (
+    DEFAULT_RETRY_BACKOFF,
+    Backoff,
+    BatchHandler,
+    BusRecord,
+    Handler,
+    Headers,
+    LoopHealth,
+    PartitionsCallback,
+    check_message_size,
+)
 
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
-_RETRY_DELAY_S = 1.0
+
+# An idle member still wakes this often, so its last_poll shows it is alive.
+_IDLE_WAIT_S = 1.0
 
 
 def partition_for(key: bytes | None, partitions: int, counter: int) -> int:
@@ -28,107 +40,205 @@ def partition_for(key: bytes | None, partitions: int, counter: int) -> int:
 class _Group:
     members: list[EmbeddedSubscription] = field(default_factory=list)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
-    generation: int = 0
+    # Who holds each partition: a member takes one over only once the previous holder let go of it
+    # (finished its record in hand and ran on_revoke), as Kafka's rebalance barrier guarantees.
+    holders: dict[TopicPartition, EmbeddedSubscription] = field(default_factory=dict)
 
 
 class EmbeddedSubscription:
-    """One member of a consumer group on the embedded bus."""
+    """One member of a consumer group on the embedded bus.
+
+    The group's assignment changes synchronously (_rebalance); the member's loop notices it between
+    two records, runs on_revoke for what it lost and on_assign for what it gained, then reads on.
+    """
 
     def __init__(
         self,
         bus: EmbeddedBus,
         topics: Sequence[str],
         group_id: str | None,
-        handler: Handler | None,
+        *,
+        handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
         max_records: int = 500,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
     ) -> None:
         self._bus = bus
-        self._batch_handler = batch_handler
-        self._max_records = max_records
         self.topics = tuple(topics)
         self.group_id = group_id
         self._handler = handler
-        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._batch_handler = batch_handler
+        self._max_records = max_records
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._retry_backoff = retry_backoff
+        self._assigned: frozenset[TopicPartition] = frozenset()  # what the group gives this member
+        self._owned: set[TopicPartition] = set()  # taken over (on_assign done) and not yet let go
         self._positions: dict[TopicPartition, int] = {}
-        self._generation = -1
+        self._health = LoopHealth()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopping = asyncio.Event()
         self.wake = asyncio.Event()
 
     @property
     def assigned(self) -> frozenset[TopicPartition]:
         return self._assigned
 
-    def _assign(self, partitions: frozenset[TopicPartition], committed: dict[TopicPartition, int]) -> None:
+    @property
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done() and self._health.failures == 0
+
+    @property
+    def last_poll(self) -> float:
+        return self._health.last_poll
+
+    def _assign(self, partitions: frozenset[TopicPartition]) -> None:
         self._assigned = partitions
-        self._positions = {tp: committed.get(tp, 0) for tp in partitions}
+        self.wake.set()
 
     def start(self) -> None:
-        run = self._run_batches() if self._batch_handler is not None else self._run()
-        self._task = asyncio.create_task(run, name=f"embedded-consumer-{self.group_id}")
+        self._task = asyncio.create_task(self._supervise(), name=f"embedded-consumer-{self.group_id}")
 
-    async def _run_batches(self) -> None:
-        bus = self._bus
-        assert self._batch_handler is not None
+    async def _supervise(self) -> None:
+        """Run the loop until stop or kill; a failure outside the handler is logged and the loop resumes."""
+        step = self._step_batch if self._batch_handler is not None else self._step
+        handler_backoff = Backoff(*self._retry_backoff)
+        loop_backoff = Backoff(*self._retry_backoff)
         while not self._closing:
             self.wake.clear()
-            batch: list[BusRecord] = []
-            ends: dict[TopicPartition, int] = {}
-            for tp in sorted(self._assigned):
-                log_ = bus.log_of(tp)
-                pos = self._positions.get(tp, 0)
-                take = log_[pos : pos + self._max_records - len(batch)]
-                if take:
-                    batch.extend(take)
-                    ends[tp] = pos + len(take)
-            if not batch:
-                await self.wake.wait()
-                continue
-            generation = bus.generation_of(self.group_id)
             try:
-                await self._batch_handler(batch)
+                await self._follow_assignment()
+                read, failed = await step()
             except Exception:
-                log.exception("batch handler failed on %d records; re-delivering the batch", len(batch))
-                await asyncio.sleep(_RETRY_DELAY_S)
+                self._health.failed()
+                delay = loop_backoff.failed()
+                log.exception(
+                    "consumer of %s (group %s) failed outside its handler; resuming from the committed "
+                    "offsets in %.2fs",
+                    ",".join(self.topics),
+                    self.group_id,
+                    delay,
+                )
+                self._rewind()
+                await self._rest(delay)
                 continue
-            if bus.generation_of(self.group_id) == generation:
-                for tp, end in ends.items():
-                    if tp in self._assigned:
-                        self._positions[tp] = end
-                        bus.commit(self.group_id, tp, end)
+            self._health.polled()
+            loop_backoff.succeeded()
+            if failed:
+                await self._rest(handler_backoff.failed())
+            elif read:
+                handler_backoff.succeeded()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), _IDLE_WAIT_S)
 
-    async def _run(self) -> None:
-        bus = self._bus
+    async def _rest(self, delay: float) -> None:
+        """Wait before retrying; stop() cuts it short."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _follow_assignment(self) -> None:
+        """Let go of partitions the group took away, take over the ones it gave (once their holder let go)."""
+        gone = self._owned - self._assigned
+        if gone:
+            await self._let_go(gone)
+        new = {tp for tp in self._assigned - self._owned if self._bus.holder_of(self.group_id, tp) is None}
+        if not new:
+            return
+        # Held from now on, so no other member takes them over while on_assign runs.
+        self._bus.hold(self.group_id, new, self)
+        try:
+            if self._on_assign is not None:
+                await self._on_assign(frozenset(new))
+        except BaseException:
+            self._bus.release(self.group_id, new, self)
+            raise
+        for tp in new:
+            self._positions[tp] = self._bus.committed(self.group_id, tp) if self.group_id is not None else 0
+        self._owned |= new
+
+    async def _let_go(self, partitions: set[TopicPartition]) -> None:
+        """on_revoke, then release the partitions to the member the group gave them to."""
+        self._owned -= partitions
+        try:
+            if self._on_revoke is not None:
+                await self._on_revoke(frozenset(partitions))
+        except Exception:
+            # The partitions go regardless: holding them back would stall the whole group.
+            log.exception(
+                "on_revoke failed for %s (group %s); the partitions move on", sorted(partitions), self.group_id
+            )
+        finally:
+            for tp in partitions:
+                self._positions.pop(tp, None)
+            self._bus.release(self.group_id, partitions, self)
+
+    def _readable(self) -> list[TopicPartition]:
+        """Owned partitions still assigned; none while a revocation is pending, so it happens between records."""
+        if self._owned - self._assigned:
+            return []
+        return sorted(self._owned)
+
+    def _commit(self, tp: TopicPartition, offset: int) -> None:
+        self._bus.commit(self.group_id, tp, offset)
+        self._positions[tp] = offset
+
+    def _rewind(self) -> None:
+        """Back to the committed offsets, so nothing read but not committed is skipped."""
+        if self.group_id is not None:
+            for tp in self._owned:
+                self._positions[tp] = self._bus.committed(self.group_id, tp)
+
+    async def _step(self) -> tuple[bool, bool]:
+        """One record of each readable partition; returns (read anything, a handler failed)."""
         assert self._handler is not None
-        while not self._closing:
-            self.wake.clear()
-            progressed = False
-            for tp in sorted(self._assigned):
-                log_ = bus.log_of(tp)
-                pos = self._positions.get(tp, 0)
-                if pos >= len(log_):
-                    continue
-                record = log_[pos]
-                generation = bus.generation_of(self.group_id)
-                try:
-                    await self._handler(record)
-                except Exception:
-                    # As on Kafka: an outage, not a bad message; re-read this offset later.
-                    log.exception("handler failed on %s@%d; retrying from this offset", tp, pos)
-                    await asyncio.sleep(_RETRY_DELAY_S)
-                    progressed = True
-                    continue
-                # A revoked partition's commit is refused, as Kafka's would be: the new owner re-reads it.
-                if tp in self._assigned and bus.generation_of(self.group_id) == generation:
-                    self._positions[tp] = pos + 1
-                    bus.commit(self.group_id, tp, pos + 1)
-                progressed = True
-            if not progressed:
-                await self.wake.wait()
+        read = failed = False
+        for tp in self._readable():
+            if self._closing or self._owned - self._assigned:
+                break
+            log_ = self._bus.log_of(tp)
+            pos = self._positions[tp]
+            if pos >= len(log_):
+                continue
+            read = True
+            try:
+                await self._handler(log_[pos])
+            except Exception:
+                # As on Kafka: an outage, not a bad message; re-read this offset after a backoff.
+                log.exception("handler failed on %s/%d@%d; retrying from this offset", tp[0], tp[1], pos)
+                failed = True
+                continue
+            self._commit(tp, pos + 1)
+        return read, failed
+
+    async def _step_batch(self) -> tuple[bool, bool]:
+        """Up to max_records across readable partitions, handed over at once; committed after the handler."""
+        assert self._batch_handler is not None
+        batch: list[BusRecord] = []
+        ends: dict[TopicPartition, int] = {}
+        for tp in self._readable():
+            pos = self._positions[tp]
+            take = self._bus.log_of(tp)[pos : pos + self._max_records - len(batch)]
+            if take:
+                batch.extend(take)
+                ends[tp] = pos + len(take)
+        if not batch:
+            return False, False
+        try:
+            await self._batch_handler(batch)
+        except Exception:
+            log.exception("batch handler failed on %d records; re-delivering the batch", len(batch))
+            return True, True
+        for tp, end in ends.items():
+            self._commit(tp, end)
+        return True, False
 
     async def stop(self) -> None:
         self._closing = True
+        self._stopping.set()
         self.wake.set()
         if self._task is not None:
             # Let the message in hand finish (and be committed) before leaving.
@@ -137,14 +247,20 @@ class EmbeddedSubscription:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        if self._owned:
+            await self._let_go(set(self._owned))
         await self._bus.leave(self)
 
     async def kill(self) -> None:
         self._closing = True
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # A crash runs no on_revoke; the group just stops waiting for this member.
+        self._bus.release(self.group_id, set(self._owned), self)
+        self._owned.clear()
         await self._bus.leave(self)
 
 
@@ -169,7 +285,11 @@ class EmbeddedBus:
         for sub in list(self._broadcast):
             await sub.stop()
 
-    async def create_topics(self, topics: Sequence[str], *, partitions: int | None = None) -> None:
+    async def create_topics(
+        self, topics: Sequence[str], *, partitions: int | None = None, compacted: bool = False
+    ) -> None:
+        # compacted is accepted and ignored: this bus never deletes a record, so every reader of a
+        # compacted topic (which must cope with seeing older records of a key) is served correctly.
         for topic in topics:
             self._ensure(topic, partitions)
 
@@ -185,16 +305,44 @@ class EmbeddedBus:
         return sum(len(records) for (topic, _p), records in self._logs.items() if topic in topics)
 
     def log_of(self, tp: TopicPartition) -> list[BusRecord]:
+        """The records of one partition, in offset order."""
         return self._logs.get(tp, [])
 
-    def generation_of(self, group_id: str | None) -> int:
-        return self._groups[group_id].generation if group_id in self._groups else 0
+    def committed(self, group_id: str, tp: TopicPartition) -> int:
+        """The group's committed offset of a partition (0 when it committed none)."""
+        group = self._groups.get(group_id)
+        return group.committed.get(tp, 0) if group is not None else 0
 
     def commit(self, group_id: str | None, tp: TopicPartition, offset: int) -> None:
+        """Record a group's progress on a partition (nothing for a group-less reader)."""
         if group_id is not None:
             self._groups[group_id].committed[tp] = offset
 
+    def holder_of(self, group_id: str | None, tp: TopicPartition) -> EmbeddedSubscription | None:
+        """The member currently holding a partition of a group (None for a group-less reader)."""
+        group = self._groups.get(group_id) if group_id is not None else None
+        return group.holders.get(tp) if group is not None else None
+
+    def hold(self, group_id: str | None, partitions: Collection[TopicPartition], sub: EmbeddedSubscription) -> None:
+        """Mark partitions as held by sub."""
+        group = self._groups.get(group_id) if group_id is not None else None
+        if group is not None:
+            for tp in partitions:
+                group.holders[tp] = sub
+
+    def release(self, group_id: str | None, partitions: Collection[TopicPartition], sub: EmbeddedSubscription) -> None:
+        """Let go of partitions sub holds, and wake the members waiting for them."""
+        group = self._groups.get(group_id) if group_id is not None else None
+        if group is None:
+            return
+        for tp in partitions:
+            if group.holders.get(tp) is sub:
+                del group.holders[tp]
+        for member in group.members:
+            member.wake.set()
+
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = ()) -> None:
+        check_message_size(topic, value)
         partitions = self._ensure(topic)
         self._counter += 1
         p = partition_for(key, partitions, self._counter)
@@ -209,29 +357,75 @@ class EmbeddedBus:
         for sub in self._broadcast:
             sub.wake.set()
 
-    async def replay(self, topics: Sequence[str], handler: Handler) -> int:
+    async def replay(
+        self, topics: Sequence[str], handler: Handler, *, partitions: Collection[int] | None = None
+    ) -> int:
         count = 0
-        for (topic, _p), records in sorted(self._logs.items()):
-            if topic in topics:
+        for (topic, p), records in sorted(self._logs.items()):
+            if topic in topics and (partitions is None or p in partitions):
                 for record in list(records):
                     await handler(record)
                     count += 1
         return count
 
-    async def subscribe_batches(
-        self, topics: Sequence[str], *, group_id: str, handler: BatchHandler, max_records: int = 500
-    ) -> EmbeddedSubscription:
-        return self._join(EmbeddedSubscription(self, topics, group_id, None, handler, max_records))
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        return {p: len(self._logs[(topic, p)]) for p in range(self._partitions.get(topic, 0))}
 
-    async def subscribe(self, topics: Sequence[str], *, group_id: str | None, handler: Handler) -> EmbeddedSubscription:
-        return self._join(EmbeddedSubscription(self, topics, group_id, handler))
+    async def subscribe_batches(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        handler: BatchHandler,
+        max_records: int = 500,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+    ) -> EmbeddedSubscription:
+        return self._join(
+            EmbeddedSubscription(
+                self,
+                topics,
+                group_id,
+                batch_handler=handler,
+                max_records=max_records,
+                on_assign=on_assign,
+                on_revoke=on_revoke,
+                retry_backoff=retry_backoff,
+            )
+        )
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str | None,
+        handler: Handler,
+        max_records: int = 100,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+    ) -> EmbeddedSubscription:
+        # max_records bounds a Kafka poll; this bus hands over one record of each partition per round.
+        return self._join(
+            EmbeddedSubscription(
+                self,
+                topics,
+                group_id,
+                handler=handler,
+                max_records=max_records,
+                on_assign=on_assign,
+                on_revoke=on_revoke,
+                retry_backoff=retry_backoff,
+            )
+        )
 
     def _join(self, sub: EmbeddedSubscription) -> EmbeddedSubscription:
         group_id = sub.group_id
         for topic in sub.topics:
             self._ensure(topic)
         if group_id is None:
-            sub._assign(frozenset(tp for tp in self._logs if tp[0] in sub.topics), {})
+            sub._assign(frozenset(tp for tp in self._logs if tp[0] in sub.topics))
             self._broadcast.append(sub)
         else:
             group = self._groups.setdefault(group_id, _Group())
@@ -241,7 +435,6 @@ class EmbeddedBus:
         return sub
 
     def _rebalance(self, group: _Group) -> None:
-        group.generation += 1
         members = group.members
         topics = sorted({t for m in members for t in m.topics})
         share: dict[int, set[TopicPartition]] = {i: set() for i in range(len(members))}
@@ -250,10 +443,10 @@ class EmbeddedBus:
             for p in range(self._partitions[topic]):
                 share[interested[p % len(interested)]].add((topic, p))
         for i, member in enumerate(members):
-            member._assign(frozenset(share[i]), group.committed)
-            member.wake.set()
+            member._assign(frozenset(share[i]))
 
     async def leave(self, sub: EmbeddedSubscription) -> None:
+        """Take sub out of its group and give its partitions to the others."""
         if sub.group_id is None:
             if sub in self._broadcast:
                 self._broadcast.remove(sub)
@@ -261,6 +454,7 @@ class EmbeddedBus:
         group = self._groups.get(sub.group_id)
         if group is not None and sub in group.members:
             group.members.remove(sub)
-            sub._assign(frozenset(), {})
+            sub._assign(frozenset())
+            self.release(sub.group_id, [tp for tp, holder in group.holders.items() if holder is sub], sub)
             self._rebalance(group)
         self._wake_all()
