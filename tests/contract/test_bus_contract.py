@@ -349,6 +349,34 @@ async def test_a_reader_without_group_is_assigned_every_partition_once(bus: Bus,
     assert assigned.items == [frozenset((topic, p) for p in range(PARTITIONS))]
 
 
+async def test_a_failing_on_assign_is_retried_before_any_record_is_handled(bus: Bus, unique: str) -> None:
+    topic = f"t.assign-fails.{unique}"
+    await bus.create_topics([topic], partitions=PARTITIONS)
+    values = {f"r{i}".encode() for i in range(12)}
+    for i, value in enumerate(sorted(values)):
+        await bus.publish(topic, value, key=f"k{i}".encode())
+    attempts = 0
+    restored = False
+    got: Collector[tuple[bool, bytes]] = Collector()
+
+    async def restore(partitions: frozenset[tuple[str, int]]) -> None:
+        nonlocal attempts, restored
+        attempts += 1
+        if attempts == 1:
+            raise ConnectionError("state store is down")
+        restored = True
+
+    async def handle(record: BusRecord) -> None:
+        await got.add((restored, record.value))
+
+    # A reader without group: its first poll may fetch records before on_assign ran; none may be lost.
+    await bus.subscribe([topic], group_id=None, handler=handle, on_assign=restore)
+    await got.wait_until(lambda items: {value for _, value in items} >= values)
+    assert attempts == 2
+    assert all(was_restored for was_restored, _ in got.items)
+    assert sorted(value for _, value in got.items) == sorted(values)
+
+
 async def test_replay_of_selected_partitions_reads_only_those(bus: Bus, unique: str) -> None:
     topic = f"t.replay-some.{unique}"
     await bus.create_topics([topic], partitions=PARTITIONS)

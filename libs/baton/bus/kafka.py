@@ -134,6 +134,7 @@ class KafkaSubscription:
         # revocation takes it, so it happens between two records, never during one.
         self._handling = asyncio.Lock()
         self._revoking = False
+        self._revocations = 0
         self._health = LoopHealth()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -163,6 +164,7 @@ class KafkaSubscription:
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         if self._killed:
             return
+        self._revocations += 1
         self._revoking = True
         try:
             async with self._handling:
@@ -254,15 +256,28 @@ class KafkaSubscription:
         if tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
 
-    async def _poll(self) -> dict[TopicPartition, list[Any]]:
-        """Fetch up to max_records, and keep only the partitions this member has taken over."""
+    async def _poll(self) -> tuple[int, dict[TopicPartition, list[Any]]]:
+        """Fetch up to max_records; returns them with the revocation count they were fetched under."""
+        revocations = self._revocations
         batches: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
             timeout_ms=_POLL_TIMEOUT_MS, max_records=self._max_records
         )
-        return batches
+        return revocations, batches
 
-    def _mine(self, batches: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
-        """The fetched records of partitions taken over; the others are put back (and stay paused)."""
+    async def _mine(
+        self, revocations: int, batches: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Follow the assignment, then keep the fetched records of partitions taken over; put the others back."""
+        try:
+            await self._follow_assignment()
+        except BaseException:
+            if revocations == self._revocations:
+                for tp, messages in batches.items():
+                    self._put_back(tp, messages[0].offset)
+            raise
+        if revocations != self._revocations:
+            # Fetched under an assignment revoked since: the new one reads from the committed offsets.
+            return {}
         mine: dict[TopicPartition, list[Any]] = {}
         for tp, messages in sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition)):
             if tp in self._owned:
@@ -279,10 +294,9 @@ class KafkaSubscription:
 
     async def _step(self) -> bool:
         """One poll, handled record by record; returns whether a handler failed."""
-        batches = await self._poll()
+        revocations, batches = await self._poll()
         async with self._handling:
-            await self._follow_assignment()
-            pending = list(self._mine(batches).items())
+            pending = list((await self._mine(revocations, batches)).items())
             failed = False
             while pending:
                 tp, messages = pending.pop(0)
@@ -319,10 +333,9 @@ class KafkaSubscription:
     async def _step_batch(self) -> bool:
         """One poll, handed to the batch handler at once; returns whether it failed."""
         assert self._batch_handler is not None
-        batches = await self._poll()
+        revocations, batches = await self._poll()
         async with self._handling:
-            await self._follow_assignment()
-            mine = self._mine(batches)
+            mine = await self._mine(revocations, batches)
             if not mine:
                 return False
             try:
