@@ -99,6 +99,7 @@ def schemas_check() -> None:
 
 
 async def _run_service(name: str, kind: str | None) -> None:
+    from baton.health import Health, serve_health
     from baton.runtime import build_events, configure_logging
 
     pkg = SERVICES[name]
@@ -108,16 +109,27 @@ async def _run_service(name: str, kind: str | None) -> None:
     configure_logging(settings.runtime.log_level)
     label = f"{name}-{settings.kind}" if name == "agent" else name
     events = build_events(settings.runtime, service=label)
+    health = Health()
+    server = None
+    if settings.runtime.health_port is not None:
+        # Up before start(): a probe sees "not ready" while partitions are being restored, not a refused port.
+        server = await serve_health(health, port=settings.runtime.health_port)
     await events.bus.start()
     running = await service_app.start(events, settings)
+    health.subscriptions = running.subscriptions
+    health.tasks = getattr(running, "tasks", ())
+    health.ready = True
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     typer.echo(f"{label} running on the {settings.runtime.bus} bus; SIGTERM to stop", err=True)
     await stop.wait()
+    health.ready = False
     await running.stop()
     await events.bus.stop()
+    if server is not None:
+        server.close()
 
 
 @app.command("run")
@@ -172,6 +184,9 @@ def publish(
     input_json: Annotated[str, typer.Argument(help='initial context as JSON, e.g. \'{"ticket_id": "tkt-00001"}\'')],
     tenant: Annotated[str, typer.Option(help="tenant id")] = "default",
     workflow_id: Annotated[str | None, typer.Option(help="workflow id (generated when omitted)")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="the same key names the same workflow: a retried publish runs it once")
+    ] = None,
 ) -> None:
     """Publish a TaskRequested to the tasks topic (BATON_BUS=kafka and BATON_KAFKA_BOOTSTRAP select the broker)."""
     import json
@@ -188,7 +203,9 @@ def publish(
         client = BatonClient.from_settings(name="baton-cli")
         await client.start()
         try:
-            return await client.submit(workflow_type, context, tenant_id=tenant, workflow_id=workflow_id)
+            return await client.submit(
+                workflow_type, context, tenant_id=tenant, workflow_id=workflow_id, idempotency_key=idempotency_key
+            )
         finally:
             await client.stop()
 
@@ -212,6 +229,28 @@ def outcomes(
             await client.stop()
 
     asyncio.run(go())
+
+
+@app.command("soak")
+def soak(
+    service: Annotated[str, typer.Argument(help="supervisor or handoff-validator")],
+    workflows: Annotated[int, typer.Option(help="complete workflows to drive through the handlers")] = 100_000,
+    report_at: Annotated[
+        str, typer.Option(help="comma-separated workflow counts at which to sample RSS")
+    ] = "10000,100000",
+) -> None:
+    """Drive a service's handlers through many workflows and print its RSS at each sample point."""
+    from baton.soak import soak as run_soak
+
+    marks = [int(m) for m in report_at.split(",") if m.strip()]
+    samples = asyncio.run(run_soak(service, workflows=workflows, report_at=marks))
+    for s in samples:
+        typer.echo(f"{service}: {s.workflows} workflows: RSS {s.rss_mib:.1f} MiB, {s.held} held, {s.elapsed_s:.0f}s")
+    if len(samples) >= 2:
+        growth = samples[-1].rss_mib / samples[0].rss_mib - 1
+        typer.echo(
+            f"{service}: RSS grew {growth:+.1%} from {samples[0].workflows} to {samples[-1].workflows} workflows"
+        )
 
 
 def main() -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from baton import topics
 from baton.bus.base import BusRecord, Subscription
 from baton.contracts.models import Event, TaskRequested, WorkflowCompleted, WorkflowEscalated, WorkflowHalted
-from baton.messaging import EventBus, EventConsumer
+from baton.messaging import EventBus, EventConsumer, RetryLaterError
 from baton.runtime import RuntimeSettings, build_events
 
 Outcome = WorkflowCompleted | WorkflowHalted | WorkflowEscalated
+
+_SEEN_CAPACITY = 100_000
 
 
 class BatonClient:
@@ -42,10 +45,16 @@ class BatonClient:
         *,
         tenant_id: str,
         workflow_id: str | None = None,
+        idempotency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> str:
-        """Ask Baton to run a workflow; returns its workflow id (generated when not given)."""
-        wf = workflow_id or f"wf-{uuid.uuid4()}"
+        """Ask Baton to run a workflow; returns its workflow id.
+
+        The id is workflow_id when given, else derived from (tenant, idempotency_key), so submitting
+        again with the same key (a retry after a timeout) names the same workflow and Baton runs it
+        once; without either, a fresh id.
+        """
+        wf = workflow_id or workflow_id_for(tenant_id, idempotency_key)
         task = TaskRequested(
             envelope=self.events.envelope(workflow_id=wf, tenant_id=tenant_id),
             workflow_type=workflow_type,
@@ -56,21 +65,47 @@ class BatonClient:
         await self.events.publish(topics.TASKS, task)
         return wf
 
-    async def outcomes(self, *, group_id: str | None = None) -> AsyncIterator[Outcome]:
-        """Yield each workflow outcome once (deduplicated by event id); group_id None reads from the start."""
-        queue: asyncio.Queue[Outcome] = asyncio.Queue()
-        seen: set[str] = set()
+    async def outcomes(self, *, group_id: str | None = None) -> AsyncGenerator[Outcome, None]:
+        """Yield each workflow outcome once (deduplicated by event id); group_id None reads from the start.
+
+        With a group, an outcome's offset is committed only after the caller took it and asked for the
+        next one: an outcome the caller never finished with is delivered again to the group.
+        """
+        queue: asyncio.Queue[tuple[Outcome, asyncio.Future[None]]] = asyncio.Queue(maxsize=1)
+        seen: OrderedDict[str, None] = OrderedDict()
 
         async def on_outcome(event: Event, record: BusRecord) -> None:
-            outcome = isinstance(event, WorkflowCompleted | WorkflowHalted | WorkflowEscalated)
-            if outcome and event.envelope.event_id not in seen:
-                seen.add(event.envelope.event_id)
-                await queue.put(event)  # type: ignore[arg-type]
+            if not isinstance(event, WorkflowCompleted | WorkflowHalted | WorkflowEscalated):
+                return
+            if event.envelope.event_id in seen:
+                return
+            taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            await queue.put((event, taken))
+            await taken  # raises when the caller stopped without finishing with it: not committed
+            seen[event.envelope.event_id] = None
+            while len(seen) > _SEEN_CAPACITY:
+                seen.popitem(last=False)
 
         consumer = EventConsumer(self.events, group_id=group_id or "baton.client.outcomes", handler=on_outcome)
         sub: Subscription = await self.events.bus.subscribe([topics.OUTCOMES], group_id=group_id, handler=consumer)
+        pending: asyncio.Future[None] | None = None
         try:
             while True:
-                yield await queue.get()
+                outcome, pending = await queue.get()
+                yield outcome
+                pending.set_result(None)
+                pending = None
         finally:
+            if pending is not None and not pending.done():
+                pending.set_exception(RetryLaterError("the caller stopped before finishing with this outcome"))
+            while not queue.empty():
+                _, unseen = queue.get_nowait()
+                unseen.set_exception(RetryLaterError("the caller stopped before taking this outcome"))
             await sub.stop()
+
+
+def workflow_id_for(tenant_id: str, idempotency_key: str | None) -> str:
+    """The workflow id a submit names: stable for a (tenant, idempotency key), fresh without a key."""
+    if idempotency_key is None:
+        return f"wf-{uuid.uuid4()}"
+    return f"wf-{uuid.uuid5(uuid.NAMESPACE_URL, f'baton:task:{tenant_id}:{idempotency_key}')}"

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,45 +120,63 @@ def verify_handoff(
 
 
 class CheckpointView:
-    """Latest checkpoint per workflow, fed from the checkpoints topic; bounded LRU."""
+    """Latest checkpoint of every running workflow, fed from the checkpoints topic.
+
+    Finished workflows are dropped (no handoff of theirs can be valid any more), so memory follows the
+    running workflows, not every workflow ever checkpointed; an LRU bound caps it anyway. The feed's
+    position per partition tells whether the view is complete up to a moment: a proposal's checkpoint
+    was acknowledged before its step was requested, so once the feed has read up to the end offsets
+    taken when the proposal arrived, a checkpoint still missing is not coming.
+    """
 
     def __init__(self, *, capacity: int = 100_000) -> None:
         self._latest: OrderedDict[str, ContextSnapshot] = OrderedDict()
-        self._waiters: dict[str, list[asyncio.Event]] = {}
+        self._positions: dict[int, int] = {}
+        self._moved = asyncio.Event()
         self._capacity = capacity
 
     def update(self, event: WorkflowCheckpointed) -> None:
-        """Record a checkpoint (older versions than the known one are ignored)."""
+        """Record a checkpoint (older versions than the known one are ignored; a finished workflow is dropped)."""
         wf = event.envelope.workflow_id
         known = self._latest.get(wf)
         if known is not None and known.version > event.snapshot.version:
+            return
+        if event.state != "running":
+            self._latest.pop(wf, None)
             return
         self._latest[wf] = event.snapshot
         self._latest.move_to_end(wf)
         while len(self._latest) > self._capacity:
             self._latest.popitem(last=False)
-        for waiter in self._waiters.pop(wf, []):
-            waiter.set()
+
+    def advance(self, partition: int, next_offset: int) -> None:
+        """The feed has handled everything of this partition before next_offset."""
+        if next_offset > self._positions.get(partition, 0):
+            self._positions[partition] = next_offset
+            self._moved.set()
+
+    def __len__(self) -> int:
+        return len(self._latest)
 
     def latest(self, workflow_id: str) -> ContextSnapshot | None:
-        """The newest checkpoint known for a workflow."""
+        """The newest checkpoint known for a running workflow."""
         return self._latest.get(workflow_id)
 
-    async def wait_for(self, workflow_id: str, min_version: int, timeout_s: float) -> ContextSnapshot | None:
-        """The newest checkpoint, waiting up to timeout_s for one of at least min_version to arrive."""
+    def caught_up(self, ends: Mapping[int, int]) -> bool:
+        """Whether the feed has read every partition up to these end offsets."""
+        return all(self._positions.get(p, 0) >= end for p, end in ends.items())
+
+    async def wait_caught_up(self, ends: Mapping[int, int], timeout_s: float) -> bool:
+        """Wait (at most timeout_s) until the feed has read up to these end offsets; True if it has."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while True:
-            known = self._latest.get(workflow_id)
+        while not self.caught_up(ends):
             remaining = deadline - loop.time()
-            if (known is not None and known.version >= min_version) or remaining <= 0:
-                return known
-            waiter = asyncio.Event()
-            self._waiters.setdefault(workflow_id, []).append(waiter)
+            if remaining <= 0:
+                return False
+            self._moved.clear()
             try:
-                await asyncio.wait_for(waiter.wait(), remaining)
+                await asyncio.wait_for(self._moved.wait(), remaining)
             except TimeoutError:
-                waiters = self._waiters.get(workflow_id, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                return self._latest.get(workflow_id)
+                return self.caught_up(ends)
+        return True

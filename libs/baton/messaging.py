@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from baton import topics
-from baton.bus.base import Bus, BusRecord, Subscription
+from baton.bus.base import MAX_MESSAGE_BYTES, Bus, BusRecord, BusUnavailableError, PartitionsCallback, Subscription
 from baton.contracts.models import DeadLettered, Envelope, Event, stable_event_id
 from baton.contracts.serde import AvroSerde, DecodeError
 
@@ -87,11 +87,47 @@ class EventBus:
 EventHandler = Callable[[Event, BusRecord], Awaitable[None]]
 
 
-class EventConsumer:
-    """Bus handler that decodes, calls the typed handler, and dead-letters anything it cannot process.
+class RetryLaterError(Exception):
+    """Not the message's fault and not final (an outage, a step another replica is running):
+    the record is re-read later, never dead-lettered."""
 
-    A record is dead-lettered once, with its reason, and the partition keeps moving.
-    Handler exceptions are retried (max_attempts) before being dead-lettered.
+
+_DEAD_LETTER_PAYLOAD_LIMIT = MAX_MESSAGE_BYTES // 2
+
+# What a handler may raise that means "try this record again later" rather than "this record is bad".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (BusUnavailableError, RetryLaterError)
+
+
+def envelope_problems(event: Event) -> list[str]:
+    """What is wrong with an event's envelope (empty when it is well formed)."""
+    env = event.envelope
+    problems = [
+        f"{name} is empty"
+        for name in ("event_id", "workflow_id", "tenant_id", "producer")
+        if not getattr(env, name).strip()
+    ]
+    if env.step_seq < 0:
+        problems.append(f"step_seq is {env.step_seq}, must be >= 0")
+    if env.event_type and env.event_type != event.event_type:
+        problems.append(f"event_type says {env.event_type!r} but the payload is a {event.event_type}")
+    return problems
+
+
+def misplaced(event: Event, topic: str) -> str | None:
+    """Why an event does not belong on a topic, or None when it does."""
+    allowed = topics.carries(topic)
+    if not allowed or event.event_type in allowed:
+        return None  # a topic Baton does not define (a test's, a user's) carries what its subscriber expects
+    return f"{topic} carries {sorted(allowed)} only, not {event.event_type}: publish it to its own topic"
+
+
+class EventConsumer:
+    """Bus handler that decodes, checks, calls the typed handler, and dead-letters what it cannot process.
+
+    A record is dead-lettered once, with its reason, and the partition keeps moving: undecodable
+    bytes, an event type that does not belong on the topic, a malformed envelope, a handler's
+    RejectedEvent, or a handler that keeps failing on it. An outage (the bus cannot acknowledge, the
+    registry is down) is not the record's fault: it is raised, so the bus re-reads the record later.
     """
 
     def __init__(
@@ -101,7 +137,7 @@ class EventConsumer:
         group_id: str,
         handler: EventHandler,
         max_attempts: int = 3,
-        retry_delay_s: float = 0.2,
+        retry_delay_s: float = 0.05,
     ) -> None:
         self._events = events
         self._group_id = group_id
@@ -109,12 +145,14 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._retry_delay_s = retry_delay_s
         self.dead_lettered = 0
+        self.handled = 0
 
     async def __call__(self, record: BusRecord) -> None:
         raw_trace = record.header(TRACEPARENT)
         token = _trace.set(raw_trace.decode(errors="replace") if raw_trace else new_traceparent())
         try:
             await self._handle(record)
+            self.handled += 1
         finally:
             _trace.reset(token)
 
@@ -126,11 +164,28 @@ class EventConsumer:
                 raise  # e.g. the registry is down: not the message's fault, so retry it, never park it
             await self.dead_letter(record, exc.code, str(exc))
             return
+        wrong_topic = misplaced(event, record.topic)
+        if wrong_topic is not None:
+            await self.dead_letter(record, "WRONG_TOPIC", wrong_topic, event)
+            return
+        problems = envelope_problems(event)
+        if problems:
+            await self.dead_letter(
+                record, "BAD_ENVELOPE", f"{event.event_type} envelope is malformed: {'; '.join(problems)}", event
+            )
+            return
         for attempt in range(1, self._max_attempts + 1):
             try:
                 await self._handler(event, record)
                 return
             except RejectedEvent as exc:
+                await self.dead_letter(record, exc.code, str(exc), event)
+                return
+            except TRANSIENT_ERRORS:
+                raise
+            except DecodeError as exc:
+                if exc.transient:
+                    raise
                 await self.dead_letter(record, exc.code, str(exc), event)
                 return
             except Exception as exc:
@@ -148,19 +203,24 @@ class EventConsumer:
 
     async def dead_letter(self, record: BusRecord, code: str, reason: str, event: Event | None = None) -> None:
         """Park a record on the dead-letter topic with its reason (id is stable, so a retry dedupes)."""
-        self.dead_lettered += 1
         log.warning("dead-lettering %s@%d/%d: %s: %s", record.topic, record.partition, record.offset, code, reason)
-        key = record.key.decode(errors="replace") if record.key else "unknown"
+        key = record.key.decode(errors="replace") if record.key else ""
         stable_id = stable_event_id("dlq", self._group_id, record.topic, record.partition, record.offset)
+        env = event.envelope if event is not None else None
         envelope = Envelope(
             event_id=stable_id,
-            workflow_id=event.envelope.workflow_id if event else key,
-            tenant_id=event.envelope.tenant_id if event else "unknown",
-            step_seq=event.envelope.step_seq if event else 0,
-            causation_id=event.envelope.event_id if event else None,
-            correlation_id=event.envelope.correlation_id if event else key,
+            workflow_id=(env.workflow_id if env and env.workflow_id else key) or "unknown",
+            tenant_id=(env.tenant_id if env and env.tenant_id else "unknown"),
+            step_seq=max(env.step_seq, 0) if env else 0,
+            causation_id=env.event_id if env and env.event_id else None,
+            correlation_id=(env.correlation_id if env and env.correlation_id else key) or "unknown",
             producer=self._events.producer,
         )
+        payload = record.value
+        if len(payload) > _DEAD_LETTER_PAYLOAD_LIMIT:
+            # The record itself may be what is too large: park its head, the source offset locates the rest.
+            reason += f" (payload cut to {_DEAD_LETTER_PAYLOAD_LIMIT} of {len(payload)} bytes; see the source offset)"
+            payload = payload[:_DEAD_LETTER_PAYLOAD_LIMIT]
         await self._events.publish(
             topics.DEAD_LETTER,
             DeadLettered(
@@ -172,9 +232,10 @@ class EventConsumer:
                 consumer_group=self._group_id,
                 reason_code=code,
                 reason=reason,
-                payload=record.value,
+                payload=payload,
             ),
         )
+        self.dead_lettered += 1
 
 
 async def consume(
@@ -184,8 +245,12 @@ async def consume(
     group_id: str | None,
     handler: EventHandler,
     dlq_group: str | None = None,
+    on_assign: PartitionsCallback | None = None,
+    on_revoke: PartitionsCallback | None = None,
 ) -> tuple[Subscription, EventConsumer]:
-    """Subscribe a typed handler to topics with dead-lettering."""
+    """Subscribe a typed handler to topics with checks and dead-lettering (rebalance hooks passed on)."""
     consumer = EventConsumer(events, group_id=group_id or dlq_group or "broadcast", handler=handler)
-    sub = await events.bus.subscribe(topics_, group_id=group_id, handler=consumer)
+    sub = await events.bus.subscribe(
+        topics_, group_id=group_id, handler=consumer, on_assign=on_assign, on_revoke=on_revoke
+    )
     return sub, consumer

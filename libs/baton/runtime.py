@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +27,8 @@ class RuntimeSettings(BaseSettings):
     partitions: int = 4
     schema_registry_url: str | None = None
     log_level: str = "INFO"
+    # Port of /livez and /readyz (BATON_HEALTH_PORT); unset: no health server.
+    health_port: int | None = None
 
 
 def instance_id(service: str) -> str:
@@ -65,3 +69,21 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
     )
+
+
+async def keep_running(
+    name: str, loop: Callable[[], Awaitable[None]], *, backoff: tuple[float, float] = (0.1, 5.0)
+) -> None:
+    """Run a service's background loop for good: an exception is logged and the loop restarted after a
+    growing pause, so a failure is visible and never ends the loop silently; only cancellation stops it."""
+    delay, cap = backoff
+    while True:
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logging.getLogger(__name__).exception("%s failed; restarting it in %.1fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(cap, delay * 2)

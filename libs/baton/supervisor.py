@@ -1,14 +1,18 @@
 """The supervisor's workflow state machine: budgets, failure classes, retries, checkpoints.
 
-Pure: `Supervisor.handle(event, now)` returns the effects to publish; the service publishes
-them, checkpoint first. No broker imports.
+Pure: `Supervisor.handle(event, now)` computes a transition on a copy of the workflow's state and
+returns it with the effects to publish; the service publishes the checkpoint, then the effects, and
+only once the bus acknowledged them calls `Supervisor.commit`. A publish that fails leaves the held
+state as it was, so the retried event is decided again from the same state (the same ids, which
+consumers dedupe). No broker imports.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from baton.context import make_snapshot
@@ -21,15 +25,17 @@ from baton.contracts.models import (
     HandoffRejected,
     StepCompleted,
     TaskRequested,
+    WorkflowCheckpointed,
     stable_event_id,
 )
+from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES
 from baton.workflows import END, WorkflowSpec
 
 Status = Literal["running", "completed", "halted", "escalated"]
 
 
-class TaskRejectedError(ValueError):
-    """A task cannot start; `code` is machine-readable and the message says what to fix."""
+class UnknownWorkflowError(ValueError):
+    """An event names a workflow this supervisor neither runs nor finished; `code` is machine-readable."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -60,17 +66,38 @@ class WorkflowState:
     last_error: str | None = None
     retry_at: float | None = None
     outcome_code: str | None = None
+    last_result: str | None = None  # "agent:attempt" of the last step result counted
 
     @property
     def checkpoint(self) -> ContextSnapshot:
         return ContextSnapshot.model_validate(self.snapshot)
 
+    def copy(self) -> WorkflowState:
+        """A copy a transition may change without touching the held state."""
+        return replace(self, completed_steps=list(self.completed_steps))
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """Everything but the context snapshot, which the checkpoint carries once, in its own field."""
+        fields = asdict(self)
+        del fields["snapshot"]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> WorkflowState:
-        return cls(**json.loads(text))
+    def from_checkpoint(cls, event: WorkflowCheckpointed) -> WorkflowState:
+        """The state a checkpoint carries; raises ValueError when it does not parse."""
+        try:
+            fields = json.loads(event.supervisor_state_json)
+            if not isinstance(fields, dict):
+                raise TypeError(f"supervisor_state_json is a {type(fields).__name__}, not an object")
+            fields["snapshot"] = event.snapshot.model_dump()
+            state = cls(**fields)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"checkpoint of {event.envelope.workflow_id} holds no valid supervisor state: {exc}"
+            ) from exc
+        if state.workflow_id != event.envelope.workflow_id:
+            raise ValueError(f"checkpoint keyed {event.envelope.workflow_id} holds the state of {state.workflow_id}")
+        return state
 
 
 @dataclass(frozen=True)
@@ -100,6 +127,7 @@ class Transition:
 
     state: WorkflowState | None
     effects: tuple[Effect, ...] = ()
+    replay: bool = False  # re-emits what the held state already owes: no new checkpoint
 
 
 def backoff_s(retry: int, *, base_s: float, cap_s: float, jitter_key: str) -> float:
@@ -109,30 +137,76 @@ def backoff_s(retry: int, *, base_s: float, cap_s: float, jitter_key: str) -> fl
 
 
 class Supervisor:
-    """Decides every workflow transition; holds the states of the workflows it owns."""
+    """Decides every workflow transition; holds the running workflows it owns and tombstones of finished ones."""
 
     def __init__(
-        self, workflows: dict[str, WorkflowSpec], *, backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0
+        self,
+        workflows: dict[str, WorkflowSpec],
+        *,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+        finished_capacity: int = 100_000,
     ) -> None:
         self.workflows = workflows
         self.states: dict[str, WorkflowState] = {}
+        # Finished workflows as (seq, outcome code), oldest first: enough to ignore a redelivered task or
+        # a late verdict without holding the workflow itself; bounded so memory stays flat.
+        self.finished: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self.max_context_bytes = max_context_bytes
+        self.finished_capacity = finished_capacity
 
-    def restore(self, state: WorkflowState) -> bool:
-        """Adopt a state read from a checkpoint when it is newer than the one held; True if adopted."""
-        known = self.states.get(state.workflow_id)
-        if known is None or state.seq > known.seq:
-            self.states[state.workflow_id] = state
+    def commit(self, state: WorkflowState) -> bool:
+        """Hold a state whose checkpoint and effects were acknowledged (or read from a checkpoint).
+
+        Ignored (False) when the state held for that workflow is as new or newer.
+        """
+        wf = state.workflow_id
+        known = self.states.get(wf)
+        done = self.finished.get(wf)
+        if (known is not None and known.seq >= state.seq) or (done is not None and done[0] >= state.seq):
+            return False
+        if state.status == "running":
+            self.states[wf] = state
             return True
-        return False
+        self.states.pop(wf, None)
+        self.finished[wf] = (state.seq, state.outcome_code or state.status)
+        self.finished.move_to_end(wf)
+        while len(self.finished) > self.finished_capacity:
+            self.finished.popitem(last=False)
+        return True
+
+    restore = commit
+
+    def forget(self, workflow_ids: set[str]) -> None:
+        """Drop workflows whose partitions moved to another replica."""
+        for wf in workflow_ids:
+            self.states.pop(wf, None)
+            self.finished.pop(wf, None)
 
     def handle(self, event: Event, now: float) -> Transition:
+        """Decide what an event does; the held state changes only when the caller commits the result."""
         if isinstance(event, TaskRequested):
             return self._task(event, now)
-        state = self.states.get(event.envelope.workflow_id)
-        if state is None or state.status != "running":
-            return Transition(None)
+        wf = event.envelope.workflow_id
+        held = self.states.get(wf)
+        if held is None:
+            if wf in self.finished:
+                return Transition(None)  # late or duplicate event of a finished workflow
+            raise UnknownWorkflowError(
+                "UNKNOWN_WORKFLOW",
+                f"{event.event_type} for workflow {wf!r}, which this supervisor never started (or whose "
+                "record it no longer keeps): it was not produced by Baton for a live workflow",
+            )
+        if event.envelope.tenant_id != held.tenant_id:
+            raise UnknownWorkflowError(
+                "TENANT_MISMATCH",
+                f"{event.event_type} for workflow {wf!r} says tenant {event.envelope.tenant_id!r}, "
+                f"but the workflow belongs to tenant {held.tenant_id!r}",
+            )
+        state = held.copy()
         if isinstance(event, StepCompleted):
             return self._step_completed(state, event, now)
         if isinstance(event, HandoffAccepted):
@@ -147,44 +221,78 @@ class Supervisor:
         wf = event.envelope.workflow_id
         existing = self.states.get(wf)
         if existing is not None:
-            # Redelivered task: re-emit what a running workflow waits for (idempotent downstream);
-            # a finished one owes nothing, not even another checkpoint.
-            if existing.status != "running":
-                return Transition(None)
-            return Transition(existing, (RequestStep(existing.current_agent, existing.attempt),))
+            # Redelivered task: re-emit what a running workflow waits for (idempotent downstream).
+            return Transition(existing.copy(), (RequestStep(existing.current_agent, existing.attempt),), replay=True)
+        if wf in self.finished:
+            return Transition(None)  # a finished one owes nothing, not even another checkpoint
         spec = self.workflows.get(event.workflow_type)
         if spec is None:
-            raise TaskRejectedError(
+            return self._refuse(
+                event,
+                now,
                 "UNKNOWN_WORKFLOW_TYPE",
                 f"workflow type {event.workflow_type!r} is not declared; declared types: {sorted(self.workflows)}",
+            )
+        size = len(event.input_json.encode())
+        if size > self.max_context_bytes:
+            return self._refuse(
+                event,
+                now,
+                "CONTEXT_TOO_LARGE",
+                f"input_json is {size} bytes, over the {self.max_context_bytes}-byte context limit: pass "
+                "references (ids, URLs) to large documents instead of their content",
             )
         try:
             context = json.loads(event.input_json)
         except json.JSONDecodeError as exc:
-            raise TaskRejectedError("BAD_INPUT", f"input_json is not JSON ({exc}); send a JSON object") from exc
+            return self._refuse(event, now, "BAD_INPUT", f"input_json is not JSON ({exc}); send a JSON object")
         if not isinstance(context, dict):
-            raise TaskRejectedError("BAD_INPUT", f"input_json is a {type(context).__name__}; send a JSON object")
+            return self._refuse(
+                event, now, "BAD_INPUT", f"input_json is a {type(context).__name__}; send a JSON object"
+            )
         first = spec.agent(spec.first_agent)
         missing = [k for k in first.inputs if k not in context]
         if missing:
-            raise TaskRejectedError(
-                "BAD_INPUT", f"{spec.name} starts with {first.name}, which needs {first.inputs}; missing: {missing}"
+            return self._refuse(
+                event,
+                now,
+                "BAD_INPUT",
+                f"{spec.name} starts with {first.name}, which needs {first.inputs}; missing: {missing}",
             )
+        try:
+            snapshot = make_snapshot(context, version=1)
+        except ValueError as exc:
+            return self._refuse(event, now, "BAD_INPUT", f"input_json cannot be hashed canonically: {exc}")
         state = WorkflowState(
             workflow_id=wf,
             tenant_id=event.envelope.tenant_id,
             workflow_type=spec.name,
             correlation_id=event.envelope.correlation_id or wf,
             started_at=now,
-            snapshot=make_snapshot(context, version=1).model_dump(),
+            snapshot=snapshot.model_dump(),
             current_agent=first.name,
         )
-        self.states[wf] = state
         return self._advance(state, RequestStep(first.name, 1))
 
+    def _refuse(self, event: TaskRequested, now: float, code: str, reason: str) -> Transition:
+        """A task that cannot start still gets exactly one outcome (halted, with what to fix)."""
+        wf = event.envelope.workflow_id
+        state = WorkflowState(
+            workflow_id=wf,
+            tenant_id=event.envelope.tenant_id,
+            workflow_type=event.workflow_type,
+            correlation_id=event.envelope.correlation_id or wf,
+            started_at=now,
+            snapshot=make_snapshot({}, version=0).model_dump(),
+            current_agent="",
+        )
+        return self._finish(state, Outcome("halted", code, f"task rejected: {reason}", FailureClass.LOGIC))
+
     def _step_completed(self, state: WorkflowState, event: StepCompleted, now: float) -> Transition:
-        if event.agent != state.current_agent or event.attempt != state.attempt:
-            return Transition(None)  # a late or duplicate result of an earlier attempt
+        result_key = f"{event.agent}:{event.attempt}"
+        if event.agent != state.current_agent or event.attempt != state.attempt or state.last_result == result_key:
+            return Transition(None)  # a late result of an earlier attempt, or one already counted
+        state.last_result = result_key
         spec = self.workflows[state.workflow_type]
         budgets = spec.budgets
         state.steps += 1
@@ -269,6 +377,7 @@ class Supervisor:
         state.completed_steps.append(state.current_agent)
         state.current_agent = event.to_agent
         state.attempt = 1
+        state.last_result = None
         state.context_retries = 0
         state.transient_retries = 0
         state.retry_at = None
@@ -333,22 +442,27 @@ class Supervisor:
                 return Outcome("halted", code, f"budget exceeded: {detail}; escalated to {spec.escalation.queue}")
         return None
 
-    def check_wall_clock(self, now: float) -> list[tuple[WorkflowState, Outcome]]:
-        """Halt running workflows past their wall-clock budget (called periodically)."""
-        out: list[tuple[WorkflowState, Outcome]] = []
-        for state in self.states.values():
-            if state.status == "running":
-                b = self.workflows[state.workflow_type].budgets
-                if now - state.started_at > b.wall_clock_s:
-                    outcome = Outcome(
-                        "halted",
-                        "BUDGET_WALL_CLOCK",
-                        f"no outcome within {b.wall_clock_s:.0f}s; escalated to "
-                        f"{self.workflows[state.workflow_type].escalation.queue}",
-                    )
-                    self._finish(state, outcome)
-                    out.append((state, outcome))
+    def check_wall_clock(self, now: float) -> list[Transition]:
+        """Halts of running workflows past their wall-clock budget (called periodically; commit each)."""
+        out: list[Transition] = []
+        for held in self.states.values():
+            spec = self.workflows[held.workflow_type]
+            if now - held.started_at > spec.budgets.wall_clock_s:
+                outcome = Outcome(
+                    "halted",
+                    "BUDGET_WALL_CLOCK",
+                    f"no outcome within {spec.budgets.wall_clock_s:.0f}s; escalated to {spec.escalation.queue}",
+                )
+                out.append(self._finish(held.copy(), outcome))
         return out
+
+    def due_retries(self, now: float) -> list[tuple[WorkflowState, RequestStep]]:
+        """Running workflows whose delayed retry is due (their step is owed now)."""
+        return [
+            (held, RequestStep(held.current_agent, held.attempt))
+            for held in self.states.values()
+            if held.retry_at is not None and held.retry_at <= now
+        ]
 
     def _advance(self, state: WorkflowState, *effects: Effect) -> Transition:
         state.seq += 1

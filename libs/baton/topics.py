@@ -33,6 +33,32 @@ def agent_group(agent_kind: str) -> str:
     return f"baton.agent.{agent_kind}"
 
 
+# Which event types belong on which topic: a consumer dead-letters anything else (see messaging.py).
+CARRIES: dict[str, frozenset[str]] = {
+    TASKS: frozenset({"TaskRequested"}),
+    OUTCOMES: frozenset({"WorkflowCompleted", "WorkflowHalted", "WorkflowEscalated"}),
+    HANDOFF_PROPOSALS: frozenset({"HandoffProposed"}),
+    HANDOFF_VERDICTS: frozenset({"HandoffAccepted", "HandoffRejected"}),
+    STEP_RESULTS: frozenset({"StepCompleted"}),
+    DECISIONS: frozenset({"AgentDecision"}),
+    TOOL_REQUESTS: frozenset({"ToolCallRequested"}),
+    TOOL_VERDICTS: frozenset({"ToolCallAuthorized", "ToolCallDenied"}),
+    APPROVAL_REQUESTS: frozenset({"ApprovalRequested"}),
+    APPROVAL_DECISIONS: frozenset({"ApprovalDecided"}),
+    CHECKPOINTS: frozenset({"WorkflowCheckpointed"}),
+    CONTROL: frozenset({"ControlCommand"}),
+    DEAD_LETTER: frozenset({"DeadLettered"}),
+}
+_AGENT_STEPS = frozenset({"StepRequested"})
+
+
+def carries(topic: str) -> frozenset[str]:
+    """Event types allowed on a topic (empty for a topic Baton does not know)."""
+    if topic.startswith("baton.agents.") and topic.endswith(".steps"):
+        return _AGENT_STEPS
+    return CARRIES.get(topic, frozenset())
+
+
 CORE_TOPICS: tuple[str, ...] = (
     TASKS,
     OUTCOMES,

@@ -11,6 +11,7 @@ import json
 import random
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS refunds (id TEXT PRIMARY KEY, order_id TEXT NOT NULL 
 CREATE TABLE IF NOT EXISTS tool_calls (idempotency_key TEXT PRIMARY KEY, tool TEXT NOT NULL,
     result_json TEXT NOT NULL, executions INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS step_ledger (step_key TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, agent TEXT NOT NULL,
-    started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, result_json TEXT);
+    started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, result_json TEXT,
+    owner TEXT NOT NULL DEFAULT '', lease_until REAL NOT NULL DEFAULT 0);
 """
 
 _CHECKED = {
@@ -45,6 +47,10 @@ _CHECKED = {
     "filings": ("id", "customer_id", "risk_score", "idempotency_key"),
     "refunds": ("id", "order_id", "amount", "idempotency_key"),
 }
+
+
+class StepBusyError(Exception):
+    """Another replica holds a live claim on this step."""
 
 
 class ToolError(Exception):
@@ -291,20 +297,39 @@ class World:
 
     # -- the agents' step ledger -------------------------------------------------------------------
 
-    def step_started(self, step_key: str, *, workflow_id: str, agent: str) -> str | None:
-        """Record a step start; returns the stored result when the step already completed."""
+    def step_started(
+        self, step_key: str, *, workflow_id: str, agent: str, owner: str = "", lease_s: float = 300.0
+    ) -> str | None:
+        """Claim a step for `owner` for lease_s seconds; returns the stored result when it already completed.
+
+        Raises StepBusyError while another owner's claim is live, so a step runs once at a time even
+        when a rebalance hands its request to a second replica; a claim whose owner died expires.
+        """
+        now = time.time()
         with self._tx() as db:
             row = db.execute(
-                "SELECT completed, result_json FROM step_ledger WHERE step_key = ?", (step_key,)
+                "SELECT completed, result_json, owner, lease_until FROM step_ledger WHERE step_key = ?", (step_key,)
             ).fetchone()
             if row is not None and row[0]:
                 return str(row[1])
+            if row is not None and row[2] != owner and row[3] > now:
+                raise StepBusyError(f"step {step_key} is running at {row[2]} (claim live for {row[3] - now:.0f}s)")
             db.execute(
-                "INSERT INTO step_ledger (step_key, workflow_id, agent, started) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT(step_key) DO UPDATE SET started = started + 1",
-                (step_key, workflow_id, agent),
+                "INSERT INTO step_ledger (step_key, workflow_id, agent, started, owner, lease_until) "
+                "VALUES (?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT(step_key) DO UPDATE SET started = started + 1, owner = excluded.owner, "
+                "lease_until = excluded.lease_until",
+                (step_key, workflow_id, agent, owner, now + lease_s),
             )
             return None
+
+    def step_abandoned(self, step_key: str, *, owner: str) -> None:
+        """Release a claim whose step failed before completing, so a retry need not wait for the lease."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE step_ledger SET lease_until = 0 WHERE step_key = ? AND owner = ? AND completed = 0",
+                (step_key, owner),
+            )
 
     def step_completed(self, step_key: str, result_json: str) -> None:
         with self._tx() as db:

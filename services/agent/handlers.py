@@ -11,7 +11,7 @@ from typing import Any
 from baton import topics
 from baton.agent import StepOutcome, run_step
 from baton.bus.base import BusRecord
-from baton.context import make_snapshot
+from baton.context import canonical_bytes, make_snapshot
 from baton.contracts.models import (
     AgentDecision,
     ContextSnapshot,
@@ -25,10 +25,10 @@ from baton.contracts.models import (
 )
 from baton.faults import HANDOFF_FAULTS, FaultPlan, corrupt_handoff
 from baton.handoff import verify_snapshot_integrity
-from baton.messaging import EventBus, RejectedEvent
+from baton.messaging import EventBus, RejectedEvent, RetryLaterError
 from baton.model import ModelClient
 from baton.workflows import AgentSpec, WorkflowSpec
-from baton.world import World
+from baton.world import StepBusyError, World
 
 
 class AgentHandlers:
@@ -66,16 +66,31 @@ class AgentHandlers:
         snapshot, attempt = event.snapshot, event.attempt
         wf = event.envelope.workflow_id
         step_key = f"{wf}:{self._agent.name}:{snapshot.version}:{attempt}"
-        stored = await asyncio.to_thread(self._world.step_started, step_key, workflow_id=wf, agent=self._agent.name)
+        owner = self._events.producer
+        try:
+            stored = await asyncio.to_thread(
+                self._world.step_started, step_key, workflow_id=wf, agent=self._agent.name, owner=owner
+            )
+        except StepBusyError as exc:
+            raise RetryLaterError(str(exc)) from exc
         if stored is not None:
             self.steps_replayed += 1
             for topic, data in json.loads(stored):
                 await self._events.publish_encoded(topic, base64.b64decode(data), workflow_id=wf)
             return
         self.steps_run += 1
-        outcome = await self._run(event, snapshot, attempt)
-        published = await self._publish(event, snapshot, attempt, step_key, outcome)
-        await asyncio.to_thread(self._world.step_completed, step_key, json.dumps(published))
+        try:
+            outcome = await self._run(event, snapshot, attempt)
+            encoded = await self._encode(event, snapshot, attempt, step_key, outcome)
+            # Outbox: the step's events are stored before they are published, so a publish that fails
+            # is retried with the very same bytes instead of running the step (and the model) again.
+            stored_json = json.dumps([(topic, base64.b64encode(data).decode()) for topic, data in encoded])
+            await asyncio.to_thread(self._world.step_completed, step_key, stored_json)
+        except BaseException:
+            await asyncio.to_thread(self._world.step_abandoned, step_key, owner=owner)
+            raise
+        for topic, data in encoded:
+            await self._events.publish_encoded(topic, data, workflow_id=wf)
 
     async def _run(self, event: Event, snapshot: ContextSnapshot, attempt: int) -> StepOutcome:
         rejection, context = verify_snapshot_integrity(snapshot, max_bytes=self._max_bytes)
@@ -88,7 +103,7 @@ class AgentHandlers:
         async def run_tool(name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
             return await asyncio.to_thread(self._world.call, name, arguments, idempotency_key=key)
 
-        return await run_step(
+        outcome = await run_step(
             workflow=self._workflow,
             agent=self._agent,
             workflow_id=event.envelope.workflow_id,
@@ -97,14 +112,25 @@ class AgentHandlers:
             run_tool=run_tool,
             attempt=attempt,
         )
+        if outcome.succeeded and outcome.context is not None:
+            size = len(canonical_bytes(outcome.context))
+            if size > self._max_bytes:
+                # Refused here, at the first hop, rather than as a message the bus cannot carry.
+                return outcome.fail(
+                    FailureClass.LOGIC,
+                    "CONTEXT_TOO_LARGE",
+                    f"{self._agent.name} produced a {size}-byte context, over the {self._max_bytes}-byte limit: "
+                    "keep large tool results outside the context and pass a reference",
+                )
+        return outcome
 
     def _envelope(self, cause: Event, step_key: str, what: str, seq: int) -> Envelope:
         base = self._events.envelope(cause=cause, step_seq=seq)
         return base.model_copy(update={"event_id": stable_event_id(step_key, what)})
 
-    async def _publish(
+    async def _encode(
         self, cause: Event, snapshot: ContextSnapshot, attempt: int, step_key: str, outcome: StepOutcome
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, bytes]]:
         out: list[tuple[str, Event]] = []
         seq = snapshot.version
         for i, d in enumerate(outcome.decisions):
@@ -163,8 +189,4 @@ class AgentHandlers:
                     ),
                 )
             )
-        published: list[tuple[str, str]] = []
-        for topic, ev in out:
-            data = await self._events.publish(topic, ev)
-            published.append((topic, base64.b64encode(data).decode()))
-        return published
+        return [(topic, await self._events.serde.encode(ev)) for topic, ev in out]

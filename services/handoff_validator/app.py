@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from baton import topics
-from baton.bus.base import Subscription
+from baton.bus.base import BusRecord, Subscription
 from baton.handoff import CheckpointView
-from baton.messaging import EventBus, consume
+from baton.messaging import EventBus, EventConsumer, consume
 from baton.workflows import agent_kinds, load_workflows
 from services.handoff_validator.config import Settings
 from services.handoff_validator.handlers import HandoffValidatorHandlers
@@ -34,25 +34,27 @@ def declared_inputs() -> dict[str, list[str]]:
 
 async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
     """Subscribe the validator on a started bus."""
-    await events.bus.create_topics(
-        [topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.CHECKPOINTS, topics.DEAD_LETTER]
-    )
+    await events.bus.create_topics([topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.DEAD_LETTER])
+    await events.bus.create_topics([topics.CHECKPOINTS], compacted=True)
     handlers = HandoffValidatorHandlers(
         events,
-        view=CheckpointView(),
+        view=CheckpointView(capacity=settings.checkpoint_capacity),
         required_inputs={**declared_inputs(), **settings.required_inputs},
         max_context_bytes=settings.max_context_bytes,
         checkpoint_wait_s=settings.checkpoint_wait_s,
+        judged_capacity=settings.judged_capacity,
     )
-    # Every replica reads every checkpoint (no group), so any replica can judge any proposal.
-    feed, _ = await consume(
-        events,
-        [topics.CHECKPOINTS],
-        group_id=None,
-        handler=handlers.on_checkpoint,
-        dlq_group=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints",
+    feed_consumer = EventConsumer(
+        events, group_id=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints", handler=handlers.on_checkpoint
     )
+
+    async def feed(record: BusRecord) -> None:
+        await feed_consumer(record)
+        handlers.view.advance(record.partition, record.offset + 1)
+
+    # Every replica reads every running workflow's checkpoint (no group), so any replica can judge any proposal.
+    checkpoints = await events.bus.subscribe([topics.CHECKPOINTS], group_id=None, handler=feed)
     proposals, _ = await consume(
         events, [topics.HANDOFF_PROPOSALS], group_id=topics.GROUP_HANDOFF_VALIDATOR, handler=handlers.on_proposal
     )
-    return HandoffValidatorApp(handlers=handlers, subscriptions=[proposals, feed])
+    return HandoffValidatorApp(handlers=handlers, subscriptions=[proposals, checkpoints])

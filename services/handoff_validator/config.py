@@ -16,6 +16,9 @@ class Settings(BaseSettings):
 
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    # Longest wait for the checkpoint feed to catch up before a proposal is retried later.
     checkpoint_wait_s: float = 5.0
+    checkpoint_capacity: int = 100_000
+    judged_capacity: int = 10_000
     # Declared input fields per agent kind; workflows declare them, this is the fallback.
     required_inputs: dict[str, list[str]] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.contracts.models import (
+    ContextSnapshot,
     Event,
     FailureClass,
     HandoffAccepted,
@@ -17,7 +18,7 @@ from baton.contracts.models import (
     stable_event_id,
 )
 from baton.handoff import CheckpointView, verify_handoff
-from baton.messaging import EventBus, RejectedEvent
+from baton.messaging import EventBus, RejectedEvent, RetryLaterError
 
 
 class HandoffValidatorHandlers:
@@ -31,6 +32,7 @@ class HandoffValidatorHandlers:
         required_inputs: Mapping[str, Sequence[str]],
         max_context_bytes: int,
         checkpoint_wait_s: float,
+        judged_capacity: int = 10_000,
     ) -> None:
         self._events = events
         self._view = view
@@ -39,18 +41,37 @@ class HandoffValidatorHandlers:
         self._wait_s = checkpoint_wait_s
         self.accepted = 0
         self.rejected = 0
+        # Verdicts already published, to re-emit them byte for byte to a redelivered proposal; bounded.
         self._judged: OrderedDict[str, bytes] = OrderedDict()
+        self._judged_capacity = judged_capacity
+
+    @property
+    def view(self) -> CheckpointView:
+        return self._view
 
     async def _publish_verdict(self, proposal: HandoffProposed, verdict: Event) -> None:
         data = await self._events.publish(topics.HANDOFF_VERDICTS, verdict)
         self._judged[proposal.envelope.event_id] = data
-        while len(self._judged) > 50_000:
+        while len(self._judged) > self._judged_capacity:
             self._judged.popitem(last=False)
 
     async def on_checkpoint(self, event: Event, record: BusRecord) -> None:
-        """Keep the latest checkpoint of every workflow."""
+        """Keep the latest checkpoint of every running workflow."""
         if isinstance(event, WorkflowCheckpointed):
             self._view.update(event)
+
+    async def _checkpoint_of(self, proposal: HandoffProposed) -> ContextSnapshot | None:
+        """The proposal's parent checkpoint: known already, or read by the feed up to now (never a fixed wait)."""
+        wf, parent_version = proposal.envelope.workflow_id, proposal.snapshot.version - 1
+        known = self._view.latest(wf)
+        if known is not None and known.version >= parent_version:
+            return known
+        # The checkpoint was acknowledged before the step ran, so it is in the log by now: wait only
+        # until the feed has read that far, then the view's answer is final.
+        ends = await self._events.bus.end_offsets(topics.CHECKPOINTS)
+        if not await self._view.wait_caught_up(ends, self._wait_s):
+            raise RetryLaterError(f"checkpoint feed still behind after {self._wait_s}s; judging {wf} later")
+        return self._view.latest(wf)
 
     async def on_proposal(self, event: Event, record: BusRecord) -> None:
         """Verify one handoff proposal and publish its verdict."""
@@ -66,7 +87,7 @@ class HandoffValidatorHandlers:
             await self._events.publish_encoded(topics.HANDOFF_VERDICTS, judged, workflow_id=event.envelope.workflow_id)
             return
         snap = event.snapshot
-        checkpoint = await self._view.wait_for(event.envelope.workflow_id, snap.version - 1, self._wait_s)
+        checkpoint = await self._checkpoint_of(event)
         verdict = verify_handoff(
             event,
             checkpoint=checkpoint,

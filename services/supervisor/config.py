@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES
 from baton.runtime import RuntimeSettings
 
 
@@ -17,3 +18,6 @@ class Settings(BaseSettings):
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     sweep_interval_s: float = 1.0
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    # Finished workflows remembered (id, seq, outcome) to ignore redelivered tasks and late events.
+    finished_capacity: int = 100_000

@@ -1,12 +1,14 @@
-"""Supervisor handlers: feed events to the state machine, publish checkpoint first, then its effects."""
+"""Supervisor handlers: decide with the state machine, publish checkpoint then effects, commit once acknowledged."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from baton import topics
 from baton.bus.base import BusRecord
@@ -20,61 +22,184 @@ from baton.contracts.models import (
     WorkflowHalted,
     stable_event_id,
 )
+from baton.contracts.serde import DecodeError
 from baton.messaging import EventBus, RejectedEvent
-from baton.supervisor import Effect, Outcome, RequestStep, Supervisor, TaskRejectedError, WorkflowState, effect_event_id
+from baton.supervisor import (
+    Effect,
+    Outcome,
+    RequestStep,
+    Supervisor,
+    Transition,
+    UnknownWorkflowError,
+    WorkflowState,
+    effect_event_id,
+)
+
+log = logging.getLogger(__name__)
+
+_RETRY_AFTER_FAILED_PUBLISH_S = 0.5
 
 
 class SupervisorHandlers:
-    """Publishes what the state machine decides; restores state from checkpoints on start."""
+    """Publishes what the state machine decides; restores the workflows of the partitions it is assigned.
+
+    Every change of the held state (an event, a wall-clock halt, a due retry) runs under one lock, so
+    two of them never decide from the same state.
+    """
 
     def __init__(self, events: EventBus, supervisor: Supervisor, *, clock: Callable[[], float] = time.time) -> None:
         self._events = events
         self.supervisor = supervisor
         self._clock = clock
-        self._timers: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self._partition_of: dict[str, int] = {}
+        self._retries: list[tuple[float, str]] = []  # (due, workflow id), a heap
+        self._retry_wake = asyncio.Event()
         self.outcomes = 0
+        self.restored = 0
+
+    # -- partitions coming and going --------------------------------------------------------------
 
     async def restore(self, record: BusRecord) -> None:
-        """Adopt the state carried by one checkpoint record (startup replay)."""
+        """Adopt the state one checkpoint record carries; a checkpoint that does not parse is skipped."""
         try:
             event = await self._events.serde.decode(record.value)
-        except ValueError:
-            return  # an undecodable checkpoint was dead-lettered when it was first consumed
-        if isinstance(event, WorkflowCheckpointed) and event.supervisor_state_json not in ("", "{}"):
-            self.supervisor.restore(WorkflowState.from_json(event.supervisor_state_json))
+        except DecodeError as exc:
+            if exc.transient:
+                raise
+            log.warning("checkpoint %s@%d/%d skipped: %s", record.topic, record.partition, record.offset, exc)
+            return
+        if not isinstance(event, WorkflowCheckpointed) or event.supervisor_state_json in ("", "{}"):
+            return
+        try:
+            state = WorkflowState.from_checkpoint(event)
+        except ValueError as exc:
+            log.warning("checkpoint %s@%d/%d skipped: %s", record.topic, record.partition, record.offset, exc)
+            return
+        if state.status == "running" and state.workflow_type not in self.supervisor.workflows:
+            log.warning(
+                "checkpoint of %s skipped: workflow type %r is not declared", state.workflow_id, state.workflow_type
+            )
+            return
+        if self.supervisor.commit(state):
+            self.restored += 1
+            self._partition_of[state.workflow_id] = record.partition
 
-    async def resume(self) -> int:
-        """Re-issue the step every running workflow waits for (agents' step ledger makes this idempotent)."""
+    async def on_assign(self, assigned: frozenset[tuple[str, int]]) -> None:
+        """Restore the workflows of newly owned partitions from their checkpoints, then re-issue owed steps."""
+        partitions = {p for _t, p in assigned}
+        if not partitions:
+            return
+        async with self._lock:
+            await self._events.bus.replay([topics.CHECKPOINTS], self.restore, partitions=partitions)
+            owed = await self._resume(partitions)
+        log.info("partitions %s assigned: %d workflows running, %d steps re-issued", sorted(partitions), owed, owed)
+
+    async def on_revoke(self, revoked: frozenset[tuple[str, int]]) -> None:
+        """Forget the workflows of partitions another replica now owns: only the owner acts on a workflow."""
+        partitions = {p for _t, p in revoked}
+        async with self._lock:
+            gone = {wf for wf, p in self._partition_of.items() if p in partitions}
+            self.supervisor.forget(gone)
+            for wf in gone:
+                del self._partition_of[wf]
+
+    async def _resume(self, partitions: Collection[int]) -> int:
+        """Re-issue the step every running workflow of these partitions waits for (agents' ledger dedupes)."""
         owed = 0
         for state in list(self.supervisor.states.values()):
-            if state.status == "running":
-                delay = max(0.0, (state.retry_at or 0.0) - self._clock())
-                await self._effect(state, RequestStep(state.current_agent, state.attempt, delay), None)
-                owed += 1
+            if self._partition_of.get(state.workflow_id) not in partitions:
+                continue
+            owed += 1
+            if state.retry_at is not None:
+                self._schedule(state.retry_at, state.workflow_id)
+            else:
+                await self._effect(state, RequestStep(state.current_agent, state.attempt), None)
         return owed
 
+    # -- events ------------------------------------------------------------------------------------
+
     async def on_event(self, event: Event, record: BusRecord) -> None:
-        try:
-            transition = self.supervisor.handle(event, self._clock())
-        except TaskRejectedError as exc:
-            raise RejectedEvent(exc.code, str(exc)) from exc
-        if transition.state is not None:
-            await self._apply(transition.state, transition.effects, event)
+        async with self._lock:
+            try:
+                transition = self.supervisor.handle(event, self._clock())
+            except UnknownWorkflowError as exc:
+                raise RejectedEvent(exc.code, str(exc)) from exc
+            if transition.state is not None:
+                await self._apply(transition, event, partition=record.partition)
 
     async def sweep(self) -> None:
-        """Halt workflows past their wall-clock budget even when no event arrives for them."""
-        for state, outcome in self.supervisor.check_wall_clock(self._clock()):
-            await self._apply(state, (outcome,), None)
+        """Halt owned workflows past their wall-clock budget even when no event arrives for them."""
+        async with self._lock:
+            for transition in self.supervisor.check_wall_clock(self._clock()):
+                await self._apply(transition, None)
 
-    async def _apply(self, state: WorkflowState, effects: tuple[Effect, ...], cause: Event | None) -> None:
-        spec = self.supervisor.workflows[state.workflow_type]
+    async def run_retries(self) -> None:
+        """Issue delayed retries when due; one whose publish fails is tried again, never dropped."""
+        while True:
+            now = self._clock()
+            while self._retries and self._retries[0][0] <= now:
+                _due, wf = heapq.heappop(self._retries)
+                async with self._lock:
+                    held = self.supervisor.states.get(wf)
+                    if held is None or held.retry_at is None or held.retry_at > now:
+                        continue  # moved on, finished, revoked, or rescheduled later
+                    try:
+                        await self._effect(held, RequestStep(held.current_agent, held.attempt), None)
+                    except Exception:
+                        log.exception("delayed retry of %s not published; trying again", wf)
+                        self._schedule(now + _RETRY_AFTER_FAILED_PUBLISH_S, wf)
+                        continue
+                    # In memory only: a restart re-issues it from the checkpoint, and the step id dedupes.
+                    held.retry_at = None
+            self._retry_wake.clear()
+            timeout = max(0.0, self._retries[0][0] - self._clock()) if self._retries else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_wake.wait(), timeout)
+
+    def _schedule(self, due: float, workflow_id: str) -> None:
+        heapq.heappush(self._retries, (due, workflow_id))
+        self._retry_wake.set()
+
+    # -- publishing --------------------------------------------------------------------------------
+
+    async def _apply(self, transition: Transition, cause: Event | None, *, partition: int | None = None) -> None:
+        """Publish, then hold the state once everything was acknowledged.
+
+        A running workflow's checkpoint goes first (the validator judges the step's handoff against it);
+        a finished workflow's outcome goes before its final checkpoint, so a crash between the two
+        leaves a running checkpoint whose redelivered event publishes the outcome again (same event
+        id, deduplicated) instead of a finished one whose outcome was never sent.
+        """
+        state = transition.state
+        assert state is not None
+        final = state.status != "running"
+        if not transition.replay and not final:
+            await self._checkpoint(state, cause)
+        for effect in transition.effects:
+            if isinstance(effect, RequestStep) and (effect.delay_s > 0 or (transition.replay and state.retry_at)):
+                continue  # owed later: scheduled below once the state is held
+            await self._effect(state, effect, cause)
+        if transition.replay:
+            return
+        if final:
+            await self._checkpoint(state, cause)
+        if self.supervisor.commit(state):
+            if not final:
+                if partition is not None:
+                    self._partition_of[state.workflow_id] = partition
+                if state.retry_at is not None:
+                    self._schedule(state.retry_at, state.workflow_id)
+            else:
+                self._partition_of.pop(state.workflow_id, None)
+
+    async def _checkpoint(self, state: WorkflowState, cause: Event | None) -> None:
         checkpoint_id = stable_event_id("checkpoint", state.workflow_id, state.seq)
-        envelope = self._make_envelope(state, cause, checkpoint_id)
         await self._events.publish(
             topics.CHECKPOINTS,
             WorkflowCheckpointed(
-                envelope=envelope,
-                workflow_type=spec.name,
+                envelope=self._make_envelope(state, cause, checkpoint_id),
+                workflow_type=state.workflow_type,
                 state=state.status,
                 next_agent=state.current_agent if state.status == "running" else None,
                 completed_steps=list(state.completed_steps),
@@ -83,8 +208,6 @@ class SupervisorHandlers:
                 supervisor_state_json=state.to_json(),
             ),
         )
-        for effect in effects:
-            await self._effect(state, effect, cause)
 
     async def _effect(self, state: WorkflowState, effect: Effect, cause: Event | None) -> None:
         if isinstance(effect, RequestStep):
@@ -94,22 +217,12 @@ class SupervisorHandlers:
                 attempt=effect.attempt,
                 snapshot=state.checkpoint,
             )
-            if effect.delay_s > 0:
-                task = asyncio.create_task(self._later(effect.delay_s, topics.agent_steps(effect.agent), request))
-                self._timers.add(task)
-                task.add_done_callback(self._timers.discard)
-            else:
-                await self._events.publish(topics.agent_steps(effect.agent), request)
+            await self._events.publish(topics.agent_steps(effect.agent), request)
             return
         await self._outcome(state, effect, cause)
 
-    async def _later(self, delay_s: float, topic: str, event: Event) -> None:
-        await asyncio.sleep(delay_s)
-        await self._events.publish(topic, event)
-
     async def _outcome(self, state: WorkflowState, outcome: Outcome, cause: Event | None) -> None:
         envelope = self._make_envelope(state, cause, effect_event_id(state, outcome))
-        self.outcomes += 1
         event: Event
         if outcome.kind == "completed":
             event = WorkflowCompleted(
@@ -135,6 +248,7 @@ class SupervisorHandlers:
                 escalated_to=self.supervisor.workflows[state.workflow_type].escalation.queue,
             )
         await self._events.publish(topics.OUTCOMES, event)
+        self.outcomes += 1
 
     def _make_envelope(self, state: WorkflowState, cause: Event | None, event_id: str) -> Envelope:
         return Envelope(
@@ -146,9 +260,3 @@ class SupervisorHandlers:
             correlation_id=state.correlation_id,
             producer=self._events.producer,
         )
-
-    async def stop(self) -> None:
-        for task in list(self._timers):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -123,3 +123,49 @@ async def test_a_redelivered_proposal_gets_the_same_verdict(
     first, second = [e for e in mine if e.envelope.workflow_id == wf][:2]
     assert isinstance(first, HandoffAccepted) and first == second
     await app.stop()
+
+
+async def test_proposals_of_unknown_workflows_do_not_hold_up_the_others(
+    bus: Bus, serde: AvroSerde, unique: str
+) -> None:
+    # A fixed wait per unknown workflow would take 4 x 120 s here; the validator answers as soon as its
+    # checkpoint feed has read up to the moment the proposal arrived.
+    events = EventBus(bus=bus, serde=serde, producer="test")
+    app = await start(events, Settings(checkpoint_wait_s=120))
+    verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
+    ghosts = [f"ghost-{unique}-{i}" for i in range(4)]
+    real = f"wf-{unique}"
+    parent = make_snapshot({"customer_id": "c-1"}, version=1)
+    for wf in ghosts:
+        await events.publish(
+            topics.HANDOFF_PROPOSALS,
+            HandoffProposed(
+                envelope=Envelope(workflow_id=wf, tenant_id="t1", producer="test"),
+                from_agent="identity_verification",
+                to_agent="document_verification",
+                snapshot=make_snapshot({"customer_id": "c-1", "identity": {"ok": True}}, version=2, parent=parent),
+            ),
+        )
+    env = Envelope(workflow_id=real, tenant_id="t1", producer="test")
+    await events.publish(
+        topics.CHECKPOINTS,
+        WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=parent),
+    )
+    await events.publish(
+        topics.HANDOFF_PROPOSALS,
+        HandoffProposed(
+            envelope=env,
+            from_agent="identity_verification",
+            to_agent="document_verification",
+            snapshot=make_snapshot({"customer_id": "c-1", "identity": {"ok": True}}, version=2, parent=parent),
+        ),
+    )
+    mine = {*ghosts, real}
+    got = await verdicts.wait_until(lambda items: {e.envelope.workflow_id for e in items} >= mine, within=30)
+    by_wf = {e.envelope.workflow_id: e for e in got if e.envelope.workflow_id in mine}
+    assert isinstance(by_wf[real], HandoffAccepted)
+    for wf in ghosts:
+        verdict = by_wf[wf]
+        assert isinstance(verdict, HandoffRejected) and verdict.reason_code == HandoffRejectionCode.STALE
+        assert "no checkpoint is known" in verdict.reason
+    await app.stop()

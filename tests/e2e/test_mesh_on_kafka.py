@@ -1,10 +1,14 @@
-"""The whole mesh as separate processes on a real Kafka broker: 200 workflows, injected faults,
-two supervisor replicas, one killed mid-run and replaced."""
+"""The whole mesh as separate processes on a real Kafka broker: 200 workflows, injected faults, a context of
+600 KB and one over the limit, two supervisor replicas, one killed mid-run and replaced. Every workflow must
+end exactly as the same submissions end on the embedded mesh, with one outcome each, no dead letter and no
+wall-clock halt."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,7 @@ from baton import topics
 from baton.bus.base import BusRecord
 from baton.bus.kafka import KafkaBus
 from baton.client import BatonClient, Outcome
-from baton.contracts.models import Event, HandoffAccepted, HandoffRejected, StepCompleted, WorkflowCompleted
+from baton.contracts.models import DeadLettered, Event, HandoffAccepted, HandoffRejected, StepCompleted
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.demo import DETECTED_BY, _eligible, _inputs
@@ -21,6 +25,7 @@ from baton.faults import Fault, FaultPlan
 from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
 from baton.world import World
+from tests.harness.expected import Submission, expected_outcomes, outcome_key
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.processes import ServiceProcesses
 
@@ -40,6 +45,24 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     items = [(f"e2e-{i:04d}", specs[kinds[i % 2]]) for i in range(WORKFLOWS)]
     plan = FaultPlan.spread([(wf, _eligible(s)) for wf, s in items], (*HANDOFF_FAULTS, Fault.LOOP), per_fault=4, seed=3)
     plan.dump(tmp_path / "faults.json")
+    onboarding = specs["customer_onboarding"]
+    submissions = [
+        Submission(wf, spec.name, _inputs(spec, world, i), f"tenant-{i % 3}") for i, (wf, spec) in enumerate(items)
+    ]
+    # Checkpoints used to carry the context twice: 600 KB made a 1.2 MB message Kafka refused.
+    submissions.append(
+        Submission(
+            "e2e-big", onboarding.name, {**_inputs(onboarding, world, 250), "notes": "n" * 600_000}, "tenant-big"
+        )
+    )
+    submissions.append(
+        Submission("e2e-huge", onboarding.name, {**_inputs(onboarding, world, 251), "notes": "n" * 1_200_000}, "t")
+    )
+    submissions.append(Submission("e2e-undeclared", "no_such_workflow", {}, "tenant-0"))
+    expected = await expected_outcomes(submissions, plan=plan, world_seed=(300, 11), workdir=tmp_path / "expected")
+    assert expected["e2e-big"][1] != "CONTEXT_TOO_LARGE"  # under the limit: admitted, carried, decided
+    assert expected["e2e-huge"] == ("halted", "CONTEXT_TOO_LARGE")
+    assert expected["e2e-undeclared"] == ("halted", "UNKNOWN_WORKFLOW_TYPE")
     env = {
         "BATON_BUS": "kafka",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
@@ -72,32 +95,50 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         for kind in agent_kinds(specs):
             procs.start(f"agent-{kind}", "agent", "--kind", kind)
         client = BatonClient(EventBus(bus=bus, serde=serde, producer="e2e-client"))
-        for i, (wf, spec) in enumerate(items):
-            await client.submit(spec.name, _inputs(spec, world, i), tenant_id=f"tenant-{i % 3}", workflow_id=wf)
+        for sub in submissions:
+            await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
 
         outcomes: dict[str, Outcome] = {}
         killed = asyncio.Event()
 
         async def collect() -> None:
-            async for outcome in client.outcomes():
-                outcomes.setdefault(outcome.envelope.workflow_id, outcome)
-                if len(outcomes) >= WORKFLOWS // 4 and not killed.is_set():
-                    procs.kill("supervisor-1")  # mid-run: its partitions move to supervisor-2 ...
-                    procs.start("supervisor-3", "supervisor")  # ... and some on to a replacement
-                    killed.set()
-                if len(outcomes) >= WORKFLOWS:
-                    return
+            async with contextlib.aclosing(client.outcomes()) as stream:
+                async for outcome in stream:
+                    outcomes.setdefault(outcome.envelope.workflow_id, outcome)
+                    if len(outcomes) >= len(submissions) // 4 and not killed.is_set():
+                        procs.kill("supervisor-1")  # mid-run: its partitions move to supervisor-2 ...
+                        procs.start("supervisor-3", "supervisor")  # ... and some on to a replacement
+                        killed.set()
+                    if len(outcomes) >= len(submissions):
+                        return
 
         try:
             await asyncio.wait_for(collect(), timeout=400)
         except TimeoutError:
             pytest.fail(
-                f"{WORKFLOWS - len(outcomes)} workflows without an outcome; dead processes: {procs.dead()}\n"
+                f"{len(submissions) - len(outcomes)} workflows without an outcome; dead processes: {procs.dead()}\n"
                 + procs.tail("supervisor-3")
             )
         assert killed.is_set()
-        assert set(outcomes) == {wf for wf, _ in items}
-        assert sum(isinstance(o, WorkflowCompleted) for o in outcomes.values()) > WORKFLOWS // 2
+        got = {wf: outcome_key(o) for wf, o in outcomes.items()}
+        wrong = {wf: (got.get(wf), want) for wf, want in expected.items() if got.get(wf) != want}
+        assert not wrong, f"{len(wrong)} workflows ended otherwise than on the embedded mesh: {wrong}"
+        assert set(got) == set(expected)
+
+        # What crossed the broker: one outcome per workflow (a re-sent one has the same event id), no dead letter.
+        outcome_ids: dict[str, set[str]] = {}
+        dead: list[DeadLettered] = []
+
+        async def tally(record: BusRecord) -> None:
+            event = await serde.decode(record.value)
+            if isinstance(event, DeadLettered):
+                dead.append(event)
+            elif outcome_key(event) is not None:
+                outcome_ids.setdefault(event.envelope.workflow_id, set()).add(event.envelope.event_id)
+
+        await bus.replay([topics.OUTCOMES, topics.DEAD_LETTER], tally)
+        assert dead == [], Counter((d.source_topic, d.reason_code) for d in dead)
+        assert {wf: len(ids) for wf, ids in outcome_ids.items()} == dict.fromkeys(expected, 1)
 
         # What crossed the broker: every verdict and step result.
         seen: list[Event] = []

@@ -114,7 +114,7 @@ def test_oversized_and_malformed_contexts_are_rejected() -> None:
     assert verify_handoff(_proposal(garbage), checkpoint=cp, required_inputs=[]).code == HandoffRejectionCode.MALFORMED
 
 
-async def test_checkpoint_view_waits_for_a_checkpoint_in_flight() -> None:
+async def test_checkpoint_view_answers_once_the_feed_has_read_up_to_a_moment() -> None:
     view = CheckpointView()
     cp = _checkpoint(version=5)
     event = WorkflowCheckpointed(
@@ -123,11 +123,29 @@ async def test_checkpoint_view_waits_for_a_checkpoint_in_flight() -> None:
         state="running",
         snapshot=cp,
     )
-    waiting = asyncio.create_task(view.wait_for("wf-1", 5, timeout_s=10))
+    waiting = asyncio.create_task(view.wait_caught_up({0: 3, 1: 1}, timeout_s=10))
     await asyncio.sleep(0)
     view.update(event)
-    assert await waiting == cp
-    assert await view.wait_for("wf-unknown", 1, timeout_s=0.01) is None
+    view.advance(0, 3)
+    assert not waiting.done() or not await waiting
+    view.advance(1, 1)
+    assert await waiting is True
+    assert view.latest("wf-1") == cp
+    assert await view.wait_caught_up({2: 1}, timeout_s=0.01) is False  # the feed never read partition 2
     older = event.model_copy(update={"snapshot": _checkpoint(version=4)})
     view.update(older)
     assert view.latest("wf-1") == cp
+
+
+def test_checkpoint_view_holds_running_workflows_only() -> None:
+    view = CheckpointView(capacity=3)
+    for i in range(10):
+        env = Envelope(workflow_id=f"wf-{i}", tenant_id="t1", producer="sup")
+        running = WorkflowCheckpointed(
+            envelope=env, workflow_type="x", state="running", snapshot=_checkpoint(version=1)
+        )
+        view.update(running)
+        if i % 2:
+            view.update(running.model_copy(update={"state": "completed", "snapshot": _checkpoint(version=2)}))
+    assert len(view) <= 3 and view.latest("wf-8") is not None  # bounded, newest kept, finished ones (odd) gone
+    assert all(view.latest(f"wf-{i}") is None for i in range(1, 10, 2))

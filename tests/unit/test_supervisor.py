@@ -10,14 +10,16 @@ from baton.context import make_snapshot
 from baton.contracts.models import (
     ContextDiff,
     Envelope,
+    Event,
     FailureClass,
     HandoffAccepted,
     HandoffRejected,
     HandoffRejectionCode,
     StepCompleted,
     TaskRequested,
+    WorkflowCheckpointed,
 )
-from baton.supervisor import Outcome, RequestStep, Supervisor, TaskRejectedError, WorkflowState
+from baton.supervisor import Outcome, RequestStep, Supervisor, Transition, UnknownWorkflowError, WorkflowState
 from baton.workflows import END, load_workflows
 
 WF = "wf-1"
@@ -36,9 +38,19 @@ def task(workflow_type: str = "support_refund", context: object = None) -> TaskR
     )
 
 
+class Acknowledged(Supervisor):
+    """As the service uses it: every transition is committed (its publishes were acknowledged)."""
+
+    def handle(self, event: Event, now: float) -> Transition:
+        transition = super().handle(event, now)
+        if transition.state is not None and not transition.replay:
+            self.commit(transition.state)
+        return transition
+
+
 @pytest.fixture
 def sup() -> Supervisor:
-    return Supervisor(load_workflows(), backoff_base_s=1.0, backoff_cap_s=8.0)
+    return Acknowledged(load_workflows(), backoff_base_s=1.0, backoff_cap_s=8.0)
 
 
 def accept(sup: Supervisor, to_agent: str, extra: dict[str, object], from_agent: str | None = None) -> object:
@@ -91,10 +103,77 @@ def test_a_task_checkpoints_and_requests_the_first_agent(sup: Supervisor) -> Non
         (task(context={"nothing": 1}), "BAD_INPUT"),
     ],
 )
-def test_bad_tasks_are_refused_with_what_to_fix(sup: Supervisor, bad: TaskRequested, code: str) -> None:
-    with pytest.raises(TaskRejectedError) as info:
-        sup.handle(bad, now=0.0)
-    assert info.value.code == code
+def test_bad_tasks_get_one_halted_outcome_saying_what_to_fix(sup: Supervisor, bad: TaskRequested, code: str) -> None:
+    t = sup.handle(bad, now=0.0)
+    assert t.state is not None and t.state.status == "halted"
+    [outcome] = t.effects
+    assert isinstance(outcome, Outcome) and (outcome.kind, outcome.reason_code) == ("halted", code)
+    assert outcome.reason.startswith("task rejected: ")
+    assert sup.handle(bad, now=1.0).state is None  # the same task again: no second outcome
+    assert WF not in sup.states and sup.finished[WF][1] == code
+
+
+def test_an_oversized_task_context_is_refused_at_the_first_hop() -> None:
+    small = Acknowledged(load_workflows(), max_context_bytes=1000)
+    t = small.handle(task(context={"ticket_id": "x" * 2000}), now=0.0)
+    [outcome] = t.effects
+    assert isinstance(outcome, Outcome) and outcome.reason_code == "CONTEXT_TOO_LARGE"
+    assert "1000-byte context limit" in outcome.reason
+
+
+def test_a_transition_changes_nothing_held_until_it_is_committed() -> None:
+    plain = Supervisor(load_workflows())
+    t = plain.handle(task(), now=0.0)
+    assert plain.states == {}  # the checkpoint and step were not acknowledged yet
+    assert t.state is not None
+    plain.commit(t.state)
+    held = plain.states[WF].to_json()
+    cp = plain.states[WF].checkpoint
+    ok = HandoffAccepted(
+        envelope=env(),
+        from_agent="ticket_lookup",
+        to_agent="refund_preview",
+        snapshot=make_snapshot({"ticket_id": "tkt-1", "ticket": {}, "order": {}}, version=2, parent=cp),
+        diff=ContextDiff(added=["order", "ticket"]),
+    )
+    first = plain.handle(ok, now=1.0)
+    assert plain.states[WF].to_json() == held  # publish failed, say: nothing moved
+    again = plain.handle(ok, now=1.0)  # the retried event is decided again, the same way
+    assert again == first and again.state is not None
+    plain.commit(again.state)
+    assert plain.states[WF].current_agent == "refund_preview"
+
+
+def test_events_of_unknown_workflows_and_other_tenants_are_refused(sup: Supervisor) -> None:
+    with pytest.raises(UnknownWorkflowError) as info:
+        sup.handle(result("ticket_lookup"), now=0.0)
+    assert info.value.code == "UNKNOWN_WORKFLOW"
+    sup.handle(task(), now=0.0)
+    foreign = result("ticket_lookup").model_copy(
+        update={"envelope": Envelope(workflow_id=WF, tenant_id="t2", producer="test")}
+    )
+    with pytest.raises(UnknownWorkflowError) as info:
+        sup.handle(foreign, now=1.0)
+    assert info.value.code == "TENANT_MISMATCH"
+
+
+def test_a_step_result_is_counted_once(sup: Supervisor) -> None:
+    sup.handle(task(), now=0.0)
+    assert sup.handle(result("ticket_lookup", tokens=100), now=1.0).state is not None
+    assert sup.handle(result("ticket_lookup", tokens=100), now=1.0).state is None  # redelivered
+    assert sup.states[WF].tokens == 100 and sup.states[WF].steps == 1
+
+
+def test_finished_workflows_are_bounded_tombstones() -> None:
+    small = Acknowledged(load_workflows(), finished_capacity=3)
+    for i in range(10):
+        small.handle(
+            task("no_such_workflow").model_copy(
+                update={"envelope": Envelope(workflow_id=f"wf-{i}", tenant_id="t", producer="p")}
+            ),
+            now=0.0,
+        )
+    assert small.states == {} and list(small.finished) == ["wf-7", "wf-8", "wf-9"]
 
 
 def test_accepted_handoffs_walk_the_routes_to_completion(sup: Supervisor) -> None:
@@ -104,7 +183,7 @@ def test_accepted_handoffs_walk_the_routes_to_completion(sup: Supervisor) -> Non
     assert t.effects[0].diff == ContextDiff(added=["order", "ticket"])
     t = sup.handle(accept(sup, END, {"refund_preview": {"amount": 0}}), now=2.0)  # type: ignore[arg-type]
     assert t.effects == (Outcome("completed", "COMPLETED", "2 steps"),)
-    assert sup.states[WF].status == "completed"
+    assert WF not in sup.states and sup.finished[WF][1] == "COMPLETED"  # finished: a tombstone only
     assert sup.handle(task(), now=3.0).state is None  # a redelivered task does not start it again
 
 
@@ -210,25 +289,49 @@ def test_token_budget_and_wall_clock_halt_the_workflow(sup: Supervisor) -> None:
     limit = sup.workflows["support_refund"].budgets.max_tokens
     t = sup.handle(result("ticket_lookup", tokens=limit + 1), now=1.0)
     assert isinstance(t.effects[0], Outcome) and t.effects[0].reason_code == "BUDGET_TOKENS"
-    other = Supervisor(load_workflows())
+    other = Acknowledged(load_workflows())
     other.handle(task(), now=0.0)
     assert other.check_wall_clock(now=10.0) == []
-    [(state, outcome)] = other.check_wall_clock(now=10_000.0)
-    assert outcome.reason_code == "BUDGET_WALL_CLOCK" and state.status == "halted"
+    [halt] = other.check_wall_clock(now=10_000.0)
+    [outcome] = halt.effects
+    assert isinstance(outcome, Outcome) and outcome.reason_code == "BUDGET_WALL_CLOCK"
+    assert halt.state is not None and halt.state.status == "halted"
+    assert other.states[WF].status == "running"  # until the halt is published and committed
 
 
 def test_state_survives_a_round_trip_through_its_checkpoint(sup: Supervisor) -> None:
     sup.handle(task(), now=0.0)
     sup.handle(accept(sup, "refund_preview", {"ticket": {}, "order": {}}), now=1.0)  # type: ignore[arg-type]
-    saved = sup.states[WF].to_json()
+    held = sup.states[WF]
+    checkpoint = WorkflowCheckpointed(
+        envelope=env(),
+        workflow_type=held.workflow_type,
+        state=held.status,
+        snapshot=held.checkpoint,
+        supervisor_state_json=held.to_json(),
+    )
+    assert "context_json" not in checkpoint.supervisor_state_json  # the context travels once, in snapshot
     fresh = Supervisor(load_workflows())
-    fresh.restore(WorkflowState.from_json(saved))
-    assert fresh.states[WF] == sup.states[WF]
+    fresh.restore(WorkflowState.from_checkpoint(checkpoint))
+    assert fresh.states[WF] == held
     # A redelivered task on the restored supervisor re-emits what is owed, nothing new.
     t = fresh.handle(task(), now=2.0)
-    assert t.effects == (RequestStep("refund_preview", 1),)
-    older = WorkflowState.from_json(saved)
+    assert t.effects == (RequestStep("refund_preview", 1),) and t.replay
+    older = WorkflowState.from_checkpoint(checkpoint)
     older.seq -= 1
     assert fresh.restore(older) is False
-    assert fresh.restore(WorkflowState.from_json(saved)) is False  # the same checkpoint again
-    assert fresh.states[WF].seq == sup.states[WF].seq
+    assert fresh.restore(WorkflowState.from_checkpoint(checkpoint)) is False  # the same checkpoint again
+    assert fresh.states[WF].seq == held.seq
+
+
+@pytest.mark.parametrize("state_json", ["not json", "[1]", '{"workflow_id": "other"}', '{"nonsense": 1}'])
+def test_a_checkpoint_whose_state_does_not_parse_is_refused_with_a_reason(state_json: str) -> None:
+    checkpoint = WorkflowCheckpointed(
+        envelope=env(),
+        workflow_type="support_refund",
+        state="running",
+        snapshot=make_snapshot({}, version=1),
+        supervisor_state_json=state_json,
+    )
+    with pytest.raises(ValueError, match=r"supervisor state|holds the state of"):
+        WorkflowState.from_checkpoint(checkpoint)

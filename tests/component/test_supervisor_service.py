@@ -1,0 +1,108 @@
+"""The supervisor service's handlers on the embedded bus: a transition holds only once it was published."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from baton import topics
+from baton.bus.base import BusRecord, BusUnavailableError
+from baton.bus.embedded import EmbeddedBus
+from baton.chaos import FlakyBus
+from baton.context import make_snapshot
+from baton.contracts.models import (
+    ContextDiff,
+    Envelope,
+    FailureClass,
+    HandoffAccepted,
+    StepCompleted,
+    StepRequested,
+    TaskRequested,
+)
+from baton.contracts.registry import LocalSchemaRegistry
+from baton.contracts.serde import AvroSerde
+from baton.messaging import EventBus
+from baton.supervisor import Supervisor
+from baton.workflows import load_workflows
+from services.supervisor.handlers import SupervisorHandlers
+from tests.harness.collect import Collector
+
+WF = "wf-flaky"
+ENV = Envelope(workflow_id=WF, tenant_id="t1", producer="test")
+RECORD = BusRecord(topics.TASKS, 0, 0, WF.encode(), b"")
+
+
+async def _handlers(*, backoff_base_s: float = 0.5) -> tuple[SupervisorHandlers, FlakyBus, EmbeddedBus]:
+    inner = EmbeddedBus(partitions=1)
+    bus = FlakyBus(inner, failure_rate=0.0)
+    events = EventBus(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="supervisor-test")
+    supervisor = Supervisor(load_workflows(), backoff_base_s=backoff_base_s, backoff_cap_s=backoff_base_s)
+    return SupervisorHandlers(events, supervisor), bus, inner
+
+
+async def _steps(inner: EmbeddedBus, agent: str) -> list[StepRequested]:
+    serde = AvroSerde(LocalSchemaRegistry())
+    out = []
+    for record in inner.log_of((topics.agent_steps(agent), 0)):
+        event = await serde.decode(record.value)
+        assert isinstance(event, StepRequested)
+        out.append(event)
+    return out
+
+
+async def test_a_handoff_whose_publish_failed_is_decided_again_on_retry() -> None:
+    handlers, bus, inner = await _handlers()
+    task = TaskRequested(
+        envelope=ENV, workflow_type="support_refund", input_json='{"ticket_id": "t-1"}', requested_by="t"
+    )
+    await handlers.on_event(task, RECORD)
+    cp = handlers.supervisor.states[WF].checkpoint
+    accepted = HandoffAccepted(
+        envelope=ENV,
+        from_agent="ticket_lookup",
+        to_agent="refund_preview",
+        snapshot=make_snapshot({"ticket_id": "t-1", "ticket": {}, "order": {}}, version=2, parent=cp),
+        diff=ContextDiff(added=["order", "ticket"]),
+    )
+    bus.failure_rate = 1.0
+    with pytest.raises(BusUnavailableError):
+        await handlers.on_event(accepted, RECORD)
+    assert handlers.supervisor.states[WF].current_agent == "ticket_lookup"  # nothing moved
+    bus.failure_rate = 0.0
+    await handlers.on_event(accepted, RECORD)  # the bus re-delivers the event: decided again
+    assert handlers.supervisor.states[WF].current_agent == "refund_preview"
+    [step] = await _steps(inner, "refund_preview")
+    assert step.snapshot == accepted.snapshot
+
+
+async def test_a_delayed_retry_is_published_even_when_its_first_publish_fails() -> None:
+    handlers, bus, inner = await _handlers(backoff_base_s=0.05)
+    retries = asyncio.create_task(handlers.run_retries())
+    try:
+        task = TaskRequested(
+            envelope=ENV, workflow_type="support_refund", input_json=json.dumps({"ticket_id": "t-1"}), requested_by="t"
+        )
+        await handlers.on_event(task, RECORD)
+        failed = StepCompleted(
+            envelope=ENV,
+            agent="ticket_lookup",
+            succeeded=False,
+            error_code="RATE_LIMITED",
+            failure_class=FailureClass.TRANSIENT,
+            attempt=1,
+        )
+        await handlers.on_event(failed, RECORD)
+        assert handlers.supervisor.states[WF].retry_at is not None
+        steps: Collector[BusRecord] = Collector()
+        await inner.subscribe([topics.agent_steps("ticket_lookup")], group_id="test", handler=steps.add)
+        bus.failure_rate = 1.0  # the retry's first publish fails: it must be tried again, not lost
+        await asyncio.wait_for(bus.a_publish_failed.wait(), 10)
+        bus.failure_rate = 0.0
+        await steps.wait_for_count(2, within=10)
+        steps = await _steps(inner, "ticket_lookup")
+        assert [s.attempt for s in steps] == [1, 2]
+        assert handlers.supervisor.states[WF].retry_at is None
+    finally:
+        retries.cancel()
