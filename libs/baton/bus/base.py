@@ -128,10 +128,11 @@ class Subscription(Protocol):
 class Bus(Protocol):
     """Publish keyed messages; consume them in groups with commit-after-handle.
 
-    Rebalance hooks: on_assign(partitions) is awaited before any record of those partitions reaches
-    the handler; on_revoke(partitions) after the record or batch in hand finished and before another
-    member gets them. Treat both as set operations: a rebalance may revoke and re-assign a partition
-    the member keeps (Kafka's eager rebalance protocol does).
+    A record or batch whose handler raised is read again after retry_backoff (first delay, cap),
+    doubling while it keeps failing. Rebalance hooks: on_assign(partitions) is awaited before any
+    record of those partitions reaches the handler; on_revoke(partitions) after the record or batch
+    in hand finished and before another member gets them. Treat both as set operations: a rebalance
+    may revoke and re-assign a partition the member keeps (Kafka's eager rebalance protocol does).
     """
 
     async def start(self) -> None:
@@ -149,16 +150,13 @@ class Bus(Protocol):
         ...
 
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = ()) -> None:
-        """Publish and wait until the bus acknowledged the write.
-
-        Raises MessageTooLargeError (permanent) or BusUnavailableError (transient: retry later)."""
+        """Publish and wait for the acknowledgement; MessageTooLargeError is final, BusUnavailableError transient."""
         ...
 
     async def replay(
         self, topics: Sequence[str], handler: Handler, *, partitions: Collection[int] | None = None
     ) -> int:
-        """Hand every record now in the topics (only these partition numbers, if given) to handler,
-        in per-partition order; returns the count."""
+        """Hand every record now in the topics (or in these partitions of them) to handler in order; the count."""
         ...
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
@@ -176,8 +174,7 @@ class Bus(Protocol):
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
     ) -> Subscription:
-        """Like subscribe, but the handler gets up to max_records at a time (each partition in order);
-        the batch is committed only after the handler returned, and re-delivered whole if it raised."""
+        """Like subscribe, but up to max_records at once: committed after the handler, redelivered whole on failure."""
         ...
 
     async def subscribe(
@@ -191,7 +188,5 @@ class Bus(Protocol):
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
     ) -> Subscription:
-        """Consume topics as a member of group_id; group_id None reads every partition from the start.
-
-        A record whose handler raised is re-read after retry_backoff (first delay, cap), doubling."""
+        """Consume as a member of group_id (None: every partition from the start); a failed record is retried."""
         ...
