@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from baton import topics
 from baton.bus.base import BusRecord, BusUnavailableError
 from baton.bus.embedded import EmbeddedBus
 from baton.chaos import FlakyBus
+from baton.client import BatonClient
 from baton.context import make_snapshot
 from baton.contracts.models import (
     ContextDiff,
@@ -26,6 +28,8 @@ from baton.contracts.serde import AvroSerde
 from baton.messaging import EventBus
 from baton.supervisor import Supervisor
 from baton.workflows import load_workflows
+from services.supervisor import app as supervisor_app
+from services.supervisor.config import Settings as SupervisorSettings
 from services.supervisor.handlers import SupervisorHandlers
 from tests.harness.collect import Collector
 
@@ -106,3 +110,33 @@ async def test_a_delayed_retry_is_published_even_when_its_first_publish_fails() 
         assert handlers.supervisor.states[WF].retry_at is None
     finally:
         retries.cancel()
+        await inner.stop()
+
+
+async def test_only_the_replica_that_owns_a_workflow_halts_it_on_the_wall_clock() -> None:
+    bus = EmbeddedBus(partitions=4)
+    serde = AvroSerde(LocalSchemaRegistry())
+    replicas = [
+        await supervisor_app.start(EventBus(bus=bus, serde=serde, producer=f"supervisor-{i}"), SupervisorSettings())
+        for i in range(2)
+    ]
+    outcomes: Collector[BusRecord] = Collector()
+    await bus.subscribe([topics.OUTCOMES], group_id="test.outcomes", handler=outcomes.add)
+    client = BatonClient(EventBus(bus=bus, serde=serde, producer="client"))
+    wanted = [f"stuck-{i}" for i in range(12)]  # no agent runs: they wait until the wall clock halts them
+    for wf in wanted:
+        await client.submit("support_refund", {"ticket_id": "t-1"}, tenant_id="t1", workflow_id=wf)
+    checkpoints: Collector[BusRecord] = Collector()
+    await bus.subscribe([topics.CHECKPOINTS], group_id="test.checkpoints", handler=checkpoints.add)
+    await checkpoints.wait_for_count(len(wanted))
+    held = [set(r.handlers.supervisor.states) for r in replicas]
+    assert held[0] and held[1] and not held[0] & held[1] and held[0] | held[1] == set(wanted)
+    for replica in replicas:
+        replica.handlers._clock = lambda: time.time() + 100_000  # past every wall-clock budget
+        await replica.handlers.sweep()
+    records = await outcomes.wait_for_count(len(wanted))
+    halted = [(await serde.decode(r.value)).envelope.workflow_id for r in records]
+    assert sorted(halted) == sorted(wanted)  # each once: only its owner halted it
+    for replica in replicas:
+        await replica.stop()
+    await bus.stop()

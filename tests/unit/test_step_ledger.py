@@ -1,0 +1,31 @@
+"""The agents' step ledger: a step runs once at a time, and a finished step's events are replayed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from baton.world import StepBusyError, World
+
+
+def test_a_second_replica_cannot_start_a_step_another_one_is_running(tmp_path: Path) -> None:
+    world = World(tmp_path / "world.db")
+    assert world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/1") is None
+    with pytest.raises(StepBusyError, match="running at agent@host/1"):
+        world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/2")
+    world.step_completed("wf:a:1:1", '[["t", "AAAA"]]')
+    # Once finished, the other replica gets the stored events instead of running it again.
+    assert world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/2") == '[["t", "AAAA"]]'
+    assert world.verify().counts["steps_started_twice"] == 0
+    world.close()
+
+
+def test_a_claim_whose_owner_gave_up_or_died_can_be_taken_over(tmp_path: Path) -> None:
+    world = World(tmp_path / "world.db")
+    world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/1")
+    world.step_abandoned("wf:a:1:1", owner="agent@host/1")  # its publish failed: released at once
+    assert world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/2") is None
+    world.step_started("wf:b:1:1", workflow_id="wf", agent="b", owner="agent@host/1", lease_s=-1)  # lease ran out
+    assert world.step_started("wf:b:1:1", workflow_id="wf", agent="b", owner="agent@host/2") is None
+    world.close()
