@@ -1,4 +1,4 @@
-"""Every model round-trips through its schema; models mirror schemas; the compatibility gate bites."""
+"""Every model round-trips through its schema; models mirror schemas field by field; the gate bites."""
 
 from __future__ import annotations
 
@@ -8,15 +8,27 @@ import json
 import random
 import struct
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import fastavro
 import pytest
+from pydantic import Field
 
 from baton.contracts.catalogue import Catalogue, load_catalogue, subject_of
-from baton.contracts.compat import backward_incompatibilities, check_catalogue
-from baton.contracts.models import EVENT_MODELS, RECORD_MODELS, Event, Record, TaskRequested
+from baton.contracts.compat import backward_incompatibilities, backward_problems, check_catalogue
+from baton.contracts.mirror import PRODUCER_SIDE_DEFAULTS, check_models_against_schemas
+from baton.contracts.models import (
+    EVENT_MODELS,
+    RECORD_MODELS,
+    ControlAction,
+    ControlScope,
+    Envelope,
+    Event,
+    Record,
+    TaskRequested,
+)
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde, DecodeError
 
@@ -64,10 +76,163 @@ def _expanded(model: type[Record]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("model", RECORD_MODELS, ids=lambda m: m.__name__)
-def test_model_fields_mirror_the_schema(model: type[Record]) -> None:
-    schema = CATALOGUE.latest(subject_of(model.avro_name)).raw
-    assert schema["name"] == model.__name__
-    assert [f["name"] for f in schema["fields"]] == list(model.model_fields)
+def test_every_model_mirrors_the_newest_version_of_its_schema(model: type[Record]) -> None:
+    assert check_models_against_schemas(CATALOGUE, [model]) == []
+
+
+def test_every_record_schema_has_a_model_and_the_gate_passes() -> None:
+    assert check_models_against_schemas(CATALOGUE) == []
+    assert check_catalogue(CATALOGUE) == []
+
+
+# The schema requires these Envelope fields; the model gives them a default only so that code
+# building a new event need not spell them out. Every one is still written on the wire.
+PRODUCER_CONVENIENCES = {
+    ("Envelope", "event_id"): "fresh UUID4 for a new event; decoding reads the written id",
+    ("Envelope", "occurred_at"): "producer's clock when the event is built",
+    ("Envelope", "event_type"): "AvroSerde.encode stamps it from the model",
+    ("Envelope", "schema_version"): "AvroSerde.encode stamps the version it writes",
+    ("Envelope", "step_seq"): "0 is the first step; a task is built before any step",
+    ("Envelope", "correlation_id"): "EventBus.envelope always sets it; hand-built test envelopes leave it empty",
+}
+
+
+def test_only_the_listed_producer_conveniences_have_defaults_the_schema_lacks() -> None:
+    assert set(PRODUCER_SIDE_DEFAULTS) == set(PRODUCER_CONVENIENCES)
+    assert all(reason.strip() for reason in PRODUCER_SIDE_DEFAULTS.values())
+    # without the list, exactly those fields are reported (in schema order)
+    without = check_models_against_schemas(CATALOGUE, [Envelope], producer_defaults={})
+    listed = [f"Envelope.{f}" for f in Envelope.model_fields if ("Envelope", f) in PRODUCER_CONVENIENCES]
+    assert [p.split(":")[0] for p in without] == listed
+    assert all("the schema has none, so the field must be required" in p for p in without)
+
+
+def test_the_checker_catches_a_changed_type() -> None:
+    class TaskRequested(Event):
+        avro_name: ClassVar[str] = "io.baton.events.v2.TaskRequested"
+        event_type: ClassVar[str] = "TaskRequested"
+        workflow_type: str
+        input_json: str
+        requested_by: int
+        deadline: datetime | None = None
+        labels: dict[str, str] = Field(default_factory=dict)
+
+    assert check_models_against_schemas(CATALOGUE, [TaskRequested]) == [
+        'TaskRequested.requested_by: type differs: the schema type "string" maps to str, found int'
+    ]
+
+
+def test_the_checker_catches_a_changed_container_type() -> None:
+    class TaskRequested(Event):
+        avro_name: ClassVar[str] = "io.baton.events.v2.TaskRequested"
+        event_type: ClassVar[str] = "TaskRequested"
+        workflow_type: str
+        input_json: str
+        requested_by: str
+        deadline: datetime | None = None
+        labels: dict[str, int] = Field(default_factory=dict)
+
+    assert check_models_against_schemas(CATALOGUE, [TaskRequested]) == [
+        'TaskRequested.labels: type differs: the schema type {"type": "map", "values": "string"} maps to '
+        "dict[str, str], found dict[str, int]"
+    ]
+
+
+def test_the_checker_catches_a_changed_optionality() -> None:
+    class ControlCommand(Event):
+        avro_name: ClassVar[str] = "io.baton.events.v1.ControlCommand"
+        event_type: ClassVar[str] = "ControlCommand"
+        command: ControlAction
+        scope: ControlScope
+        target: str  # the schema has ["null", "string"] with default null
+        reason: str | None  # the schema has "string"
+        issued_by: str
+
+    problems = check_models_against_schemas(CATALOGUE, [ControlCommand])
+    assert problems == [
+        'ControlCommand.target: optionality differs: the schema type ["null", "string"] is a union with null, '
+        "so the annotation must be Optional: expected str | None, found str",
+        "ControlCommand.target: default differs: expected default None (from the schema), found a required field",
+        'ControlCommand.reason: optionality differs: the schema type "string" has no null branch, '
+        "so the annotation must not be Optional: expected str, found str | None",
+    ]
+
+
+def test_the_checker_catches_a_changed_or_missing_default() -> None:
+    class ContextSnapshot(Record):
+        avro_name: ClassVar[str] = "io.baton.common.v1.ContextSnapshot"
+        context_json: str
+        sha256: str
+        size_bytes: int
+        version: int = 1  # the schema has no default
+        parent_sha256: str | None = ""  # the schema's default is null
+
+    class ContextDiff(Record):
+        avro_name: ClassVar[str] = "io.baton.common.v1.ContextDiff"
+        added: list[str]  # the schema's default is []
+        removed: list[str] = Field(default_factory=list)
+        changed: list[str] = Field(default_factory=lambda: ["x"])
+
+    assert check_models_against_schemas(CATALOGUE, [ContextSnapshot, ContextDiff]) == [
+        "ContextSnapshot.version: default differs: the schema has none, so the field must be required; found "
+        "default 1 (if it only spares producers, list it in PRODUCER_SIDE_DEFAULTS with why)",
+        "ContextSnapshot.parent_sha256: default differs: expected None (from the schema), found ''",
+        "ContextDiff.added: default differs: expected default [] (from the schema), found a required field",
+        "ContextDiff.changed: default differs: expected [] (from the schema), found ['x']",
+    ]
+
+
+def test_the_checker_catches_a_missing_extra_or_reordered_field() -> None:
+    class ContextDiff(Record):
+        avro_name: ClassVar[str] = "io.baton.common.v1.ContextDiff"
+        removed: list[str] = Field(default_factory=list)
+        added: list[str] = Field(default_factory=list)
+        note: str = ""
+
+    assert check_models_against_schemas(CATALOGUE, [ContextDiff]) == [
+        "ContextDiff.changed: field missing from the model (ContextDiff.v1.avsc has it)",
+        "ContextDiff.note: field not in the schema (ContextDiff.v1.avsc lacks it)",
+        "ContextDiff: field order differs: expected ['added', 'removed'], found ['removed', 'added']",
+    ]
+
+
+def test_the_checker_catches_a_missing_enum_symbol() -> None:
+    class ControlAction(StrEnum):
+        HALT = "HALT"
+
+    class ControlCommand(Event):
+        avro_name: ClassVar[str] = "io.baton.events.v1.ControlCommand"
+        event_type: ClassVar[str] = "ControlCommand"
+        command: ControlAction
+        scope: ControlScope
+        target: str | None = None
+        reason: str
+        issued_by: str
+
+    assert check_models_against_schemas(CATALOGUE, [ControlCommand]) == [
+        "ControlCommand.command: enum symbols differ (missing ['RESUME']): expected StrEnum ControlAction(HALT, "
+        "RESUME), found StrEnum ControlAction(HALT)"
+    ]
+
+
+def test_the_checker_catches_a_model_left_on_an_old_version() -> None:
+    class TaskRequested(Event):
+        avro_name: ClassVar[str] = "io.baton.events.v1.TaskRequested"
+        event_type: ClassVar[str] = "TaskRequested"
+        workflow_type: str
+        input_json: str
+        requested_by: str
+
+    problems = check_models_against_schemas(CATALOGUE, [TaskRequested])
+    assert problems[0] == (
+        "TaskRequested: version differs: expected avro_name 'io.baton.events.v2.TaskRequested' (the newest "
+        "schema, TaskRequested.v2.avsc), found 'io.baton.events.v1.TaskRequested'; update the model to the "
+        "newest version"
+    )
+    assert problems[1:] == [
+        "TaskRequested.deadline: field missing from the model (TaskRequested.v2.avsc has it)",
+        "TaskRequested.labels: field missing from the model (TaskRequested.v2.avsc has it)",
+    ]
 
 
 @pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.__name__)
@@ -94,7 +259,7 @@ def test_catalogue_covers_every_event_the_brief_names() -> None:
 
 
 def test_every_new_version_is_backward_compatible() -> None:
-    assert check_catalogue(CATALOGUE) == []
+    assert backward_problems(CATALOGUE) == []
     assert len(CATALOGUE.by_subject["io.baton.events.TaskRequested"]) == 2
 
 
@@ -143,10 +308,16 @@ def test_a_field_added_without_default_is_rejected_naming_the_field(tmp_path: Pa
     def add_required(schema: dict[str, Any]) -> None:
         schema["fields"].append({"name": "priority", "type": "int"})
 
-    problems = check_catalogue(_copy_catalogue_with(tmp_path, "TaskRequested", add_required))
+    catalogue = _copy_catalogue_with(tmp_path, "TaskRequested", add_required)
+    problems = backward_problems(catalogue)
     assert len(problems) == 1
     assert "priority" in problems[0] and "without a default" in problems[0]
     assert "TaskRequested v2 is not BACKWARD compatible with v1" in problems[0]
+    # the gate also sees that the model no longer mirrors the schema
+    assert check_catalogue(catalogue) == [
+        *problems,
+        "TaskRequested.priority: field missing from the model (TaskRequested.v2.avsc has it)",
+    ]
 
 
 def test_a_type_change_is_rejected_naming_the_field(tmp_path: Path) -> None:
@@ -155,7 +326,7 @@ def test_a_type_change_is_rejected_naming_the_field(tmp_path: Path) -> None:
             if f["name"] == "requested_by":
                 f["type"] = "int"
 
-    problems = check_catalogue(_copy_catalogue_with(tmp_path, "TaskRequested", retype))
+    problems = backward_problems(_copy_catalogue_with(tmp_path, "TaskRequested", retype))
     assert any("requested_by" in p and "'string' to 'int'" in p for p in problems)
 
 

@@ -1,7 +1,9 @@
-"""BACKWARD compatibility gate: can a reader on the new schema read data written with the old one?
+"""The contract gate: can a reader on the new schema read data written with the old one, and do the
+typed models mirror the newest schemas?
 
 Implements the Avro specification's schema resolution rules, reporting every
-incompatibility with the path of the field it concerns.
+incompatibility with the path of the field it concerns; the model check is
+baton.contracts.mirror.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from baton.contracts.catalogue import Catalogue, Schema
+from baton.contracts.mirror import check_models_against_schemas
 
 _PROMOTIONS: dict[str, set[str]] = {
     "int": {"long", "float", "double"},
@@ -144,6 +147,11 @@ def backward_incompatibilities(reader: Schema, writer: Schema) -> list[Incompati
 
 
 def check_catalogue(catalogue: Catalogue) -> list[str]:
+    """The contract gate: every BACKWARD incompatibility, then every model that differs from its newest schema."""
+    return backward_problems(catalogue) + check_models_against_schemas(catalogue)
+
+
+def backward_problems(catalogue: Catalogue) -> list[str]:
     """Every BACKWARD incompatibility between consecutive versions of every subject."""
     problems: list[str] = []
     for subject, versions in sorted(catalogue.by_subject.items()):
