@@ -1,7 +1,10 @@
 """Typed models mirroring the Avro schemas under schemas/ (one model per record).
 
 Each event model mirrors the newest version of its schema; fields added in later
-versions carry defaults, so older events decode into the newest model.
+versions carry defaults, so older events decode into the newest model. The schemas
+are the source of truth: baton.contracts.mirror checks every model against its
+schema field by field (type, optionality, default, order), and `baton schemas check`
+fails on any difference.
 """
 
 from __future__ import annotations
