@@ -1,0 +1,92 @@
+"""What every consumer checks before a handler sees an event: its topic and its envelope."""
+
+from __future__ import annotations
+
+import pytest
+
+from baton import topics
+from baton.bus.base import BusRecord, BusUnavailableError
+from baton.bus.embedded import EmbeddedBus
+from baton.contracts.models import DeadLettered, Envelope, Event, StepCompleted, TaskRequested
+from baton.contracts.registry import LocalSchemaRegistry
+from baton.contracts.serde import AvroSerde
+from baton.messaging import EventBus, EventConsumer, RetryLaterError, envelope_problems, misplaced
+
+
+def _task(**envelope: object) -> TaskRequested:
+    env = Envelope(workflow_id="wf-1", tenant_id="t1", producer="test").model_copy(update=envelope)
+    return TaskRequested(envelope=env, workflow_type="support_refund", input_json="{}", requested_by="test")
+
+
+def test_each_baton_topic_takes_only_its_own_event_types() -> None:
+    assert misplaced(_task(), topics.TASKS) is None
+    reason = misplaced(_task(), topics.STEP_RESULTS)
+    assert reason is not None and "carries ['StepCompleted'] only, not TaskRequested" in reason
+    assert misplaced(_task(), topics.agent_steps("ticket_lookup")) is not None
+    assert misplaced(_task(), "team.own-topic") is None  # not Baton's: its subscriber decides
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"tenant_id": ""}, "tenant_id is empty"),
+        ({"workflow_id": "  "}, "workflow_id is empty"),
+        ({"step_seq": -1}, "step_seq is -1"),
+        ({"producer": ""}, "producer is empty"),
+        ({"event_type": "StepCompleted"}, "event_type says 'StepCompleted'"),
+    ],
+)
+def test_a_malformed_envelope_is_named(change: dict[str, object], problem: str) -> None:
+    assert envelope_problems(_task()) == []
+    assert any(problem in p for p in envelope_problems(_task(**change)))
+
+
+async def _consumer(handler_error: BaseException | None) -> tuple[EventConsumer, EmbeddedBus, AvroSerde, list[Event]]:
+    bus = EmbeddedBus(partitions=1)
+    serde = AvroSerde(LocalSchemaRegistry())
+    handled: list[Event] = []
+
+    async def handler(event: Event, record: BusRecord) -> None:
+        handled.append(event)
+        if handler_error is not None:
+            raise handler_error
+
+    consumer = EventConsumer(EventBus(bus=bus, serde=serde, producer="t"), group_id="g", handler=handler)
+    return consumer, bus, serde, handled
+
+
+async def _dead(bus: EmbeddedBus, serde: AvroSerde) -> list[DeadLettered]:
+    out = []
+    for record in bus.log_of((topics.DEAD_LETTER, 0)):
+        event = await serde.decode(record.value)
+        assert isinstance(event, DeadLettered)
+        out.append(event)
+    return out
+
+
+async def test_misplaced_and_malformed_events_are_dead_lettered_with_their_reason() -> None:
+    consumer, bus, serde, handled = await _consumer(None)
+    step = StepCompleted(envelope=Envelope(workflow_id="wf", tenant_id="t", producer="p"), agent="a", succeeded=True)
+    await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", await serde.encode(step)))
+    await consumer(BusRecord(topics.TASKS, 0, 1, b"wf", await serde.encode(_task(tenant_id=""))))
+    await consumer(BusRecord(topics.TASKS, 0, 2, b"wf", await serde.encode(_task())))
+    assert [type(e).__name__ for e in handled] == ["TaskRequested"]
+    dead = await _dead(bus, serde)
+    assert [(d.source_offset, d.reason_code) for d in dead] == [(0, "WRONG_TOPIC"), (1, "BAD_ENVELOPE")]
+    assert "tenant_id is empty" in dead[1].reason and dead[1].envelope.tenant_id == "unknown"
+
+
+@pytest.mark.parametrize("outage", [BusUnavailableError("broker timed out"), RetryLaterError("step busy")])
+async def test_an_outage_is_raised_for_the_bus_to_retry_never_dead_lettered(outage: Exception) -> None:
+    consumer, bus, serde, handled = await _consumer(outage)
+    with pytest.raises(type(outage)):
+        await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", await serde.encode(_task())))
+    assert len(handled) == 1 and await _dead(bus, serde) == []
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered_after_its_attempts() -> None:
+    consumer, bus, serde, handled = await _consumer(KeyError("bug"))
+    await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", await serde.encode(_task())))
+    assert len(handled) == 3
+    [dead] = await _dead(bus, serde)
+    assert dead.reason_code == "HANDLER_FAILED" and "KeyError" in dead.reason
