@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb deploy clean
+.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb deploy soak clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ integration: deps kafka ferretdb ## tests on real Kafka and FerretDB (started an
 	$(PYTEST) -m "integration or e2e"
 
 test: lint typecheck schemas unit integration ## everything CI runs
+
+soak: deps ## memory soak: RSS of the supervisor and the validator at 10,000 and 100,000 workflows -> reports/memory.txt
+	@mkdir -p reports
+	$(BIN)/baton soak supervisor --workflows 100000 --report-at 10000,100000 | tee reports/memory.txt
+	$(BIN)/baton soak handoff-validator --workflows 100000 --report-at 10000,100000 | tee -a reports/memory.txt
 
 deploy: deps ## regenerate docker-compose.yml and deploy/k8s from the workflow declarations
 	$(BIN)/python deploy/generate.py

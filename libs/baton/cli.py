@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,7 +94,9 @@ def schemas_check() -> None:
     if problems:
         raise typer.Exit(1)
     versions = sum(len(v) for v in cat.by_subject.values())
-    typer.echo(f"{len(cat.by_subject)} subjects, {versions} versions: every new version is BACKWARD compatible")
+    typer.echo(
+        f"{len(cat.by_subject)} subjects, {versions} versions: every new version is BACKWARD compatible and every model mirrors its newest schema"
+    )
 
 
 async def _run_service(name: str, kind: str | None) -> None:
@@ -251,8 +252,3 @@ def soak(
         typer.echo(
             f"{service}: RSS grew {growth:+.1%} from {samples[0].workflows} to {samples[-1].workflows} workflows"
         )
-
-
-def main() -> None:
-    """Entry point for `python -m baton.cli`."""
-    app(sys.argv[1:])

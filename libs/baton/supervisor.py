@@ -456,14 +456,6 @@ class Supervisor:
                 out.append(self._finish(held.copy(), outcome))
         return out
 
-    def due_retries(self, now: float) -> list[tuple[WorkflowState, RequestStep]]:
-        """Running workflows whose delayed retry is due (their step is owed now)."""
-        return [
-            (held, RequestStep(held.current_agent, held.attempt))
-            for held in self.states.values()
-            if held.retry_at is not None and held.retry_at <= now
-        ]
-
     def _advance(self, state: WorkflowState, *effects: Effect) -> Transition:
         state.seq += 1
         return Transition(state, effects)

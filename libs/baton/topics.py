@@ -18,8 +18,6 @@ DEAD_LETTER = "baton.dead-letter"
 
 GROUP_SUPERVISOR = "baton.supervisor"
 GROUP_HANDOFF_VALIDATOR = "baton.handoff-validator"
-GROUP_POLICY_GUARD = "baton.policy-guard"
-GROUP_APPROVALS = "baton.approvals"
 GROUP_AUDITOR = "baton.auditor"
 
 

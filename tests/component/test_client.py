@@ -10,6 +10,7 @@ from pathlib import Path
 from baton import topics
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Outcome, workflow_id_for
+from baton.context import make_snapshot
 from baton.contracts.models import Envelope, WorkflowCompleted, WorkflowHalted
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
@@ -46,7 +47,8 @@ async def test_a_retried_submit_with_the_same_key_runs_the_workflow_once(tmp_pat
     outcomes = await asyncio.wait_for(_take(client, 3), 60)
     by_wf = {o.envelope.workflow_id: o for o in outcomes}
     assert set(by_wf) == {first, other_tenant, rejected}
-    assert isinstance(by_wf[rejected], WorkflowHalted) and by_wf[rejected].reason_code == "UNKNOWN_WORKFLOW_TYPE"
+    halted = by_wf[rejected]
+    assert isinstance(halted, WorkflowHalted) and halted.reason_code == "UNKNOWN_WORKFLOW_TYPE"
     await mesh.stop()
     ledger = world.verify()
     world.close()
@@ -67,7 +69,7 @@ async def test_an_outcome_is_committed_only_once_the_caller_took_it() -> None:
             WorkflowCompleted(
                 envelope=Envelope(workflow_id=f"wf-{i}", tenant_id="t", producer="test"),
                 workflow_type="support_refund",
-                snapshot={"context_json": "{}", "sha256": "x", "size_bytes": 2, "version": 1},  # type: ignore[arg-type]
+                snapshot=make_snapshot({}, version=1),
                 steps=1,
             ),
         )

@@ -99,12 +99,12 @@ async def test_a_delayed_retry_is_published_even_when_its_first_publish_fails() 
         )
         await handlers.on_event(failed, RECORD)
         assert handlers.supervisor.states[WF].retry_at is not None
-        steps: Collector[BusRecord] = Collector()
-        await inner.subscribe([topics.agent_steps("ticket_lookup")], group_id="test", handler=steps.add)
+        published: Collector[BusRecord] = Collector()
+        await inner.subscribe([topics.agent_steps("ticket_lookup")], group_id="test", handler=published.add)
         bus.failure_rate = 1.0  # the retry's first publish fails: it must be tried again, not lost
         await asyncio.wait_for(bus.a_publish_failed.wait(), 10)
         bus.failure_rate = 0.0
-        await steps.wait_for_count(2, within=10)
+        await published.wait_for_count(2, within=10)
         steps = await _steps(inner, "ticket_lookup")
         assert [s.attempt for s in steps] == [1, 2]
         assert handlers.supervisor.states[WF].retry_at is None
