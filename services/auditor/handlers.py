@@ -8,10 +8,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from baton.audit.chain import AuditChain, Head, Record, describe, record_id, sign
+from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_event_id, record_id, sign
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
-from baton.contracts.models import Event
 from baton.contracts.serde import AvroSerde, DecodeError
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class AuditorHandlers:
             raise
 
     async def _append(self, records: Sequence[BusRecord]) -> None:
-        fresh: list[tuple[BusRecord, Event | None, str | None]] = []
+        contents: list[Record] = []
         by_partition: dict[tuple[str, int], list[int]] = {}
         for r in records:
             by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
@@ -64,17 +63,9 @@ class AuditorHandlers:
             if head is not None and record.offset <= head.position:
                 self.skipped += 1  # redelivered after a restart: already in the log
                 continue
-            try:
-                event: Event | None = await self._serde.decode(record.value)
-                error = None
-            except DecodeError as exc:
-                if exc.transient:
-                    raise
-                event, error = None, f"{exc.code}: {exc}"
-            fresh.append((record, event, error))
-        if not fresh:
+            contents.append(await self._describe(record))
+        if not contents:
             return
-        contents = [describe(r, e, err) for r, e, err in fresh]
         ids = [c["event_id"] for c in contents]
         stored = {i for i in ids if i in self._recent}
         if self._careful:
@@ -82,17 +73,14 @@ class AuditorHandlers:
         new_workflows = sorted({c["workflow_id"] for c in contents} - set(self._chain.workflows))
         self._chain.workflows.update(await self._store.workflow_heads(new_workflows))
         batch: list[Record] = []
-        in_batch: set[str] = set()
-        for content in contents:
-            eid = content["event_id"]
-            duplicate = eid in stored or eid in in_batch
-            in_batch.add(eid)
-            linked = self._chain.link(content, duplicate_of=eid if duplicate else None)
+        final_ids = await self._final_ids(contents, stored)
+        for content, (event_id, duplicate_of) in zip(contents, final_ids, strict=True):
+            linked = self._chain.link(content | {"event_id": event_id}, duplicate_of=duplicate_of)
             linked["_id"] = record_id(content["topic"], content["partition"], content["offset"])
             batch.append(linked)
         await self._store.append(batch)
         self._careful = False
-        for eid in ids:
+        for eid in [*ids, *(event_id for event_id, _ in final_ids)]:
             self._recent[eid] = None
         while len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
@@ -102,6 +90,44 @@ class AuditorHandlers:
         self._since_anchor += len(batch)
         if self._since_anchor >= self._anchor_every:
             await self.anchor()
+
+    async def _describe(self, record: BusRecord) -> Record:
+        """One message's audit content. Nothing about the message fails the batch: what cannot be
+        decoded or described is recorded as undecodable; only an outage (the registry) raises."""
+        try:
+            event = await self._serde.decode(record.value)
+        except DecodeError as exc:
+            if exc.transient:
+                raise
+            return describe(record, None, f"{exc.code}: {exc}")
+        except Exception as exc:
+            log.warning("%s@%d/%d does not decode: %r", record.topic, record.partition, record.offset, exc)
+            return describe(record, None, f"DECODE_FAILED: {type(exc).__name__}: {exc}")
+        return describe(record, event, None)
+
+    async def _final_ids(self, contents: Sequence[Record], stored: set[str]) -> list[tuple[str, str | None]]:
+        """Each record's event id in the store, and the id it repeats when it is a redelivered event."""
+        taken = set(stored)
+        out: list[tuple[str, str | None]] = []
+        for content in contents:
+            eid: str = content["event_id"]
+            final, duplicate_of = eid, None
+            if eid in taken:
+                duplicate_of = eid
+                position = record_id(content["topic"], content["partition"], content["offset"])
+                attempt = 0
+                final = duplicate_event_id(eid, position)
+                # Only an event that chose such an id can take it; after a failure the store is asked too.
+                while (
+                    final in taken
+                    or final in self._recent
+                    or (self._careful and await self._store.existing_event_ids([final]))
+                ):
+                    attempt += 1
+                    final = duplicate_event_id(eid, position, attempt)
+            taken.add(final)
+            out.append((final, duplicate_of))
+        return out
 
     async def _restore_head(self, tp: tuple[str, int], offsets: list[int]) -> Head | None:
         """The partition's chain head, found with point look-ups around what Kafka redelivered.

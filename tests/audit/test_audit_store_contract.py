@@ -134,10 +134,12 @@ async def test_every_message_is_appended_once_with_both_chains(store: AuditStore
     assert await store.count() == len(records)
     report = await verify_store(store, KEY)
     assert report.ok, report.problems
-    assert report.records == len(records) and report.workflows == 3 and report.anchors >= 2
+    assert report.records == len(records) and report.workflows == 3 + 3 and report.anchors >= 2
     docs = [d async for d in store.stream_by_workflow("wf-0")]
-    assert [d["workflow_seq"] for d in docs] == list(range(1, 6))
-    assert {d["event_type"] for d in docs} == {"TaskRequested", "StepRequested", "HandoffProposed", "Undecodable"}
+    assert [d["workflow_seq"] for d in docs] == list(range(1, 5))
+    assert {d["event_type"] for d in docs} == {"TaskRequested", "StepRequested", "HandoffProposed"}
+    [garbage] = [d async for d in store.stream_by_workflow("undecodable:wf-0")]  # keyed wf-0, own chain
+    assert garbage["event_type"] == "Undecodable" and garbage["workflow_seq"] == 1
     [dup] = [d for d in docs if d["duplicate_of"]]
     assert dup["event_id"].startswith(dup["duplicate_of"] + "#dup@")
     assert handlers.appended == len(records)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic_core import to_jsonable_python
 
 from baton.bus.base import BusRecord
 from baton.context import canonical_bytes
@@ -42,6 +45,14 @@ def sign(key: bytes, document: Record) -> str:
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
+def duplicate_event_id(event_id: str, position: str, attempt: int = 0) -> str:
+    """The id of an event delivered again at another position: kept (offsets stay continuous), marked.
+
+    attempt > 0 when that id is taken already, which only an event that chose such an id can cause.
+    """
+    return f"{event_id}#dup@{position}" + (f"#{attempt}" if attempt else "")
+
+
 @dataclass(frozen=True)
 class Head:
     """The last link of a chain: its position (offset or workflow sequence) and hash."""
@@ -50,29 +61,77 @@ class Head:
     hash: str
 
 
+UNDECODABLE = "Undecodable"
+# Undecodable messages are chained under their key with this prefix, never in a decoded workflow's own
+# chain: a key is unauthenticated bytes, and a workflow's lineage holds only events that decoded as its.
+UNDECODABLE_WORKFLOW_PREFIX = "undecodable:"
+NO_KEY_WORKFLOW = "undecodable"
+_MAX_KEY_CHARS = 200
+_MAX_ERROR_CHARS = 4000
+
+
+def undecodable_workflow_id(key: bytes | None) -> str:
+    """The chain an undecodable message joins: its key as text (hashed when not short and printable), prefixed."""
+    if key is None:
+        return NO_KEY_WORKFLOW
+    text = unicodedata.normalize("NFC", key.decode("utf-8", errors="replace"))
+    if len(text) > _MAX_KEY_CHARS or not text.isprintable():
+        text = "sha256:" + hashlib.sha256(key).hexdigest()
+    return UNDECODABLE_WORKFLOW_PREFIX + text
+
+
+def _bytes_as_base64(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _bytes_as_base64(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bytes_as_base64(v) for v in value]
+    return value
+
+
+def event_payload(event: Event) -> Any:
+    """An event's fields but the envelope as JSON values: bytes as standard base64, the rest as pydantic's JSON."""
+    return to_jsonable_python(_bytes_as_base64(event.model_dump(mode="python", exclude={"envelope"})))
+
+
+def _text(value: str, limit: int) -> str:
+    """A string any store and the canonical encoding accept: no lone surrogates, at most limit characters."""
+    clean = value.encode("utf-8", errors="replace").decode("utf-8")
+    return clean if len(clean) <= limit else f"{clean[:limit]}… ({len(clean) - limit} more characters)"
+
+
 def describe(record: BusRecord, event: Event | None, error: str | None) -> Record:
-    """The audit content of one consumed message (before chaining)."""
-    base: Record = {
+    """The audit content of one consumed message (before chaining); never raises.
+
+    An event that decoded but has no canonical JSON description (a NaN, keys that collide after NFC
+    normalization, ...) is recorded as undecodable, with the reason, like bytes that did not decode.
+    """
+    if event is not None:
+        try:
+            content = _describe_event(record, event)
+            canonical_bytes(content)  # what record_hash will encode: refuse it here, not in the chain
+            return content
+        except Exception as exc:
+            error = (
+                f"UNDESCRIBABLE: decoded as {type(event).__name__} but has no canonical JSON description: "
+                f"{type(exc).__name__}: {exc}"
+            )
+    return _describe_undecodable(record, error or "UNKNOWN: no decoded event and no error given")
+
+
+def _source(record: BusRecord) -> Record:
+    return {
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "raw_sha256": hashlib.sha256(record.value).hexdigest(),
     }
-    if event is None:
-        key = record.key.decode(errors="replace") if record.key else "unknown"
-        return base | {
-            "event_id": f"undecodable@{record_id(record.topic, record.partition, record.offset)}",
-            "event_type": "Undecodable",
-            "schema_version": 0,
-            "workflow_id": key,
-            "tenant_id": "unknown",
-            "producer": "unknown",
-            "occurred_at": None,
-            "causation_id": None,
-            "payload": {"raw_b64": base64.b64encode(record.value).decode(), "error": error or ""},
-        }
+
+
+def _describe_event(record: BusRecord, event: Event) -> Record:
     env = event.envelope
-    return base | {
+    return _source(record) | {
         "event_id": env.event_id,
         "event_type": event.event_type,
         "schema_version": env.schema_version,
@@ -81,7 +140,26 @@ def describe(record: BusRecord, event: Event | None, error: str | None) -> Recor
         "producer": env.producer,
         "occurred_at": env.occurred_at.isoformat(),
         "causation_id": env.causation_id,
-        "payload": event.model_dump(mode="json", exclude={"envelope"}),
+        "payload": event_payload(event),
+    }
+
+
+def _describe_undecodable(record: BusRecord, error: str) -> Record:
+    key = None if record.key is None else bytes(record.key)
+    return _source(record) | {
+        "event_id": f"undecodable@{record_id(record.topic, record.partition, record.offset)}",
+        "event_type": UNDECODABLE,
+        "schema_version": 0,
+        "workflow_id": undecodable_workflow_id(key),
+        "tenant_id": "unknown",
+        "producer": "unknown",
+        "occurred_at": None,
+        "causation_id": None,
+        "payload": {
+            "raw_b64": base64.b64encode(record.value).decode("ascii"),
+            "key_b64": None if key is None else base64.b64encode(key).decode("ascii"),
+            "error": _text(error, _MAX_ERROR_CHARS),
+        },
     }
 
 
@@ -94,15 +172,12 @@ class AuditChain:
         self.workflows: dict[str, Head] = {}
 
     def link(self, content: Record, *, duplicate_of: str | None) -> Record:
-        """Chain one described record and update the heads."""
+        """Chain one described record and update the heads (a duplicate's content carries its own id)."""
         tp = (content["topic"], content["partition"])
         p_head = self.partitions.get(tp)
         w_head = self.workflows.get(content["workflow_id"])
         offset = content["offset"]
         record: Record = dict(content)
-        if duplicate_of is not None:
-            # The same event delivered again at another offset: kept (offsets stay continuous), marked.
-            record["event_id"] = f"{duplicate_of}#dup@{record_id(tp[0], tp[1], offset)}"
         record["duplicate_of"] = duplicate_of
         record["partition_prev_hash"] = p_head.hash if p_head else None
         expected = p_head.position + 1 if p_head else 0
