@@ -67,6 +67,8 @@ def describe_step(doc: Record) -> str:
         return f"OUTCOME halted {p.get('reason_code')}{trip}: {p.get('reason')}"
     if kind == "WorkflowEscalated":
         return f"OUTCOME escalated to {p.get('escalated_to')}: {p.get('reason_code')}: {p.get('reason')}"
+    if kind == "Undecodable":
+        return f"undecodable message (raw bytes kept in base64): {p.get('error')}"
     if kind == "DeadLettered":
         return f"dead-lettered from {p.get('source_topic')}: {p.get('reason_code')}: {p.get('reason')}"
     return f"{kind}: {p}"
