@@ -430,14 +430,20 @@ async def kafka_bus(kafka_bootstrap: str) -> AsyncIterator[KafkaBus]:
 
 
 async def _topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    """The topic's configuration, once the broker knows the topic (creation reaches it shortly after)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    deadline = asyncio.get_running_loop().time() + 30
     try:
-        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        while True:
+            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            [(error, message, _type, _name, entries)] = response.resources
+            if error == 0:
+                return {entry[0]: entry[1] for entry in entries}
+            assert asyncio.get_running_loop().time() < deadline, f"{topic} not described: {error} {message}"
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    [(_error, _message, _type, _name, entries)] = response.resources
-    return {entry[0]: entry[1] for entry in entries}
 
 
 async def _eventually(condition: Callable[[], bool], within: float = 30.0) -> None:

@@ -229,7 +229,10 @@ class KafkaSubscription:
                     self._group_id,
                     delay,
                 )
-                self._rewind()
+                try:
+                    self._rewind()
+                except Exception:
+                    log.exception("could not seek back to the committed offsets; the next rebalance resets them")
                 await self._rest(delay)
                 continue
             self._health.polled()
