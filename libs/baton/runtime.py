@@ -29,6 +29,8 @@ class RuntimeSettings(BaseSettings):
     log_level: str = "INFO"
     # Port of /livez and /readyz (BATON_HEALTH_PORT); unset: no health server.
     health_port: int | None = None
+    # Chaos runs only: this share of publishes fails as an unacknowledged write would (0: never).
+    chaos_publish_failure_rate: float = 0.0
 
 
 def instance_id(service: str) -> str:
@@ -56,8 +58,18 @@ def build_bus(settings: RuntimeSettings, *, client_id: str) -> Bus:
 
 def build_events(settings: RuntimeSettings, *, service: str, bus: Bus | None = None) -> EventBus:
     """Typed event bus for a service (reusing a bus when given, as the embedded mesh does)."""
+    if bus is None:
+        bus = build_bus(settings, client_id=service)
+        if settings.chaos_publish_failure_rate > 0:
+            from baton.chaos import FlakyBus
+
+            logging.getLogger(__name__).warning(
+                "chaos: %.0f%% of publishes will fail (BATON_CHAOS_PUBLISH_FAILURE_RATE)",
+                settings.chaos_publish_failure_rate * 100,
+            )
+            bus = FlakyBus(bus, failure_rate=settings.chaos_publish_failure_rate, seed=os.getpid())
     return EventBus(
-        bus=bus or build_bus(settings, client_id=service),
+        bus=bus,
         serde=AvroSerde(build_registry(settings)),
         producer=instance_id(service),
     )

@@ -128,6 +128,9 @@ class Transition:
     state: WorkflowState | None
     effects: tuple[Effect, ...] = ()
     replay: bool = False  # re-emits what the held state already owes: no new checkpoint
+    # A verdict that overtook its step's result (they travel on different topics): hold it until the
+    # result is counted, or a step's tokens and tool calls would escape the budgets.
+    early: bool = False
 
 
 def backoff_s(retry: int, *, base_s: float, cap_s: float, jitter_key: str) -> float:
@@ -360,6 +363,8 @@ class Supervisor:
         snap = event.snapshot
         if event.from_agent != state.current_agent or snap.version != cp.version + 1 or snap.parent_sha256 != cp.sha256:
             return Transition(None)  # duplicate or late verdict
+        if state.last_result != f"{state.current_agent}:{state.attempt}":
+            return Transition(None, early=True)
         spec = self.workflows[state.workflow_type]
         context = json.loads(snap.context_json)
         expected = spec.next_agent(state.current_agent, context)
@@ -395,6 +400,8 @@ class Supervisor:
             state.checkpoint.sha256,
         ):
             return Transition(None)
+        if state.last_result != f"{state.current_agent}:{state.attempt}":
+            return Transition(None, early=True)
         if event.envelope.causation_id is not None and state.last_error == f"rejected:{event.envelope.causation_id}":
             return Transition(None)  # the same rejection redelivered
         state.last_error = f"rejected:{event.envelope.causation_id}"

@@ -55,6 +55,10 @@ class SupervisorHandlers:
         self._partition_of: dict[str, int] = {}
         self._retries: list[tuple[float, str]] = []  # (due, workflow id), a heap
         self._retry_wake = asyncio.Event()
+        # Verdicts that arrived before their step's result, one per workflow, applied once it is counted.
+        # Not durable, and need not be: a new owner re-issues the step, whose stored events and verdict
+        # are sent again.
+        self._early: dict[str, Event] = {}
         self.outcomes = 0
         self.restored = 0
 
@@ -103,6 +107,7 @@ class SupervisorHandlers:
             self.supervisor.forget(gone)
             for wf in gone:
                 del self._partition_of[wf]
+                self._early.pop(wf, None)
 
     async def _resume(self, partitions: Collection[int]) -> int:
         """Re-issue the step every running workflow of these partitions waits for (agents' ledger dedupes)."""
@@ -121,12 +126,24 @@ class SupervisorHandlers:
 
     async def on_event(self, event: Event, record: BusRecord) -> None:
         async with self._lock:
+            wf = event.envelope.workflow_id
             try:
                 transition = self.supervisor.handle(event, self._clock())
             except UnknownWorkflowError as exc:
                 raise RejectedEvent(exc.code, str(exc)) from exc
-            if transition.state is not None:
-                await self._apply(transition, event, partition=record.partition)
+            if transition.early:
+                self._early[wf] = event
+                return
+            if transition.state is None:
+                return
+            await self._apply(transition, event, partition=record.partition)
+            early = self._early.pop(wf, None)
+            if early is not None and wf in self.supervisor.states:
+                held = self.supervisor.handle(early, self._clock())
+                if held.early:
+                    self._early[wf] = early
+                elif held.state is not None:
+                    await self._apply(held, early, partition=record.partition)
 
     async def sweep(self) -> None:
         """Halt owned workflows past their wall-clock budget even when no event arrives for them."""
@@ -192,6 +209,7 @@ class SupervisorHandlers:
                     self._schedule(state.retry_at, state.workflow_id)
             else:
                 self._partition_of.pop(state.workflow_id, None)
+                self._early.pop(state.workflow_id, None)
 
     async def _checkpoint(self, state: WorkflowState, cause: Event | None) -> None:
         checkpoint_id = stable_event_id("checkpoint", state.workflow_id, state.seq)

@@ -62,6 +62,7 @@ async def test_a_handoff_whose_publish_failed_is_decided_again_on_retry() -> Non
         envelope=ENV, workflow_type="support_refund", input_json='{"ticket_id": "t-1"}', requested_by="t"
     )
     await handlers.on_event(task, RECORD)
+    await handlers.on_event(StepCompleted(envelope=ENV, agent="ticket_lookup", succeeded=True, attempt=1), RECORD)
     cp = handlers.supervisor.states[WF].checkpoint
     accepted = HandoffAccepted(
         envelope=ENV,

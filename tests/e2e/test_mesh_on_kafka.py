@@ -1,7 +1,8 @@
 """The whole mesh as separate processes on a real Kafka broker: 200 workflows, injected faults, a context of
-600 KB and one over the limit, two supervisor replicas, one killed mid-run and replaced. Every workflow must
-end exactly as the same submissions end on the embedded mesh, with one outcome each, no dead letter and no
-wall-clock halt."""
+600 KB and one over the limit, 2 % of every service's publishes failing, two supervisor replicas, one killed
+mid-run and replaced, then poison records on every consumed topic and more work. Every workflow must end
+exactly as the same submissions end on the embedded mesh, with one outcome each, and the dead-letter topic
+must hold exactly the poison."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.bus.kafka import KafkaBus
+from baton.chaos import poison_records
 from baton.client import BatonClient, Outcome
 from baton.contracts.models import DeadLettered, Event, HandoffAccepted, HandoffRejected, StepCompleted
 from baton.contracts.registry import LocalSchemaRegistry
@@ -59,7 +61,14 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         Submission("e2e-huge", onboarding.name, {**_inputs(onboarding, world, 251), "notes": "n" * 1_200_000}, "t")
     )
     submissions.append(Submission("e2e-undeclared", "no_such_workflow", {}, "tenant-0"))
-    expected = await expected_outcomes(submissions, plan=plan, world_seed=(300, 11), workdir=tmp_path / "expected")
+    # Submitted after poison records went into every consumed topic: proof every service still processes.
+    later = [
+        Submission(f"e2e-later-{i}", spec.name, _inputs(spec, world, 260 + i), "tenant-later")
+        for i, spec in enumerate(specs[k] for k in kinds * 5)
+    ]
+    expected = await expected_outcomes(
+        [*submissions, *later], plan=plan, world_seed=(300, 11), workdir=tmp_path / "expected"
+    )
     assert expected["e2e-big"][1] != "CONTEXT_TOO_LARGE"  # under the limit: admitted, carried, decided
     assert expected["e2e-huge"] == ("halted", "CONTEXT_TOO_LARGE")
     assert expected["e2e-undeclared"] == ("halted", "UNKNOWN_WORKFLOW_TYPE")
@@ -70,6 +79,8 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         "BATON_AGENT_WORLD_DB": str(tmp_path / "world.db"),
         "BATON_AGENT_FAULT_PLAN": str(tmp_path / "faults.json"),
         "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
+        # Every service: this share of its publishes fails, as a broker timing out would.
+        "BATON_CHAOS_PUBLISH_FAILURE_RATE": "0.02",
     }
     procs = ServiceProcesses(env=env, logdir=tmp_path)
     serde = AvroSerde(LocalSchemaRegistry())
@@ -99,45 +110,73 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
             await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
 
         outcomes: dict[str, Outcome] = {}
-        killed = asyncio.Event()
+        arrived = asyncio.Condition()
+        killed = False
 
         async def collect() -> None:
+            nonlocal killed
             async with contextlib.aclosing(client.outcomes()) as stream:
                 async for outcome in stream:
                     outcomes.setdefault(outcome.envelope.workflow_id, outcome)
-                    if len(outcomes) >= len(submissions) // 4 and not killed.is_set():
+                    if len(outcomes) >= len(submissions) // 4 and not killed:
                         procs.kill("supervisor-1")  # mid-run: its partitions move to supervisor-2 ...
                         procs.start("supervisor-3", "supervisor")  # ... and some on to a replacement
-                        killed.set()
-                    if len(outcomes) >= len(submissions):
-                        return
+                        killed = True
+                    async with arrived:
+                        arrived.notify_all()
 
-        try:
-            await asyncio.wait_for(collect(), timeout=400)
-        except TimeoutError:
-            pytest.fail(
-                f"{len(submissions) - len(outcomes)} workflows without an outcome; dead processes: {procs.dead()}\n"
-                + procs.tail("supervisor-3")
-            )
-        assert killed.is_set()
+        async def outcomes_of(wanted: list[Submission]) -> None:
+            ids = {s.workflow_id for s in wanted}
+            try:
+                async with arrived:
+                    await asyncio.wait_for(arrived.wait_for(lambda: ids <= set(outcomes)), timeout=400)
+            except TimeoutError:
+                pytest.fail(
+                    f"{len(ids - set(outcomes))} workflows without an outcome; dead processes: {procs.dead()}\n"
+                    + procs.tail("supervisor-3")
+                )
+
+        collector = asyncio.create_task(collect())
+        await outcomes_of(submissions)
+        assert killed
+
+        # Poison of every kind on every topic a service consumes; then more work, which must still get done.
+        consumed = [
+            topics.TASKS,
+            topics.STEP_RESULTS,
+            topics.HANDOFF_VERDICTS,
+            topics.HANDOFF_PROPOSALS,
+            topics.CHECKPOINTS,
+            *(topics.agent_steps(k) for k in sorted(agent_kinds(specs))),
+        ]
+        poison = await poison_records(serde, consumed)
+        for p in poison:
+            await bus.publish(p.topic, p.value, key=p.key)
+        for sub in later:
+            await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
+        await outcomes_of(later)
+        collector.cancel()
+
         got = {wf: outcome_key(o) for wf, o in outcomes.items()}
         wrong = {wf: (got.get(wf), want) for wf, want in expected.items() if got.get(wf) != want}
         assert not wrong, f"{len(wrong)} workflows ended otherwise than on the embedded mesh: {wrong}"
         assert set(got) == set(expected)
 
-        # What crossed the broker: one outcome per workflow (a re-sent one has the same event id), no dead letter.
+        # What crossed the broker: one outcome per workflow (a re-sent one has the same event id), and
+        # exactly the dead letters the poison deserves (a re-sent one has the same event id too).
         outcome_ids: dict[str, set[str]] = {}
-        dead: list[DeadLettered] = []
+        dead: dict[str, DeadLettered] = {}
 
         async def tally(record: BusRecord) -> None:
             event = await serde.decode(record.value)
             if isinstance(event, DeadLettered):
-                dead.append(event)
+                dead[event.envelope.event_id] = event
             elif outcome_key(event) is not None:
                 outcome_ids.setdefault(event.envelope.workflow_id, set()).add(event.envelope.event_id)
 
         await bus.replay([topics.OUTCOMES, topics.DEAD_LETTER], tally)
-        assert dead == [], Counter((d.source_topic, d.reason_code) for d in dead)
+        parked = Counter((d.source_topic, d.reason_code) for d in dead.values())
+        assert parked == Counter((p.topic, p.expect) for p in poison if p.expect is not None)
         assert {wf: len(ids) for wf, ids in outcome_ids.items()} == dict.fromkeys(expected, 1)
 
         # What crossed the broker: every verdict and step result.

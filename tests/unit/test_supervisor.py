@@ -53,7 +53,17 @@ def sup() -> Supervisor:
     return Acknowledged(load_workflows(), backoff_base_s=1.0, backoff_cap_s=8.0)
 
 
+def result_counted(sup: Supervisor) -> None:
+    """Deliver the current step's successful result, as the agent publishes it before its handoff."""
+    state = sup.states[WF]
+    if state.last_result != f"{state.current_agent}:{state.attempt}":
+        t = sup.handle(result(state.current_agent, attempt=state.attempt, tokens=10), now=0.5)
+        if not isinstance(sup, Acknowledged) and t.state is not None:
+            sup.commit(t.state)
+
+
 def accept(sup: Supervisor, to_agent: str, extra: dict[str, object], from_agent: str | None = None) -> object:
+    result_counted(sup)
     state = sup.states[WF]
     cp = state.checkpoint
     ctx = dict(json.loads(cp.context_json), **extra)
@@ -127,6 +137,7 @@ def test_a_transition_changes_nothing_held_until_it_is_committed() -> None:
     assert plain.states == {}  # the checkpoint and step were not acknowledged yet
     assert t.state is not None
     plain.commit(t.state)
+    result_counted(plain)
     held = plain.states[WF].to_json()
     cp = plain.states[WF].checkpoint
     ok = HandoffAccepted(
@@ -203,6 +214,7 @@ def test_duplicate_and_late_verdicts_are_ignored(sup: Supervisor) -> None:
 
 
 def _reject(sup: Supervisor, n: int) -> HandoffRejected:
+    result_counted(sup)
     state = sup.states[WF]
     return HandoffRejected(
         envelope=env().model_copy(update={"causation_id": f"proposal-{n}"}),
@@ -335,3 +347,21 @@ def test_a_checkpoint_whose_state_does_not_parse_is_refused_with_a_reason(state_
     )
     with pytest.raises(ValueError, match=r"supervisor state|holds the state of"):
         WorkflowState.from_checkpoint(checkpoint)
+
+
+def test_a_verdict_that_overtakes_its_step_result_waits_for_it_so_the_budget_counts_the_step(sup: Supervisor) -> None:
+    sup.handle(task(), now=0.0)
+    cp = sup.states[WF].checkpoint
+    early = HandoffAccepted(
+        envelope=env(),
+        from_agent="ticket_lookup",
+        to_agent="refund_preview",
+        snapshot=make_snapshot({"ticket_id": "tkt-1", "ticket": {}, "order": {}}, version=2, parent=cp),
+        diff=ContextDiff(added=["order", "ticket"]),
+    )
+    held = sup.handle(early, now=1.0)
+    assert held.early and held.state is None  # results and verdicts travel on different topics
+    limit = sup.workflows["support_refund"].budgets.max_tokens
+    t = sup.handle(result("ticket_lookup", tokens=limit + 1), now=1.1)
+    [outcome] = t.effects
+    assert isinstance(outcome, Outcome) and outcome.reason_code == "BUDGET_TOKENS"  # not skipped by the verdict
