@@ -95,7 +95,8 @@ def schemas_check() -> None:
         raise typer.Exit(1)
     versions = sum(len(v) for v in cat.by_subject.values())
     typer.echo(
-        f"{len(cat.by_subject)} subjects, {versions} versions: every new version is BACKWARD compatible and every model mirrors its newest schema"
+        f"{len(cat.by_subject)} subjects, {versions} versions: every new version is BACKWARD compatible "
+        "and every model mirrors its newest schema"
     )
 
 
