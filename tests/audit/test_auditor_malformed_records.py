@@ -291,3 +291,18 @@ async def test_an_event_that_takes_a_redeliverys_id_does_not_stall_the_auditor(
     docs = await _assert_verified(store, tasks.records)
     assert [d["duplicate_of"] for d in docs] == [None, None, original.envelope.event_id]
     assert len({d["event_id"] for d in docs}) == 3
+
+
+async def test_payload_keys_mongodb_refuses_as_field_names_are_stored_and_verify(
+    store: AuditStore, serde: AvroSerde
+) -> None:
+    labels = {"app.kubernetes.io/name": "crm", "$where": "1", "nul\x00key": "x", "": "empty", "plain": "nul\x00value"}
+    tasks = Log(topics.TASKS)
+    tasks.put(await serde.encode(_task("wf-1", **labels)))
+    tasks.put(await serde.encode(_task("wf-2", team="payments")))
+    await _auditor(store, serde).on_batch(tasks.records)
+    labelled, plain = await _assert_verified(store, tasks.records)
+    assert labelled["event_type"] == "TaskRequested" and labelled["payload"]["labels"] == labels
+    assert plain["payload"]["labels"] == {"team": "payments"}
+    [traced] = [d async for d in store.stream_by_workflow("wf-1")]
+    assert traced["payload"]["labels"] == labels

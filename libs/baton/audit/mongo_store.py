@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -20,6 +21,42 @@ AUDITOR_ROLE: dict[str, Any] = {
     ],
     "roles": [],
 }
+
+
+# A payload whose keys a MongoDB server refuses is stored as JSON text under this field instead.
+_PAYLOAD_AS_JSON = "payload_json"
+_DUPLICATE_KEY = 11000
+
+
+def _keys_storable(value: Any) -> bool:
+    """Whether every object key in a JSON value is one MongoDB stores: no '.', no leading '$', no NUL."""
+    if isinstance(value, dict):
+        return all(
+            "." not in k and not k.startswith("$") and "\x00" not in k and _keys_storable(v) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return all(_keys_storable(v) for v in value)
+    return True
+
+
+def _stored(record: Record) -> Record:
+    """The document to insert: the record, with its payload as JSON text when its keys cannot be field names.
+
+    Event payloads hold maps with arbitrary keys (a TaskRequested's labels, e.g. `app.kubernetes.io/name`);
+    refusing one would stop the auditor on that record forever.
+    """
+    doc = dict(record)
+    if not _keys_storable(doc.get("payload")):
+        doc[_PAYLOAD_AS_JSON] = json.dumps(doc.pop("payload"))
+    return doc
+
+
+def _loaded(doc: Record) -> Record:
+    """The record as the auditor wrote it."""
+    text = doc.pop(_PAYLOAD_AS_JSON, None)
+    if text is not None:
+        doc["payload"] = json.loads(text)
+    return doc
 
 
 class MongoAuditStore:
@@ -51,9 +88,14 @@ class MongoAuditStore:
         if not records:
             return
         try:
-            await self.records.insert_many([dict(r) for r in records], ordered=True)
-        except (BulkWriteError, DuplicateKeyError) as exc:
+            await self.records.insert_many([_stored(r) for r in records], ordered=True)
+        except DuplicateKeyError as exc:
             raise DuplicateRecordError(str(exc)[:500]) from exc
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if errors and all(e.get("code") == _DUPLICATE_KEY for e in errors):
+                raise DuplicateRecordError(str(exc)[:500]) from exc
+            raise
 
     async def head_at(self, record_id: str) -> Head | None:
         doc = await self.records.find_one({"_id": record_id}, {"offset": 1, "hash": 1})
@@ -90,13 +132,13 @@ class MongoAuditStore:
     async def stream(self) -> AsyncIterator[Record]:
         cursor = self.records.find({}).sort([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)])
         async for doc in cursor.batch_size(1000):
-            yield doc
+            yield _loaded(doc)
 
     async def stream_by_workflow(self, workflow_id: str | None = None) -> AsyncIterator[Record]:
         query = {} if workflow_id is None else {"workflow_id": workflow_id}
         cursor = self.records.find(query).sort([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)])
         async for doc in cursor.batch_size(1000):
-            yield doc
+            yield _loaded(doc)
 
     async def anchors(self) -> AsyncIterator[Record]:
         async for doc in self.anchors_collection.find({}).sort([("created_at", ASCENDING), ("_id", ASCENDING)]):
