@@ -53,7 +53,7 @@ async def start(events: EventBus, settings: Settings) -> SupervisorApp:
         max_context_bytes=settings.max_context_bytes,
         finished_capacity=settings.finished_capacity,
     )
-    handlers = SupervisorHandlers(events, supervisor)
+    handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s)
     inbox, _ = await consume(
         events,
         list(INBOX),

@@ -47,8 +47,17 @@ class SupervisorHandlers:
     two of them never decide from the same state.
     """
 
-    def __init__(self, events: EventBus, supervisor: Supervisor, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        events: EventBus,
+        supervisor: Supervisor,
+        *,
+        clock: Callable[[], float] = time.time,
+        stall_after_s: float = 60.0,
+    ) -> None:
         self._events = events
+        self._stall_after_s = stall_after_s
+        self._moved_at: dict[str, float] = {}  # when each held workflow last changed or was nudged
         self.supervisor = supervisor
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -61,6 +70,7 @@ class SupervisorHandlers:
         self._early: dict[str, Event] = {}
         self.outcomes = 0
         self.restored = 0
+        self.nudged = 0
 
     # -- partitions coming and going --------------------------------------------------------------
 
@@ -108,6 +118,7 @@ class SupervisorHandlers:
             for wf in gone:
                 del self._partition_of[wf]
                 self._early.pop(wf, None)
+                self._moved_at.pop(wf, None)
 
     async def _resume(self, partitions: Collection[int]) -> int:
         """Re-issue the step every running workflow of these partitions waits for (agents' ledger dedupes)."""
@@ -134,22 +145,47 @@ class SupervisorHandlers:
             if transition.early:
                 self._early[wf] = event
                 return
-            if transition.state is None:
-                return
-            await self._apply(transition, event, partition=record.partition)
-            early = self._early.pop(wf, None)
-            if early is not None and wf in self.supervisor.states:
-                held = self.supervisor.handle(early, self._clock())
-                if held.early:
-                    self._early[wf] = early
-                elif held.state is not None:
-                    await self._apply(held, early, partition=record.partition)
+            if transition.state is not None:
+                await self._apply(transition, event, partition=record.partition)
+            await self._apply_early(wf, record.partition)
+
+    async def _apply_early(self, workflow_id: str, partition: int) -> None:
+        """Apply a held verdict once its step's result is counted; kept held until its publishes succeed."""
+        early = self._early.get(workflow_id)
+        if early is None:
+            return
+        if workflow_id not in self.supervisor.states:
+            del self._early[workflow_id]  # finished (e.g. the result tripped a budget) or moved away
+            return
+        transition = self.supervisor.handle(early, self._clock())
+        if transition.early:
+            return
+        if transition.state is not None:
+            await self._apply(transition, early, partition=partition)
+        del self._early[workflow_id]
 
     async def sweep(self) -> None:
-        """Halt owned workflows past their wall-clock budget even when no event arrives for them."""
+        """Halt owned workflows past their wall-clock budget, and nudge those that stopped moving."""
         async with self._lock:
-            for transition in self.supervisor.check_wall_clock(self._clock()):
+            now = self._clock()
+            for transition in self.supervisor.check_wall_clock(now):
                 await self._apply(transition, None)
+            for state in list(self.supervisor.states.values()):
+                wf = state.workflow_id
+                if state.retry_at is not None or now - self._moved_at.setdefault(wf, now) < self._stall_after_s:
+                    continue
+                # Nothing came back for the step it waits for: a message was lost somewhere. Asking again
+                # is safe (the agent's ledger replays a finished step's events, the validator its verdict)
+                # and turns a silent hang into a logged, bounded delay.
+                log.warning(
+                    "%s has not moved for %.0fs waiting on %s; re-issuing its step",
+                    wf,
+                    now - self._moved_at[wf],
+                    state.current_agent,
+                )
+                self._moved_at[wf] = now
+                self.nudged += 1
+                await self._effect(state, RequestStep(state.current_agent, state.attempt), None)
 
     async def run_retries(self) -> None:
         """Issue delayed retries when due; one whose publish fails is tried again, never dropped."""
@@ -202,6 +238,7 @@ class SupervisorHandlers:
         if final:
             await self._checkpoint(state, cause)
         if self.supervisor.commit(state):
+            self._moved_at[state.workflow_id] = self._clock()
             if not final:
                 if partition is not None:
                     self._partition_of[state.workflow_id] = partition
@@ -210,6 +247,7 @@ class SupervisorHandlers:
             else:
                 self._partition_of.pop(state.workflow_id, None)
                 self._early.pop(state.workflow_id, None)
+                self._moved_at.pop(state.workflow_id, None)
 
     async def _checkpoint(self, state: WorkflowState, cause: Event | None) -> None:
         checkpoint_id = stable_event_id("checkpoint", state.workflow_id, state.seq)

@@ -141,3 +141,18 @@ async def test_only_the_replica_that_owns_a_workflow_halts_it_on_the_wall_clock(
     for replica in replicas:
         await replica.stop()
     await bus.stop()
+
+
+async def test_a_workflow_whose_step_got_no_answer_is_nudged_not_left_hanging() -> None:
+    handlers, _bus, inner = await _handlers()
+    task = TaskRequested(
+        envelope=ENV, workflow_type="support_refund", input_json='{"ticket_id": "t-1"}', requested_by="t"
+    )
+    await handlers.on_event(task, RECORD)
+    await handlers.sweep()
+    assert handlers.nudged == 0  # it just moved
+    handlers._clock = lambda: time.time() + 100  # 100 s without a result or a verdict: something was lost
+    await handlers.sweep()
+    assert handlers.nudged == 1
+    first, again = await _steps(inner, "ticket_lookup")
+    assert again.envelope.event_id == first.envelope.event_id  # the same step, which the agent's ledger dedupes
