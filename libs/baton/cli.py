@@ -240,12 +240,15 @@ def soak(
     report_at: Annotated[
         str, typer.Option(help="comma-separated workflow counts at which to sample RSS")
     ] = "10000,100000",
+    finished_capacity: Annotated[
+        int, typer.Option(help="supervisor: finished workflows remembered for deduplication")
+    ] = 100_000,
 ) -> None:
     """Drive a service's handlers through many workflows and print its RSS at each sample point."""
     from baton.soak import soak as run_soak
 
     marks = [int(m) for m in report_at.split(",") if m.strip()]
-    samples = asyncio.run(run_soak(service, workflows=workflows, report_at=marks))
+    samples = asyncio.run(run_soak(service, workflows=workflows, report_at=marks, finished_capacity=finished_capacity))
     for s in samples:
         typer.echo(f"{service}: {s.workflows} workflows: RSS {s.rss_mib:.1f} MiB, {s.held} held, {s.elapsed_s:.0f}s")
     if len(samples) >= 2:

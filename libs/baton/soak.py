@@ -87,7 +87,9 @@ def _context(i: int, step: int) -> dict[str, object]:
     return {"customer_id": f"cust-{i:07d}", "notes": "x" * 2000, **{f"step_{k}": {"ok": True} for k in range(step)}}
 
 
-async def soak(service: str, *, workflows: int, report_at: Sequence[int]) -> list[Sample]:
+async def soak(
+    service: str, *, workflows: int, report_at: Sequence[int], finished_capacity: int = 100_000
+) -> list[Sample]:
     """Run `workflows` complete workflows through one service's handlers; sample RSS at each `report_at`."""
     events = EventBus(bus=NullBus(), serde=AvroSerde(LocalSchemaRegistry()), producer=f"soak-{service}")
     spec = load_workflows()["customer_onboarding"]
@@ -99,7 +101,7 @@ async def soak(service: str, *, workflows: int, report_at: Sequence[int]) -> lis
         from baton.supervisor import Supervisor
         from services.supervisor.handlers import SupervisorHandlers
 
-        sup = SupervisorHandlers(events, Supervisor(load_workflows()))
+        sup = SupervisorHandlers(events, Supervisor(load_workflows(), finished_capacity=finished_capacity))
 
         async def one(i: int) -> None:
             wf = f"soak-{i:07d}"

@@ -127,10 +127,11 @@ class SupervisorHandlers:
             if self._partition_of.get(state.workflow_id) not in partitions:
                 continue
             owed += 1
-            if state.retry_at is not None:
-                self._schedule(state.retry_at, state.workflow_id)
-            else:
-                await self._effect(state, RequestStep(state.current_agent, state.attempt), None)
+            if state.retry_at is None:
+                # Owed now; the retry loop issues it, and tries again if a publish fails, so a failed
+                # publish neither fails the assignment nor loses the step.
+                state.retry_at = self._clock()
+            self._schedule(state.retry_at, state.workflow_id)
         return owed
 
     # -- events ------------------------------------------------------------------------------------
