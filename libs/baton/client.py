@@ -10,9 +10,9 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from baton import topics
-from baton.bus.base import BusRecord, Subscription
+from baton.bus.base import BusRecord, RetryLaterError, Subscription
 from baton.contracts.models import Event, TaskRequested, WorkflowCompleted, WorkflowEscalated, WorkflowHalted
-from baton.messaging import EventBus, EventConsumer, RetryLaterError
+from baton.messaging import EventBus, EventConsumer
 from baton.runtime import RuntimeSettings, build_events
 
 Outcome = WorkflowCompleted | WorkflowHalted | WorkflowEscalated

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from baton import topics
-from baton.bus.base import MAX_MESSAGE_BYTES, Bus, BusRecord, BusUnavailableError, PartitionsCallback, Subscription
+from baton.bus.base import MAX_MESSAGE_BYTES, Bus, BusRecord, PartitionsCallback, RetryLaterError, Subscription
 from baton.contracts.models import DeadLettered, Envelope, Event, stable_event_id
 from baton.contracts.serde import AvroSerde, DecodeError
 
@@ -87,15 +87,10 @@ class EventBus:
 EventHandler = Callable[[Event, BusRecord], Awaitable[None]]
 
 
-class RetryLaterError(Exception):
-    """Not the message's fault and not final (an outage, a step another replica is running):
-    the record is re-read later, never dead-lettered."""
-
-
 _DEAD_LETTER_PAYLOAD_LIMIT = MAX_MESSAGE_BYTES // 2
 
 # What a handler may raise that means "try this record again later" rather than "this record is bad".
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (BusUnavailableError, RetryLaterError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RetryLaterError,)
 
 
 def envelope_problems(event: Event) -> list[str]:

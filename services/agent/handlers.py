@@ -10,7 +10,7 @@ from typing import Any
 
 from baton import topics
 from baton.agent import StepOutcome, run_step
-from baton.bus.base import BusRecord
+from baton.bus.base import BusRecord, RetryLaterError
 from baton.context import canonical_bytes, make_snapshot
 from baton.contracts.models import (
     AgentDecision,
@@ -25,7 +25,7 @@ from baton.contracts.models import (
 )
 from baton.faults import HANDOFF_FAULTS, FaultPlan, corrupt_handoff
 from baton.handoff import verify_snapshot_integrity
-from baton.messaging import EventBus, RejectedEvent, RetryLaterError
+from baton.messaging import EventBus, RejectedEvent
 from baton.model import ModelClient
 from baton.workflows import AgentSpec, WorkflowSpec
 from baton.world import StepBusyError, World

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from baton import topics
-from baton.bus.base import BusRecord
+from baton.bus.base import BusRecord, RetryLaterError
 from baton.contracts.models import (
     ContextSnapshot,
     Event,
@@ -18,7 +18,7 @@ from baton.contracts.models import (
     stable_event_id,
 )
 from baton.handoff import CheckpointView, verify_handoff
-from baton.messaging import EventBus, RejectedEvent, RetryLaterError
+from baton.messaging import EventBus, RejectedEvent
 
 
 class HandoffValidatorHandlers:

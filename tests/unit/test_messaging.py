@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from baton import topics
-from baton.bus.base import BusRecord, BusUnavailableError
+from baton.bus.base import BusRecord, BusUnavailableError, RetryLaterError
 from baton.bus.embedded import EmbeddedBus
 from baton.contracts.models import DeadLettered, Envelope, Event, StepCompleted, TaskRequested
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.messaging import EventBus, EventConsumer, RetryLaterError, envelope_problems, misplaced
+from baton.messaging import EventBus, EventConsumer, envelope_problems, misplaced
 
 
 def _task(**envelope: object) -> TaskRequested:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,21 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_RETRY_BACKOFF = (0.05, 2.0)
 
 
-class BusUnavailableError(Exception):
+class RetryLaterError(Exception):
+    """Not the record's fault and not final (an outage, a step another replica is running): the record
+    is re-read after a backoff, never dead-lettered; logged as a warning, without a traceback."""
+
+
+class BusUnavailableError(RetryLaterError):
     """The bus could not acknowledge a publish or a commit; transient, retry later."""
+
+
+def log_handler_failure(log: logging.Logger, where: str, exc: BaseException) -> None:
+    """An expected, transient failure as one warning line; anything else with its traceback."""
+    if isinstance(exc, RetryLaterError):
+        log.warning("%s: %s; retrying after a backoff", where, exc)
+    else:
+        log.error("%s; retrying after a backoff", where, exc_info=exc)
 
 
 class MessageTooLargeError(ValueError):

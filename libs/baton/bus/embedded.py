@@ -19,6 +19,7 @@ from baton.bus.base import (
     LoopHealth,
     PartitionsCallback,
     check_message_size,
+    log_handler_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -206,9 +207,9 @@ class EmbeddedSubscription:
             read = True
             try:
                 await self._handler(log_[pos])
-            except Exception:
+            except Exception as exc:
                 # As on Kafka: an outage, not a bad message; re-read this offset after a backoff.
-                log.exception("handler failed on %s/%d@%d; retrying from this offset", tp[0], tp[1], pos)
+                log_handler_failure(log, f"handler failed on {tp[0]}/{tp[1]}@{pos}", exc)
                 failed = True
                 continue
             self._commit(tp, pos + 1)

@@ -31,6 +31,7 @@ from baton.bus.base import (
     MessageTooLargeError,
     PartitionsCallback,
     check_message_size,
+    log_handler_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -324,10 +325,10 @@ class KafkaSubscription:
                 break
             try:
                 await self._handler(_record(msg))
-            except Exception:
+            except Exception as exc:
                 # Handlers dead-letter what they cannot process; an exception here is an outage
                 # (e.g. the bus itself is down): do not commit, re-read from this message later.
-                log.exception("handler failed on %s@%d; retrying from this offset", tp, msg.offset)
+                log_handler_failure(log, f"handler failed on {tp.topic}/{tp.partition}@{msg.offset}", exc)
                 self._put_back(tp, msg.offset)
                 return next_offset, False
             next_offset = msg.offset + 1
