@@ -24,6 +24,7 @@ from baton.contracts.models import (
     Envelope,
     HandoffAccepted,
     HandoffProposed,
+    StepCompleted,
     TaskRequested,
     WorkflowCheckpointed,
 )
@@ -113,6 +114,7 @@ async def soak(
                 record,
             )
             for step, agent in enumerate(agents, start=1):
+                await sup.on_event(StepCompleted(envelope=env, agent=agent, succeeded=True, tokens_used=50), record)
                 cp = sup.supervisor.states[wf].checkpoint
                 after = make_snapshot(_context(i, step), version=cp.version + 1, parent=cp)
                 to = agents[step] if step < len(agents) else END
@@ -126,7 +128,8 @@ async def soak(
                 await sup.on_event(accepted, record)
 
         def held() -> int:
-            return len(sup.supervisor.states) + len(sup.supervisor.finished)
+            assert not sup.supervisor.states, "every soak workflow should have finished"
+            return len(sup.supervisor.finished)
 
     elif service == "handoff-validator":
         from baton.handoff import CheckpointView
