@@ -3,7 +3,9 @@ undecodable with its reason and the partition moves on; only an outage (registry
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import math
 import struct
 import uuid
@@ -19,11 +21,16 @@ from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.store import AuditStore
 from baton.audit.verify import verify_store
-from baton.bus.base import BusRecord
+from baton.bus.base import Bus, BusRecord
+from baton.bus.embedded import EmbeddedBus
+from baton.bus.kafka import KafkaBus
 from baton.contracts.catalogue import Schema
 from baton.contracts.models import AgentDecision, DeadLettered, Envelope, TaskRequested
 from baton.contracts.registry import LocalSchemaRegistry, SchemaRegistryError
 from baton.contracts.serde import AvroSerde
+from baton.messaging import EventBus
+from services.auditor.app import start
+from services.auditor.config import Settings
 from services.auditor.handlers import AuditorHandlers
 
 KEY = b"test-audit-key"
@@ -306,3 +313,72 @@ async def test_payload_keys_mongodb_refuses_as_field_names_are_stored_and_verify
     assert plain["payload"]["labels"] == {"team": "payments"}
     [traced] = [d async for d in store.stream_by_workflow("wf-1")]
     assert traced["payload"]["labels"] == labels
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.integration)])
+async def auditor_settings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Bus, Settings]]:
+    """The auditor's bus and settings: embedded bus and SQLite, or the real broker and MongoDB (FerretDB)."""
+    bus: Bus
+    if request.param == "kafka":
+        bus = KafkaBus(request.getfixturevalue("kafka_bootstrap"), client_id="audit-poison", partitions=2)
+        settings = Settings(
+            store="mongodb",
+            mongodb_url=request.getfixturevalue("mongodb_url"),
+            mongodb_database=f"audit_poison_{uuid.uuid4().hex[:8]}",
+            signing_key=KEY.decode(),
+            batch_size=50,
+        )
+    else:
+        bus = EmbeddedBus(partitions=2)
+        settings = Settings(
+            store="embedded", sqlite_path=tmp_path / "audit.db", signing_key=KEY.decode(), batch_size=50
+        )
+    await bus.start()
+    yield bus, settings
+    await bus.stop()
+
+
+async def _until_audited(store: AuditStore, digests: set[str], timeout_s: float) -> None:
+    async def audited() -> None:
+        while not digests <= {d["raw_sha256"] async for d in store.stream()}:  # noqa: ASYNC110 - no completion signal
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(audited(), timeout_s)
+
+
+async def test_the_auditor_service_audits_poison_and_garbage_and_keeps_going(
+    auditor_settings: tuple[Bus, Settings], serde: AvroSerde
+) -> None:
+    bus, settings = auditor_settings
+    app = await start(EventBus(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="auditor-test"), settings)
+    run = uuid.uuid4().hex
+    dead_lettered = await _dead_lettered_task(serde)
+    poison = await serde.encode(dead_lettered)
+    bad: list[tuple[str, bytes, bytes | None]] = [
+        (topics.DEAD_LETTER, poison, NOT_UTF8),
+        (topics.TASKS, f"\x01garbage {run}".encode(), NOT_UTF8),
+        (topics.TASKS, b"\x00\x7f\xff\xff\xfe" + run.encode(), None),
+        (topics.DEAD_LETTER, b"\x07" + run.encode(), b"\x00\xff"),
+    ]
+    good: list[tuple[str, bytes, bytes | None]] = []
+    for topic, _, key in bad:  # same keys: the same partitions, after the bad records
+        workflow = f"wf-{run[:8]}-{len(good)}"
+        good.append((topic, await serde.encode(_task(workflow)), key))
+    try:
+        for topic, value, key in [*bad, *good]:
+            await bus.publish(topic, value, key=key)
+        await _until_audited(app.store, {hashlib.sha256(v).hexdigest() for _, v, _ in [*bad, *good]}, 60)
+    finally:
+        await app.stop()
+    store = settings.build_store()
+    try:
+        docs = {d["raw_sha256"]: d async for d in store.stream()}
+        kinds = [docs[hashlib.sha256(v).hexdigest()]["event_type"] for _, v, _ in [*bad, *good]]
+        assert kinds == ["DeadLettered", *["Undecodable"] * 3, *["TaskRequested"] * 4]
+        dead = docs[hashlib.sha256(poison).hexdigest()]
+        assert base64.b64decode(dead["payload"]["payload"]) == dead_lettered.payload
+        report = await verify_store(store, KEY)
+        assert report.ok, report.problems
+        assert report.anchors >= 1
+    finally:
+        await store.close()
