@@ -85,10 +85,8 @@ class Log:
     def __init__(self, topic: str, partition: int = 0) -> None:
         self.topic, self.partition, self.records = topic, partition, list[BusRecord]()
 
-    def put(self, value: bytes, key: bytes | None = b"wf-1") -> BusRecord:
-        record = BusRecord(self.topic, self.partition, len(self.records), key, value)
-        self.records.append(record)
-        return record
+    def put(self, value: bytes, key: bytes | None = b"wf-1") -> None:
+        self.records.append(BusRecord(self.topic, self.partition, len(self.records), key, value))
 
 
 async def _docs(store: AuditStore) -> list[Record]:

@@ -24,6 +24,14 @@ Record = dict[str, Any]
 
 _UNHASHED = ("hash", "mac", "_id")
 
+UNDECODABLE = "Undecodable"
+# Undecodable messages are chained under their key with this prefix, never in a decoded workflow's own
+# chain: a key is unauthenticated bytes, and a workflow's lineage holds only events that decoded as its.
+UNDECODABLE_WORKFLOW_PREFIX = "undecodable:"
+NO_KEY_WORKFLOW = "undecodable"
+_MAX_KEY_CHARS = 200
+_MAX_ERROR_CHARS = 4000
+
 
 def record_id(topic: str, partition: int, offset: int) -> str:
     """Where a record came from, which is also its identity in the store."""
@@ -59,15 +67,6 @@ class Head:
 
     position: int
     hash: str
-
-
-UNDECODABLE = "Undecodable"
-# Undecodable messages are chained under their key with this prefix, never in a decoded workflow's own
-# chain: a key is unauthenticated bytes, and a workflow's lineage holds only events that decoded as its.
-UNDECODABLE_WORKFLOW_PREFIX = "undecodable:"
-NO_KEY_WORKFLOW = "undecodable"
-_MAX_KEY_CHARS = 200
-_MAX_ERROR_CHARS = 4000
 
 
 def undecodable_workflow_id(key: bytes | None) -> str:
