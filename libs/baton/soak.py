@@ -99,7 +99,7 @@ async def soak(
     samples: list[Sample] = []
     started = time.perf_counter()
     if service == "supervisor":
-        from baton.supervisor import Supervisor
+        from baton.supervisor import Supervisor, proposal_event_id
         from services.supervisor.handlers import SupervisorHandlers
 
         sup = SupervisorHandlers(events, Supervisor(load_workflows(), finished_capacity=finished_capacity))
@@ -119,7 +119,7 @@ async def soak(
                 after = make_snapshot(_context(i, step), version=cp.version + 1, parent=cp)
                 to = agents[step] if step < len(agents) else END
                 accepted = HandoffAccepted(
-                    envelope=env,
+                    envelope=env.model_copy(update={"causation_id": proposal_event_id(wf, agent, cp.version, 1)}),
                     from_agent=agent,
                     to_agent=to,
                     snapshot=after,

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from pydantic import TypeAdapter
+
 from baton.context import make_snapshot
 from baton.contracts.models import (
     ContextDiff,
@@ -67,6 +69,9 @@ class WorkflowState:
     retry_at: float | None = None
     outcome_code: str | None = None
     last_result: str | None = None  # "agent:attempt" of the last step result counted
+    # The outcome decided, checkpointed before it is published: re-sent as it is until the final
+    # checkpoint lands, so one workflow never gets two different outcomes under one event id.
+    pending_outcome: dict[str, Any] | None = None
 
     @property
     def checkpoint(self) -> ContextSnapshot:
@@ -90,7 +95,7 @@ class WorkflowState:
             if not isinstance(fields, dict):
                 raise TypeError(f"supervisor_state_json is a {type(fields).__name__}, not an object")
             fields["snapshot"] = event.snapshot.model_dump()
-            state = cls(**fields)
+            state = _STATE.validate_python(fields)  # types checked: a wrong one must not reach the sweep
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"checkpoint of {event.envelope.workflow_id} holds no valid supervisor state: {exc}"
@@ -98,6 +103,14 @@ class WorkflowState:
         if state.workflow_id != event.envelope.workflow_id:
             raise ValueError(f"checkpoint keyed {event.envelope.workflow_id} holds the state of {state.workflow_id}")
         return state
+
+
+_STATE: TypeAdapter[WorkflowState] = TypeAdapter(WorkflowState)
+
+
+def proposal_event_id(workflow_id: str, agent: str, context_version: int, attempt: int) -> str:
+    """Event id of the handoff an agent proposes after one attempt of a step (the agent's step key)."""
+    return stable_event_id(f"{workflow_id}:{agent}:{context_version}:{attempt}", "handoff")
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,15 @@ class Outcome:
 
 
 Effect = RequestStep | Outcome
+
+
+def pending_outcome(state: WorkflowState) -> Outcome | None:
+    """The outcome a state has decided but not yet finished with."""
+    if state.pending_outcome is None:
+        return None
+    raw = dict(state.pending_outcome)
+    cls = raw.pop("failure_class", None)
+    return Outcome(**raw, failure_class=FailureClass(cls) if cls else None)
 
 
 @dataclass(frozen=True)
@@ -209,6 +231,9 @@ class Supervisor:
                 f"{event.event_type} for workflow {wf!r} says tenant {event.envelope.tenant_id!r}, "
                 f"but the workflow belongs to tenant {held.tenant_id!r}",
             )
+        owed = pending_outcome(held)
+        if owed is not None:
+            return Transition(held.copy(), (owed,), replay=True)  # decided already: finish that, nothing new
         state = held.copy()
         if isinstance(event, StepCompleted):
             return self._step_completed(state, event, now)
@@ -224,8 +249,16 @@ class Supervisor:
         wf = event.envelope.workflow_id
         existing = self.states.get(wf)
         if existing is not None:
+            if event.envelope.tenant_id != existing.tenant_id:
+                raise UnknownWorkflowError(
+                    "TENANT_MISMATCH",
+                    f"task {wf!r} of tenant {event.envelope.tenant_id!r} names a workflow of tenant "
+                    f"{existing.tenant_id!r}: use a workflow id (or idempotency key) of your own",
+                )
             # Redelivered task: re-emit what a running workflow waits for (idempotent downstream).
-            return Transition(existing.copy(), (RequestStep(existing.current_agent, existing.attempt),), replay=True)
+            owed = pending_outcome(existing)
+            effect: Effect = owed if owed is not None else RequestStep(existing.current_agent, existing.attempt)
+            return Transition(existing.copy(), (effect,), replay=True)
         if wf in self.finished:
             return Transition(None)  # a finished one owes nothing, not even another checkpoint
         spec = self.workflows.get(event.workflow_type)
@@ -266,6 +299,14 @@ class Supervisor:
             snapshot = make_snapshot(context, version=1)
         except ValueError as exc:
             return self._refuse(event, now, "BAD_INPUT", f"input_json cannot be hashed canonically: {exc}")
+        if snapshot.size_bytes > self.max_context_bytes:
+            return self._refuse(
+                event,
+                now,
+                "CONTEXT_TOO_LARGE",
+                f"the context is {snapshot.size_bytes} bytes in canonical form, over the {self.max_context_bytes}-byte "
+                "limit: pass references (ids, URLs) to large documents instead of their content",
+            )
         state = WorkflowState(
             workflow_id=wf,
             tenant_id=event.envelope.tenant_id,
@@ -361,7 +402,12 @@ class Supervisor:
     def _accepted(self, state: WorkflowState, event: HandoffAccepted, now: float) -> Transition:
         cp = state.checkpoint
         snap = event.snapshot
-        if event.from_agent != state.current_agent or snap.version != cp.version + 1 or snap.parent_sha256 != cp.sha256:
+        if (
+            event.from_agent != state.current_agent
+            or snap.version != cp.version + 1
+            or snap.parent_sha256 != cp.sha256
+            or not self._answers_current_attempt(state, event)
+        ):
             return Transition(None)  # duplicate or late verdict
         if state.last_result != f"{state.current_agent}:{state.attempt}":
             return Transition(None, early=True)
@@ -400,12 +446,20 @@ class Supervisor:
             state.checkpoint.sha256,
         ):
             return Transition(None)
+        if not self._answers_current_attempt(state, event):
+            return Transition(None)  # a verdict on an earlier attempt, redelivered
         if state.last_result != f"{state.current_agent}:{state.attempt}":
             return Transition(None, early=True)
         if event.envelope.causation_id is not None and state.last_error == f"rejected:{event.envelope.causation_id}":
             return Transition(None)  # the same rejection redelivered
         state.last_error = f"rejected:{event.envelope.causation_id}"
         return self._context_retry(state, f"{event.reason_code}: {event.reason}")
+
+    @staticmethod
+    def _answers_current_attempt(state: WorkflowState, verdict: HandoffAccepted | HandoffRejected) -> bool:
+        """Whether a verdict judges the proposal of the attempt the workflow is on now."""
+        expected = proposal_event_id(state.workflow_id, state.current_agent, state.checkpoint.version, state.attempt)
+        return verdict.envelope.causation_id == expected
 
     def _context_retry(self, state: WorkflowState, reason: str) -> Transition:
         budgets = self.workflows[state.workflow_type].budgets
@@ -453,6 +507,8 @@ class Supervisor:
         """Halts of running workflows past their wall-clock budget (called periodically; commit each)."""
         out: list[Transition] = []
         for held in self.states.values():
+            if held.pending_outcome is not None:
+                continue  # decided already; finishing it is owed, not a new decision
             spec = self.workflows[held.workflow_type]
             if now - held.started_at > spec.budgets.wall_clock_s:
                 outcome = Outcome(
@@ -468,10 +524,27 @@ class Supervisor:
         return Transition(state, effects)
 
     def _finish(self, state: WorkflowState, outcome: Outcome) -> Transition:
-        state.status = outcome.kind
-        state.outcome_code = outcome.reason_code
+        """Decide the outcome: checkpointed as pending, published, then made final (see `finalize`)."""
+        state.pending_outcome = {
+            "kind": outcome.kind,
+            "reason_code": outcome.reason_code,
+            "reason": outcome.reason,
+            "failure_class": outcome.failure_class.value if outcome.failure_class else None,
+        }
         state.seq += 1
         return Transition(state, (outcome,))
+
+    @staticmethod
+    def finalize(state: WorkflowState) -> WorkflowState:
+        """The finished state that follows a pending outcome once the outcome was published."""
+        owed = pending_outcome(state)
+        if owed is None:
+            raise ValueError(f"{state.workflow_id} has no pending outcome to finalize")
+        final = state.copy()
+        final.status = owed.kind
+        final.outcome_code = owed.reason_code
+        final.seq += 1
+        return final
 
 
 def effect_event_id(state: WorkflowState, effect: Effect) -> str:

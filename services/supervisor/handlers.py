@@ -33,6 +33,7 @@ from baton.supervisor import (
     UnknownWorkflowError,
     WorkflowState,
     effect_event_id,
+    pending_outcome,
 )
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,19 @@ class SupervisorHandlers:
         except ValueError as exc:
             log.warning("checkpoint %s@%d/%d skipped: %s", record.topic, record.partition, record.offset, exc)
             return
-        if state.status == "running" and state.workflow_type not in self.supervisor.workflows:
+        if (
+            state.status == "running"
+            and state.pending_outcome is None
+            and state.workflow_type not in self.supervisor.workflows
+        ):
             log.warning(
                 "checkpoint of %s skipped: workflow type %r is not declared", state.workflow_id, state.workflow_type
             )
             return
         if self.supervisor.commit(state):
             self.restored += 1
-            self._partition_of[state.workflow_id] = record.partition
+            if state.status == "running":
+                self._partition_of[state.workflow_id] = record.partition
 
     async def on_assign(self, assigned: frozenset[tuple[str, int]]) -> None:
         """Restore the workflows of newly owned partitions from their checkpoints, then re-issue owed steps."""
@@ -105,20 +111,27 @@ class SupervisorHandlers:
         if not partitions:
             return
         async with self._lock:
-            await self._events.bus.replay([topics.CHECKPOINTS], self.restore, partitions=partitions)
+            try:
+                await self._events.bus.replay([topics.CHECKPOINTS], self.restore, partitions=partitions)
+            except BaseException:
+                # Not restored whole: hold none of it, the bus retries the assignment.
+                self._forget_partitions(partitions)
+                raise
             owed = await self._resume(partitions)
         log.info("partitions %s assigned: %d workflows running, %d steps re-issued", sorted(partitions), owed, owed)
 
     async def on_revoke(self, revoked: frozenset[tuple[str, int]]) -> None:
         """Forget the workflows of partitions another replica now owns: only the owner acts on a workflow."""
-        partitions = {p for _t, p in revoked}
         async with self._lock:
-            gone = {wf for wf, p in self._partition_of.items() if p in partitions}
-            self.supervisor.forget(gone)
-            for wf in gone:
-                del self._partition_of[wf]
-                self._early.pop(wf, None)
-                self._moved_at.pop(wf, None)
+            self._forget_partitions({p for _t, p in revoked})
+
+    def _forget_partitions(self, partitions: Collection[int]) -> None:
+        gone = {wf for wf, p in self._partition_of.items() if p in partitions}
+        self.supervisor.forget(gone)
+        for wf in gone:
+            del self._partition_of[wf]
+            self._early.pop(wf, None)
+            self._moved_at.pop(wf, None)
 
     async def _resume(self, partitions: Collection[int]) -> int:
         """Re-issue the step every running workflow of these partitions waits for (agents' ledger dedupes)."""
@@ -163,30 +176,41 @@ class SupervisorHandlers:
             return
         if transition.state is not None:
             await self._apply(transition, early, partition=partition)
-        del self._early[workflow_id]
+        self._early.pop(workflow_id, None)
 
     async def sweep(self) -> None:
-        """Halt owned workflows past their wall-clock budget, and nudge those that stopped moving."""
+        """Halt owned workflows past their wall-clock budget, and nudge those that stopped moving.
+
+        Each workflow on its own: one that fails (a publish not acknowledged) is tried next sweep and
+        does not hold up the others.
+        """
         async with self._lock:
             now = self._clock()
             for transition in self.supervisor.check_wall_clock(now):
-                await self._apply(transition, None)
+                try:
+                    await self._apply(transition, None)
+                except Exception:
+                    assert transition.state is not None
+                    log.exception("wall-clock halt of %s not published; next sweep", transition.state.workflow_id)
             for state in list(self.supervisor.states.values()):
                 wf = state.workflow_id
                 if state.retry_at is not None or now - self._moved_at.setdefault(wf, now) < self._stall_after_s:
                     continue
-                # Nothing came back for the step it waits for: a message was lost somewhere. Asking again
-                # is safe (the agent's ledger replays a finished step's events, the validator its verdict)
-                # and turns a silent hang into a logged, bounded delay.
+                # Nothing came back for what it waits on: a message was lost somewhere. Asking again is
+                # safe (the agent's ledger replays a finished step's events, the validator its verdict,
+                # an outcome keeps its id) and turns a silent hang into a logged, bounded delay.
                 log.warning(
-                    "%s has not moved for %.0fs waiting on %s; re-issuing its step",
+                    "%s has not moved for %.0fs waiting on %s; sending again what it waits on",
                     wf,
                     now - self._moved_at[wf],
                     state.current_agent,
                 )
                 self._moved_at[wf] = now
                 self.nudged += 1
-                await self._effect(state, RequestStep(state.current_agent, state.attempt), None)
+                try:
+                    await self._owe(state)
+                except Exception:
+                    log.exception("nudge of %s not published; next sweep", wf)
 
     async def run_retries(self) -> None:
         """Issue delayed retries when due; one whose publish fails is tried again, never dropped."""
@@ -199,7 +223,7 @@ class SupervisorHandlers:
                     if held is None or held.retry_at is None or held.retry_at > now:
                         continue  # moved on, finished, revoked, or rescheduled later
                     try:
-                        await self._effect(held, RequestStep(held.current_agent, held.attempt), None)
+                        await self._owe(held)
                     except Exception:
                         log.exception("delayed retry of %s not published; trying again", wf)
                         self._schedule(now + _RETRY_AFTER_FAILED_PUBLISH_S, wf)
@@ -218,37 +242,43 @@ class SupervisorHandlers:
     # -- publishing --------------------------------------------------------------------------------
 
     async def _apply(self, transition: Transition, cause: Event | None, *, partition: int | None = None) -> None:
-        """Publish, then hold the state once everything was acknowledged.
+        """Publish, then hold the state once everything it depends on was acknowledged.
 
-        A running workflow's checkpoint goes first (the validator judges the step's handoff against it);
-        a finished workflow's outcome goes before its final checkpoint, so a crash between the two
-        leaves a running checkpoint whose redelivered event publishes the outcome again (same event
-        id, deduplicated) instead of a finished one whose outcome was never sent.
+        A running workflow: checkpoint, then the step request (the validator judges the step's handoff
+        against that checkpoint). A decided outcome: a checkpoint with the outcome pending, the outcome,
+        then the final checkpoint; a retry or a new owner re-sends exactly the pending outcome.
         """
         state = transition.state
         assert state is not None
-        final = state.status != "running"
-        if not transition.replay and not final:
+        owed = pending_outcome(state)
+        if not transition.replay:
             await self._checkpoint(state, cause)
-        for effect in transition.effects:
-            if isinstance(effect, RequestStep) and (effect.delay_s > 0 or (transition.replay and state.retry_at)):
-                continue  # owed later: scheduled below once the state is held
-            await self._effect(state, effect, cause)
-        if transition.replay:
-            return
-        if final:
-            await self._checkpoint(state, cause)
-        if self.supervisor.commit(state):
-            self._moved_at[state.workflow_id] = self._clock()
-            if not final:
+            if self.supervisor.commit(state):
+                self._moved_at[state.workflow_id] = self._clock()
                 if partition is not None:
                     self._partition_of[state.workflow_id] = partition
-                if state.retry_at is not None:
+                if owed is None and state.retry_at is not None:
                     self._schedule(state.retry_at, state.workflow_id)
-            else:
-                self._partition_of.pop(state.workflow_id, None)
-                self._early.pop(state.workflow_id, None)
-                self._moved_at.pop(state.workflow_id, None)
+        for effect in transition.effects:
+            if isinstance(effect, RequestStep) and (effect.delay_s > 0 or (transition.replay and state.retry_at)):
+                continue  # owed later: the retry loop issues it
+            await self._effect(state, effect, cause)
+        if owed is not None:
+            final = self.supervisor.finalize(state)
+            await self._checkpoint(final, cause)
+            self.supervisor.commit(final)
+            wf = state.workflow_id
+            self._partition_of.pop(wf, None)
+            self._early.pop(wf, None)
+            self._moved_at.pop(wf, None)
+
+    async def _owe(self, state: WorkflowState) -> None:
+        """Send again what a held workflow waits on: its pending outcome, or its step."""
+        owed = pending_outcome(state)
+        if owed is not None:
+            await self._apply(Transition(state.copy(), (owed,), replay=True), None)
+        else:
+            await self._effect(state, RequestStep(state.current_agent, state.attempt), None)
 
     async def _checkpoint(self, state: WorkflowState, cause: Event | None) -> None:
         checkpoint_id = stable_event_id("checkpoint", state.workflow_id, state.seq)

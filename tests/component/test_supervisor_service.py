@@ -26,7 +26,7 @@ from baton.contracts.models import (
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.messaging import EventBus
-from baton.supervisor import Supervisor
+from baton.supervisor import Supervisor, proposal_event_id
 from baton.workflows import load_workflows
 from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
@@ -65,7 +65,7 @@ async def test_a_handoff_whose_publish_failed_is_decided_again_on_retry() -> Non
     await handlers.on_event(StepCompleted(envelope=ENV, agent="ticket_lookup", succeeded=True, attempt=1), RECORD)
     cp = handlers.supervisor.states[WF].checkpoint
     accepted = HandoffAccepted(
-        envelope=ENV,
+        envelope=ENV.model_copy(update={"causation_id": proposal_event_id(WF, "ticket_lookup", cp.version, 1)}),
         from_agent="ticket_lookup",
         to_agent="refund_preview",
         snapshot=make_snapshot({"ticket_id": "t-1", "ticket": {}, "order": {}}, version=2, parent=cp),

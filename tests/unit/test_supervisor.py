@@ -19,7 +19,15 @@ from baton.contracts.models import (
     TaskRequested,
     WorkflowCheckpointed,
 )
-from baton.supervisor import Outcome, RequestStep, Supervisor, Transition, UnknownWorkflowError, WorkflowState
+from baton.supervisor import (
+    Outcome,
+    RequestStep,
+    Supervisor,
+    Transition,
+    UnknownWorkflowError,
+    WorkflowState,
+    proposal_event_id,
+)
 from baton.workflows import END, load_workflows
 
 WF = "wf-1"
@@ -45,6 +53,8 @@ class Acknowledged(Supervisor):
         transition = super().handle(event, now)
         if transition.state is not None and not transition.replay:
             self.commit(transition.state)
+        if transition.state is not None and transition.state.pending_outcome is not None:
+            self.commit(self.finalize(transition.state))  # the outcome was published
         return transition
 
 
@@ -62,13 +72,19 @@ def result_counted(sup: Supervisor) -> None:
             sup.commit(t.state)
 
 
+def answering(state: WorkflowState) -> Envelope:
+    """The envelope of a verdict on the current attempt's proposal."""
+    proposal = proposal_event_id(WF, state.current_agent, state.checkpoint.version, state.attempt)
+    return env().model_copy(update={"causation_id": proposal})
+
+
 def accept(sup: Supervisor, to_agent: str, extra: dict[str, object], from_agent: str | None = None) -> object:
     result_counted(sup)
     state = sup.states[WF]
     cp = state.checkpoint
     ctx = dict(json.loads(cp.context_json), **extra)
     return HandoffAccepted(
-        envelope=env(),
+        envelope=answering(state),
         from_agent=from_agent or state.current_agent,
         to_agent=to_agent,
         snapshot=make_snapshot(ctx, version=cp.version + 1, parent=cp),
@@ -115,7 +131,7 @@ def test_a_task_checkpoints_and_requests_the_first_agent(sup: Supervisor) -> Non
 )
 def test_bad_tasks_get_one_halted_outcome_saying_what_to_fix(sup: Supervisor, bad: TaskRequested, code: str) -> None:
     t = sup.handle(bad, now=0.0)
-    assert t.state is not None and t.state.status == "halted"
+    assert t.state is not None and t.state.pending_outcome is not None  # checkpointed, then published, then final
     [outcome] = t.effects
     assert isinstance(outcome, Outcome) and (outcome.kind, outcome.reason_code) == ("halted", code)
     assert outcome.reason.startswith("task rejected: ")
@@ -141,7 +157,7 @@ def test_a_transition_changes_nothing_held_until_it_is_committed() -> None:
     held = plain.states[WF].to_json()
     cp = plain.states[WF].checkpoint
     ok = HandoffAccepted(
-        envelope=env(),
+        envelope=answering(plain.states[WF]),
         from_agent="ticket_lookup",
         to_agent="refund_preview",
         snapshot=make_snapshot({"ticket_id": "tkt-1", "ticket": {}, "order": {}}, version=2, parent=cp),
@@ -213,11 +229,11 @@ def test_duplicate_and_late_verdicts_are_ignored(sup: Supervisor) -> None:
     assert sup.handle(result("ticket_lookup"), now=2.0).state is None
 
 
-def _reject(sup: Supervisor, n: int) -> HandoffRejected:
+def _reject(sup: Supervisor) -> HandoffRejected:
     result_counted(sup)
     state = sup.states[WF]
     return HandoffRejected(
-        envelope=env().model_copy(update={"causation_id": f"proposal-{n}"}),
+        envelope=answering(state),
         from_agent=state.current_agent,
         to_agent="refund_preview",
         reason_code=HandoffRejectionCode.TRUNCATED,
@@ -230,10 +246,15 @@ def _reject(sup: Supervisor, n: int) -> HandoffRejected:
 
 def test_a_rejected_handoff_is_rebuilt_from_the_checkpoint_once_then_escalated(sup: Supervisor) -> None:
     sup.handle(task(), now=0.0)
-    t = sup.handle(_reject(sup, 1), now=1.0)
+    first = _reject(sup)
+    t = sup.handle(first, now=1.0)
     assert t.effects == (RequestStep("ticket_lookup", 2),)
-    assert sup.handle(_reject(sup, 1), now=1.1).state is None  # same rejection redelivered
-    t = sup.handle(_reject(sup, 2), now=2.0)
+    assert sup.handle(first, now=1.1).state is None  # same rejection redelivered
+    # ... even after the next attempt failed transiently and was retried (it answers attempt 1, not 3)
+    sup.handle(result("ticket_lookup", ok=False, code="RATE_LIMITED", cls=FailureClass.TRANSIENT, attempt=2), now=1.2)
+    late = sup.handle(first, now=1.3)
+    assert late.state is None and not late.early
+    t = sup.handle(_reject(sup), now=2.0)
     assert isinstance(t.effects[0], Outcome)
     assert (t.effects[0].kind, t.effects[0].reason_code) == ("escalated", "CONTEXT_RETRY_EXHAUSTED")
 
@@ -307,7 +328,7 @@ def test_token_budget_and_wall_clock_halt_the_workflow(sup: Supervisor) -> None:
     [halt] = other.check_wall_clock(now=10_000.0)
     [outcome] = halt.effects
     assert isinstance(outcome, Outcome) and outcome.reason_code == "BUDGET_WALL_CLOCK"
-    assert halt.state is not None and halt.state.status == "halted"
+    assert halt.state is not None and halt.state.pending_outcome is not None
     assert other.states[WF].status == "running"  # until the halt is published and committed
 
 
@@ -336,7 +357,9 @@ def test_state_survives_a_round_trip_through_its_checkpoint(sup: Supervisor) -> 
     assert fresh.states[WF].seq == held.seq
 
 
-@pytest.mark.parametrize("state_json", ["not json", "[1]", '{"workflow_id": "other"}', '{"nonsense": 1}'])
+@pytest.mark.parametrize(
+    "state_json", ["not json", "[1]", '{"workflow_id": "other"}', '{"nonsense": 1}', '{"started_at": "yesterday"}']
+)
 def test_a_checkpoint_whose_state_does_not_parse_is_refused_with_a_reason(state_json: str) -> None:
     checkpoint = WorkflowCheckpointed(
         envelope=env(),
@@ -353,7 +376,7 @@ def test_a_verdict_that_overtakes_its_step_result_waits_for_it_so_the_budget_cou
     sup.handle(task(), now=0.0)
     cp = sup.states[WF].checkpoint
     early = HandoffAccepted(
-        envelope=env(),
+        envelope=answering(sup.states[WF]),
         from_agent="ticket_lookup",
         to_agent="refund_preview",
         snapshot=make_snapshot({"ticket_id": "tkt-1", "ticket": {}, "order": {}}, version=2, parent=cp),
