@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,15 +89,34 @@ EventHandler = Callable[[Event, BusRecord], Awaitable[None]]
 
 
 _DEAD_LETTER_PAYLOAD_LIMIT = MAX_MESSAGE_BYTES // 2
+_REASON_LIMIT = 4096
 
 # What a handler may raise that means "try this record again later" rather than "this record is bad".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RetryLaterError,)
+
+
+# Ids are short strings; a megabyte "workflow id" would ride along in every checkpoint and key.
+MAX_ID_BYTES = 256
+_ID_FIELDS = ("event_id", "event_type", "workflow_id", "tenant_id", "causation_id", "correlation_id", "producer")
+
+
+def clip(text: str, limit: int = MAX_ID_BYTES) -> str:
+    """text, or when it is longer than limit bytes its head and a hash of the whole, so it stays traceable."""
+    if len(text.encode()) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[: limit // 4]}…[{len(text.encode())} bytes, sha256 {digest}]"
 
 
 def envelope_problems(event: Event) -> list[str]:
     """What is wrong with an event's envelope (empty when it is well formed)."""
     env = event.envelope
     problems = [
+        f"{name} is {len(value.encode())} bytes, over {MAX_ID_BYTES}"
+        for name in _ID_FIELDS
+        if (value := getattr(env, name)) is not None and len(value.encode()) > MAX_ID_BYTES
+    ]
+    problems += [
         f"{name} is empty"
         for name in ("event_id", "workflow_id", "tenant_id", "producer")
         if not getattr(env, name).strip()
@@ -159,6 +179,9 @@ class EventConsumer:
                 raise  # e.g. the registry is down: not the message's fault, so retry it, never park it
             await self.dead_letter(record, exc.code, str(exc))
             return
+        except Exception as exc:  # a decoder bug must not wedge the partition either
+            await self.dead_letter(record, "UNDECODABLE", f"{type(exc).__name__} while decoding: {exc}")
+            return
         wrong_topic = misplaced(event, record.topic)
         if wrong_topic is not None:
             await self.dead_letter(record, "WRONG_TOPIC", wrong_topic, event)
@@ -199,23 +222,26 @@ class EventConsumer:
     async def dead_letter(self, record: BusRecord, code: str, reason: str, event: Event | None = None) -> None:
         """Park a record on the dead-letter topic with its reason (id is stable, so a retry dedupes)."""
         log.warning("dead-lettering %s@%d/%d: %s: %s", record.topic, record.partition, record.offset, code, reason)
-        key = record.key.decode(errors="replace") if record.key else ""
+        # Whatever the record carries is clipped: a dead letter must always fit on the bus.
+        key = clip(record.key.decode(errors="replace")) if record.key else ""
         stable_id = stable_event_id("dlq", self._group_id, record.topic, record.partition, record.offset)
         env = event.envelope if event is not None else None
         envelope = Envelope(
             event_id=stable_id,
-            workflow_id=(env.workflow_id if env and env.workflow_id else key) or "unknown",
-            tenant_id=(env.tenant_id if env and env.tenant_id else "unknown"),
+            workflow_id=clip(env.workflow_id if env and env.workflow_id else key) or "unknown",
+            tenant_id=clip(env.tenant_id if env and env.tenant_id else "unknown"),
             step_seq=max(env.step_seq, 0) if env else 0,
-            causation_id=env.event_id if env and env.event_id else None,
-            correlation_id=(env.correlation_id if env and env.correlation_id else key) or "unknown",
+            causation_id=clip(env.event_id) if env and env.event_id else None,
+            correlation_id=clip(env.correlation_id if env and env.correlation_id else key) or "unknown",
             producer=self._events.producer,
         )
+        reason = clip(reason, _REASON_LIMIT)
         payload = record.value
         if len(payload) > _DEAD_LETTER_PAYLOAD_LIMIT:
             # The record itself may be what is too large: park its head, the source offset locates the rest.
             reason += f" (payload cut to {_DEAD_LETTER_PAYLOAD_LIMIT} of {len(payload)} bytes; see the source offset)"
             payload = payload[:_DEAD_LETTER_PAYLOAD_LIMIT]
+        source_key = record.key[:MAX_ID_BYTES] if record.key else record.key
         await self._events.publish(
             topics.DEAD_LETTER,
             DeadLettered(
@@ -223,7 +249,7 @@ class EventConsumer:
                 source_topic=record.topic,
                 source_partition=record.partition,
                 source_offset=record.offset,
-                source_key=record.key,
+                source_key=source_key,
                 consumer_group=self._group_id,
                 reason_code=code,
                 reason=reason,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from baton import topics
-from baton.bus.base import BusRecord, BusUnavailableError, RetryLaterError
+from baton.bus.base import MAX_MESSAGE_BYTES, BusRecord, BusUnavailableError, RetryLaterError
 from baton.bus.embedded import EmbeddedBus
 from baton.contracts.models import DeadLettered, Envelope, Event, StepCompleted, TaskRequested
 from baton.contracts.registry import LocalSchemaRegistry
@@ -90,3 +92,38 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_its_attempts(
     assert len(handled) == 3
     [dead] = await _dead(bus, serde)
     assert dead.reason_code == "HANDLER_FAILED" and "KeyError" in dead.reason
+
+
+async def test_a_megabyte_id_is_refused_and_its_dead_letter_still_fits_on_the_bus() -> None:
+    consumer, bus, serde, handled = await _consumer(None)
+    huge = "w" * 1_400_000
+    value = await serde.encode(_task(workflow_id=huge, correlation_id=huge))
+    await consumer(BusRecord(topics.TASKS, 0, 0, huge.encode(), value))
+    assert handled == []
+    [dead] = await _dead(bus, serde)
+    assert dead.reason_code == "BAD_ENVELOPE" and "workflow_id is 1400000 bytes, over 256" in dead.reason
+    assert len(dead.envelope.workflow_id.encode()) <= 256 and "sha256" in dead.envelope.workflow_id
+    assert len(bus.log_of((topics.DEAD_LETTER, 0))[0].value) <= MAX_MESSAGE_BYTES
+
+
+class _ForeignRegistry(LocalSchemaRegistry):
+    """A shared registry that also holds other producers' schemas, e.g. a plain string or Protobuf."""
+
+    async def schema_by_id(self, schema_id: int) -> Any:
+        if schema_id == 4242:
+            return "string"
+        return await super().schema_by_id(schema_id)
+
+
+async def test_a_record_whose_schema_is_not_an_avro_record_is_dead_lettered_not_retried() -> None:
+    bus = EmbeddedBus(partitions=1)
+    serde = AvroSerde(_ForeignRegistry())
+    handled: list[Event] = []
+
+    async def handler(event: Event, record: BusRecord) -> None:
+        handled.append(event)
+
+    consumer = EventConsumer(EventBus(bus=bus, serde=serde, producer="t"), group_id="g", handler=handler)
+    await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", b"\x00\x00\x00\x10\x92\x02hi"))
+    [dead] = await _dead(bus, serde)
+    assert dead.reason_code == "UNSUPPORTED_SCHEMA" and "not an Avro record schema" in dead.reason

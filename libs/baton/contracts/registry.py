@@ -107,9 +107,19 @@ class ConfluentSchemaRegistry:
             raise SchemaRegistryError(f"schema registry at {self._url} unreachable: {exc}") from exc
         if resp.status_code == 404:
             raise UnknownSchemaIdError(f"schema id {schema_id} is not registered at {self._url}")
-        if resp.status_code >= 400:
+        if resp.status_code >= 500 or resp.status_code in (408, 429):
             raise SchemaRegistryError(f"schema registry error for id {schema_id}: HTTP {resp.status_code}")
-        schema: Schema = json.loads(resp.json()["schema"])
+        if resp.status_code >= 400:
+            # The registry answered: the id is not something this client may read. Final, not an outage.
+            raise UnknownSchemaIdError(f"schema id {schema_id}: the registry answered HTTP {resp.status_code}")
+        try:
+            body = resp.json()
+            schema: Schema = json.loads(body["schema"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UnknownSchemaIdError(
+                f"schema id {schema_id} is registered, but not as an Avro schema Baton can read ({exc}); "
+                "it belongs to another producer of the registry"
+            ) from exc
         self._schemas[schema_id] = schema
         return schema
 

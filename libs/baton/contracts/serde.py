@@ -65,10 +65,17 @@ class AvroSerde:
             raise DecodeError("UNKNOWN_SCHEMA_ID", str(exc)) from exc
         except SchemaRegistryError as exc:
             raise DecodeError("REGISTRY_UNAVAILABLE", str(exc), transient=True) from exc
-        name = schema["name"] if "." in schema["name"] else f"{schema.get('namespace', '')}.{schema['name']}"
-        subject = subject_of(name)
-        newest = subject in self._reader and schema == self._catalogue.latest(subject).inlined
-        parsed = (fastavro.parse_schema(schema), subject, newest)
+        try:
+            name = schema["name"] if "." in schema["name"] else f"{schema.get('namespace', '')}.{schema['name']}"
+            subject = subject_of(name)
+            newest = subject in self._reader and schema == self._catalogue.latest(subject).inlined
+            parsed = (fastavro.parse_schema(schema), subject, newest)
+        except Exception as exc:  # not a record schema, or not Avro at all: the message is not a Baton event
+            raise DecodeError(
+                "UNSUPPORTED_SCHEMA",
+                f"schema id {schema_id} is not an Avro record schema ({type(exc).__name__}: {exc}); "
+                "the message is not a Baton event",
+            ) from exc
         self._parsed_by_id[schema_id] = parsed
         return parsed
 
