@@ -152,8 +152,8 @@ async def _malformed(serde: AvroSerde, registry: OddRegistry) -> list[tuple[byte
         (header + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"wf-1", "AVRO_DECODE"),
         (valid[: len(valid) // 2], b"wf-1", "AVRO_DECODE"),
         (valid + b"\x00\x00", b"wf-1", "TRAILING_BYTES"),
-        (struct.pack(">bI", 0, 0x7FFF0001) + b"\x02", b"wf-1", "DECODE_FAILED"),  # unparseable schema
-        (struct.pack(">bI", 0, 0x7FFF0002) + b"\x02", b"wf-1", "DECODE_FAILED"),  # not a record schema
+        (struct.pack(">bI", 0, 0x7FFF0001) + b"\x02", b"wf-1", "UNSUPPORTED_SCHEMA"),  # unparseable schema
+        (struct.pack(">bI", 0, 0x7FFF0002) + b"\x02", b"wf-1", "UNSUPPORTED_SCHEMA"),  # not a record schema
         (await serde.encode(nan), b"wf-1", "UNDESCRIBABLE"),
         (await serde.encode(_task("wf-1", **{"\u00e9": "nfc", "e\u0301": "nfd"})), b"wf-1", "UNDESCRIBABLE"),
         (garbage, NOT_UTF8, "BAD_MAGIC_BYTE"),
