@@ -48,10 +48,11 @@ integration: deps kafka ferretdb ## tests on real Kafka and FerretDB (started an
 
 test: lint typecheck schemas unit integration ## everything CI runs
 
-soak: deps ## memory soak: RSS of the supervisor and the validator at 10,000 and 100,000 workflows -> reports/memory.txt
+soak: deps ## memory soak: RSS of the supervisor, the validator and the auditor at 10,000 and 100,000 workflows -> reports/memory.txt
 	@mkdir -p reports
 	$(BIN)/baton soak supervisor --workflows 100000 --report-at 10000,100000 | tee reports/memory.txt
 	$(BIN)/baton soak handoff-validator --workflows 100000 --report-at 10000,100000 | tee -a reports/memory.txt
+	$(BIN)/baton soak auditor --workflows 100000 --report-at 10000,100000 | tee -a reports/memory.txt
 
 deploy: deps ## regenerate docker-compose.yml and deploy/k8s from the workflow declarations
 	$(BIN)/python deploy/generate.py

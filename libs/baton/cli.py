@@ -235,7 +235,7 @@ def outcomes(
 
 @app.command("soak")
 def soak(
-    service: Annotated[str, typer.Argument(help="supervisor or handoff-validator")],
+    service: Annotated[str, typer.Argument(help="supervisor, handoff-validator or auditor")],
     workflows: Annotated[int, typer.Option(help="complete workflows to drive through the handlers")] = 100_000,
     report_at: Annotated[
         str, typer.Option(help="comma-separated workflow counts at which to sample RSS")

@@ -163,8 +163,41 @@ async def soak(
         def held() -> int:
             return len(val.view)
 
+    elif service == "auditor":
+        import tempfile
+        from pathlib import Path
+
+        from baton.audit.sqlite_store import SqliteAuditStore
+        from services.auditor.handlers import AuditorHandlers
+
+        store = SqliteAuditStore(Path(tempfile.mkdtemp(prefix="baton-soak-")) / "audit.db")
+        await store.setup()
+        auditor = AuditorHandlers(store, events.serde, key=b"soak", anchor_every=10_000, auditor_id="soak")
+        offsets = [0, 0, 0, 0]
+
+        async def one(i: int) -> None:
+            wf = f"soak-{i:07d}"
+            env = Envelope(workflow_id=wf, tenant_id="t", producer="soak")
+            snap = make_snapshot(_context(i, 0), version=1)
+            batch = []
+            for event in (
+                TaskRequested(envelope=env, workflow_type=spec.name, input_json="{}", requested_by="soak"),
+                WorkflowCheckpointed(envelope=env, workflow_type=spec.name, state="running", snapshot=snap),
+                WorkflowCheckpointed(envelope=env, workflow_type=spec.name, state="completed", snapshot=snap),
+            ):
+                p = i % 4
+                value = await events.serde.encode(
+                    event.model_copy(update={"envelope": env.model_copy(update={"event_id": f"{wf}-{offsets[p]}"})})
+                )
+                batch.append(BusRecord(topics.CHECKPOINTS, p, offsets[p], wf.encode(), value))
+                offsets[p] += 1
+            await auditor.on_batch(batch)
+
+        def held() -> int:
+            return len(auditor._recent) + len(auditor._chain.workflows)
+
     else:
-        raise ValueError(f"no soak for {service!r}; choose supervisor or handoff-validator")
+        raise ValueError(f"no soak for {service!r}; choose supervisor, handoff-validator or auditor")
 
     marks = sorted(set(report_at))
     for i in range(1, workflows + 1):
