@@ -73,6 +73,18 @@ class FlakyBus:
         return await self.inner.subscribe(*args, **options)
 
 
+def consumed_topics(agent_kinds: Collection[str]) -> list[str]:
+    """Every topic a Baton service consumes with a typed handler (the outcomes topic is the client's)."""
+    return [
+        topics.TASKS,
+        topics.STEP_RESULTS,
+        topics.HANDOFF_VERDICTS,
+        topics.HANDOFF_PROPOSALS,
+        topics.CHECKPOINTS,
+        *(topics.agent_steps(k) for k in sorted(agent_kinds)),
+    ]
+
+
 @dataclass(frozen=True)
 class Poison:
     """One malformed record: where it goes, what it is, and the reason code a consumer must give it."""

@@ -17,9 +17,9 @@ from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.verify import verify_store
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
-from baton.chaos import FlakyBus, Poison, poison_records
+from baton.chaos import FlakyBus, Poison, consumed_topics, poison_records
 from baton.client import BatonClient
-from baton.contracts.models import DeadLettered, Event, WorkflowCompleted, WorkflowEscalated, WorkflowHalted
+from baton.contracts.models import DeadLettered
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.demo import _eligible, _inputs
@@ -32,6 +32,7 @@ from services.auditor.config import Settings as AuditorSettings
 from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
 from tests.harness.collect import Collector
+from tests.harness.expected import outcome_key
 
 WORKFLOWS = 40
 LATER = 10
@@ -45,16 +46,6 @@ class Run:
     outcome_ids: dict[str, set[str]] = field(default_factory=dict)
     dead_letters: list[DeadLettered] = field(default_factory=list)
     failed_publishes: int = 0
-
-
-def _outcome(event: Event) -> tuple[str, str] | None:
-    if isinstance(event, WorkflowCompleted):
-        return ("completed", "COMPLETED")
-    if isinstance(event, WorkflowHalted):
-        return ("halted", event.reason_code)
-    if isinstance(event, WorkflowEscalated):
-        return ("escalated", event.reason_code)
-    return None
 
 
 async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
@@ -83,7 +74,7 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
         if isinstance(event, DeadLettered):
             run.dead_letters.append(event)
             return
-        outcome = _outcome(event)
+        outcome = outcome_key(event)
         if outcome is not None:
             wf = event.envelope.workflow_id
             run.outcome_ids.setdefault(wf, set()).add(event.envelope.event_id)
@@ -102,14 +93,7 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
     await client.submit("no_such_workflow", {}, tenant_id="tenant-0", workflow_id="c-undeclared")
     expected_poison: list[Poison] = []
     if poison:
-        consumed = [
-            topics.TASKS,
-            topics.STEP_RESULTS,
-            topics.HANDOFF_VERDICTS,
-            topics.HANDOFF_PROPOSALS,
-            topics.CHECKPOINTS,
-            *(topics.agent_steps(k) for k in sorted(agent_kinds(specs))),
-        ]
+        consumed = consumed_topics(agent_kinds(specs))
         for p in await poison_records(serde, consumed):
             await inner.publish(p.topic, p.value, key=p.key)
             if p.expect is not None:

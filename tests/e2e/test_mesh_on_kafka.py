@@ -17,7 +17,7 @@ import pytest
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.bus.kafka import KafkaBus
-from baton.chaos import poison_records
+from baton.chaos import consumed_topics, poison_records
 from baton.client import BatonClient, Outcome
 from baton.contracts.models import DeadLettered, Event, HandoffAccepted, HandoffRejected, StepCompleted
 from baton.contracts.registry import LocalSchemaRegistry
@@ -141,14 +141,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         assert killed
 
         # Poison of every kind on every topic a service consumes; then more work, which must still get done.
-        consumed = [
-            topics.TASKS,
-            topics.STEP_RESULTS,
-            topics.HANDOFF_VERDICTS,
-            topics.HANDOFF_PROPOSALS,
-            topics.CHECKPOINTS,
-            *(topics.agent_steps(k) for k in sorted(agent_kinds(specs))),
-        ]
+        consumed = consumed_topics(agent_kinds(specs))
         poison = await poison_records(serde, consumed)
         for p in poison:
             await bus.publish(p.topic, p.value, key=p.key)
