@@ -31,9 +31,10 @@ class FlakyBus:
     A failed publish wrote nothing; everything else is passed to the wrapped bus.
     """
 
-    def __init__(self, inner: Bus, *, failure_rate: float, seed: int = 0) -> None:
+    def __init__(self, inner: Bus, *, failure_rate: float, seed: int = 0, only: Collection[str] = ()) -> None:
         self.inner = inner
         self.failure_rate = failure_rate
+        self.only = frozenset(only)  # fail publishes to these topics only (all when empty)
         self._random = random.Random(seed)
         self.failed = 0
         self.published = 0
@@ -51,7 +52,7 @@ class FlakyBus:
         await self.inner.create_topics(topics_, partitions=partitions, compacted=compacted)
 
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = ()) -> None:
-        if self.failure_rate and self._random.random() < self.failure_rate:
+        if self.failure_rate and (not self.only or topic in self.only) and self._random.random() < self.failure_rate:
             self.failed += 1
             self.a_publish_failed.set()
             raise BusUnavailableError(f"injected: publish to {topic} not acknowledged")

@@ -253,24 +253,34 @@ class SupervisorHandlers:
         owed = pending_outcome(state)
         if not transition.replay:
             await self._checkpoint(state, cause)
-            if self.supervisor.commit(state):
-                self._moved_at[state.workflow_id] = self._clock()
-                if partition is not None:
-                    self._partition_of[state.workflow_id] = partition
-                if owed is None and state.retry_at is not None:
-                    self._schedule(state.retry_at, state.workflow_id)
+            if owed is not None:
+                # Held now, before the outcome is sent: from here on only this outcome is ever sent.
+                self._hold(state, partition)
         for effect in transition.effects:
             if isinstance(effect, RequestStep) and (effect.delay_s > 0 or (transition.replay and state.retry_at)):
                 continue  # owed later: the retry loop issues it
             await self._effect(state, effect, cause)
-        if owed is not None:
-            final = self.supervisor.finalize(state)
-            await self._checkpoint(final, cause)
-            self.supervisor.commit(final)
-            wf = state.workflow_id
-            self._partition_of.pop(wf, None)
-            self._early.pop(wf, None)
-            self._moved_at.pop(wf, None)
+        if owed is None:
+            if not transition.replay:
+                # Held only once the step request is out too: had it failed, the redelivered event
+                # would find the workflow moved on and nobody would ever ask for the step.
+                self._hold(state, partition)
+            return
+        final = self.supervisor.finalize(state)
+        await self._checkpoint(final, cause)
+        self.supervisor.commit(final)
+        wf = state.workflow_id
+        self._partition_of.pop(wf, None)
+        self._early.pop(wf, None)
+        self._moved_at.pop(wf, None)
+
+    def _hold(self, state: WorkflowState, partition: int | None) -> None:
+        if self.supervisor.commit(state):
+            self._moved_at[state.workflow_id] = self._clock()
+            if partition is not None:
+                self._partition_of[state.workflow_id] = partition
+            if state.pending_outcome is None and state.retry_at is not None:
+                self._schedule(state.retry_at, state.workflow_id)
 
     async def _owe(self, state: WorkflowState) -> None:
         """Send again what a held workflow waits on: its pending outcome, or its step."""

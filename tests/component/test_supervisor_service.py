@@ -156,3 +156,27 @@ async def test_a_workflow_whose_step_got_no_answer_is_nudged_not_left_hanging() 
     assert handlers.nudged == 1
     first, again = await _steps(inner, "ticket_lookup")
     assert again.envelope.event_id == first.envelope.event_id  # the same step, which the agent's ledger dedupes
+
+
+async def test_a_handoff_whose_step_request_failed_after_its_checkpoint_is_not_left_waiting() -> None:
+    handlers, bus, inner = await _handlers()
+    task = TaskRequested(
+        envelope=ENV, workflow_type="support_refund", input_json='{"ticket_id": "t-1"}', requested_by="t"
+    )
+    await handlers.on_event(task, RECORD)
+    await handlers.on_event(StepCompleted(envelope=ENV, agent="ticket_lookup", succeeded=True, attempt=1), RECORD)
+    cp = handlers.supervisor.states[WF].checkpoint
+    accepted = HandoffAccepted(
+        envelope=ENV.model_copy(update={"causation_id": proposal_event_id(WF, "ticket_lookup", cp.version, 1)}),
+        from_agent="ticket_lookup",
+        to_agent="refund_preview",
+        snapshot=make_snapshot({"ticket_id": "t-1", "ticket": {}, "order": {}}, version=2, parent=cp),
+        diff=ContextDiff(added=["order", "ticket"]),
+    )
+    bus.failure_rate, bus.only = 1.0, frozenset({topics.agent_steps("refund_preview")})
+    with pytest.raises(BusUnavailableError):
+        await handlers.on_event(accepted, RECORD)  # the checkpoint went out, the step request did not
+    assert handlers.supervisor.states[WF].current_agent == "ticket_lookup"  # so nothing is held yet
+    bus.failure_rate = 0.0
+    await handlers.on_event(accepted, RECORD)  # redelivered: decided again, and the step is requested
+    assert [s.agent for s in await _steps(inner, "refund_preview")] == ["refund_preview"]
