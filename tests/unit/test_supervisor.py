@@ -388,3 +388,19 @@ def test_a_verdict_that_overtakes_its_step_result_waits_for_it_so_the_budget_cou
     t = sup.handle(result("ticket_lookup", tokens=limit + 1), now=1.1)
     [outcome] = t.effects
     assert isinstance(outcome, Outcome) and outcome.reason_code == "BUDGET_TOKENS"  # not skipped by the verdict
+
+
+def test_a_checkpointed_state_with_a_mistyped_field_is_refused(sup: Supervisor) -> None:
+    sup.handle(task(), now=0.0)
+    held = sup.states[WF]
+    fields = json.loads(held.to_json())
+    fields["started_at"] = "yesterday"  # would break every wall-clock sweep if it were adopted
+    checkpoint = WorkflowCheckpointed(
+        envelope=env(),
+        workflow_type=held.workflow_type,
+        state="running",
+        snapshot=held.checkpoint,
+        supervisor_state_json=json.dumps(fields),
+    )
+    with pytest.raises(ValueError, match="started_at"):
+        WorkflowState.from_checkpoint(checkpoint)
