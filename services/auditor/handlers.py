@@ -16,9 +16,11 @@ from baton.contracts.serde import AvroSerde, DecodeError
 log = logging.getLogger(__name__)
 
 # Event ids remembered to recognise redeliveries without asking the store, and workflow heads kept
-# in memory; a duplicate older than the window is still caught by the store's unique index.
-_RECENT_IDS = 200_000
-_CACHED_WORKFLOWS = 100_000
+# in memory; a duplicate older than the window is still caught by the store's unique index, and a
+# workflow whose head was evicted has it read back from the store. Sized so memory is flat past
+# ~10,000 workflows (make soak).
+_RECENT_IDS = 20_000
+_CACHED_WORKFLOWS = 10_000
 
 
 class AuditorHandlers:
