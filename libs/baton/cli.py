@@ -242,7 +242,7 @@ def soak(
     ] = "10000,100000",
     finished_capacity: Annotated[
         int, typer.Option(help="supervisor: finished workflows remembered for deduplication")
-    ] = 100_000,
+    ] = 10_000,
 ) -> None:
     """Drive a service's handlers through many workflows and print its RSS at each sample point."""
     from baton.soak import soak as run_soak

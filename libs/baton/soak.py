@@ -89,7 +89,7 @@ def _context(i: int, step: int) -> dict[str, object]:
 
 
 async def soak(
-    service: str, *, workflows: int, report_at: Sequence[int], finished_capacity: int = 100_000
+    service: str, *, workflows: int, report_at: Sequence[int], finished_capacity: int = 10_000
 ) -> list[Sample]:
     """Run `workflows` complete workflows through one service's handlers; sample RSS at each `report_at`."""
     events = EventBus(bus=NullBus(), serde=AvroSerde(LocalSchemaRegistry()), producer=f"soak-{service}")

@@ -171,7 +171,7 @@ class Supervisor:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
-        finished_capacity: int = 100_000,
+        finished_capacity: int = 10_000,
     ) -> None:
         self.workflows = workflows
         self.states: dict[str, WorkflowState] = {}

@@ -22,4 +22,4 @@ class Settings(BaseSettings):
     stall_after_s: float = 60.0
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
     # Finished workflows remembered (id, seq, outcome) to ignore redelivered tasks and late events.
-    finished_capacity: int = 100_000
+    finished_capacity: int = 10_000
