@@ -46,6 +46,19 @@ def fetch_kafka() -> Path:
     return Path(out) / "libs"
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka's own ``Uuid.randomUuid`` makes it.
+
+    Kafka's command line reads an id that starts with ``-`` as an option (one
+    in 64 random ids did, and ``StorageTool format`` failed), so such ids are
+    drawn again, exactly as Kafka does.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class KafkaBroker:
     """A broker process; `bootstrap` is host:port for clients."""
@@ -114,12 +127,16 @@ class KafkaBroker:
             )
         )
         (self.workdir / "log4j2.properties").write_text(_LOG4J2)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(
+        cluster_id = _cluster_id()
+        formatted = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone"),
-            check=True,
             capture_output=True,
         )
+        if formatted.returncode != 0:
+            raise RuntimeError(
+                f"formatting the Kafka storage failed (exit {formatted.returncode}): "
+                f"{formatted.stderr.decode(errors='replace')[-2000:]}{formatted.stdout.decode(errors='replace')[-2000:]}"
+            )
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(self._java("kafka.Kafka", str(props)), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
