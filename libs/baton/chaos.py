@@ -10,19 +10,23 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from baton import topics
+from baton import identity, topics
 from baton.bus.base import Bus, BusUnavailableError, Handler, Headers, Subscription
 from baton.context import make_snapshot
 from baton.contracts.models import (
     ContextDiff,
     DeadLettered,
     Envelope,
+    Event,
     HandoffAccepted,
+    HandoffProposed,
     StepCompleted,
+    StepRequested,
     TaskRequested,
     WorkflowCheckpointed,
 )
 from baton.contracts.serde import AvroSerde
+from baton.identity import Identity, TrustDomain
 
 
 class FlakyBus:
@@ -95,14 +99,79 @@ class Poison:
     key: bytes | None
     value: bytes
     expect: str | None  # dead-letter reason code; None: consumed without a dead letter (e.g. skipped, ignored)
+    headers: Headers = ()
 
 
 def _envelope(workflow_id: str, **changes: object) -> Envelope:
     return Envelope(workflow_id=workflow_id, tenant_id="tenant-poison", producer="chaos").model_copy(update=changes)
 
 
-async def poison_records(serde: AvroSerde, consumed: Sequence[str]) -> list[Poison]:
-    """Malformed records of every kind for every topic in `consumed`, each with the reason it must get."""
+def _sign(signer: Identity, topic: str, key: bytes | None, value: bytes) -> Headers:
+    message = identity.signed_message(topic, key, value)
+    return ((identity.SIGNER_HEADER, signer.key_id.encode()), (identity.SIGNATURE_HEADER, signer.sign(message)))
+
+
+def _legitimate_producer(topic: str, trust: TrustDomain) -> Identity:
+    """An identity the producer matrix allows on this topic: an insider whose bytes are still bad."""
+    roles = sorted(set().union(*(topics.producers(topic, t) for t in topics.carries(topic))))
+    agents = sorted(r for r in trust.identities if identity.agent_kind(r) is not None)
+    named = [r for r in roles if r != topics.ANY_AGENT]
+    role = named[0] if named else agents[0]
+    return trust.identities[role]
+
+
+async def _typical_events(serde: AvroSerde) -> dict[str, Event]:
+    """One well-formed event of each type a consumed topic carries (what a forger would send)."""
+    snap = make_snapshot({"ticket_id": "tkt-forged"}, version=1)
+    env = _envelope("poison-forged")
+    return {
+        "TaskRequested": TaskRequested(
+            envelope=env, workflow_type="support_refund", input_json="{}", requested_by="chaos"
+        ),
+        "StepCompleted": StepCompleted(envelope=env, agent="ticket_lookup", succeeded=True),
+        "HandoffAccepted": HandoffAccepted(
+            envelope=env, from_agent="ticket_lookup", to_agent="refund_preview", snapshot=snap, diff=ContextDiff()
+        ),
+        "HandoffProposed": HandoffProposed(
+            envelope=env, from_agent="ticket_lookup", to_agent="refund_preview", snapshot=snap
+        ),
+        "WorkflowCheckpointed": WorkflowCheckpointed(
+            envelope=env, workflow_type="support_refund", state="running", snapshot=snap
+        ),
+        "StepRequested": StepRequested(envelope=env, agent="ticket_lookup", attempt=1, snapshot=snap),
+    }
+
+
+def _forgeries(topic: str, event: Event, value: bytes, trust: TrustDomain) -> list[tuple[str, Headers, str]]:
+    """The ways an attacker who can write to the bus forges this event, each with its dead-letter code."""
+    legit = _legitimate_producer(topic, trust)
+    stranger = Identity.generate(legit.role)  # same role name, a key nobody distributed
+    wrong_roles = [r for r in sorted(trust.identities) if not topics.may_produce(r, topic, event.event_type)]
+    # Prefer a role that is near: an agent forging a supervisor's event, a client forging an agent's.
+    forger = trust.identities[next((r for r in wrong_roles if r.startswith("agent:")), wrong_roles[0])]
+    key = b"poison-forged"
+    out = [
+        ("unsigned", (), "UNSIGNED"),
+        ("signed by a key not in the keyring", _sign(stranger, topic, key, value), "UNKNOWN_SIGNER"),
+        ("signature made for another topic", _sign(legit, topics.DEAD_LETTER, key, value), "BAD_SIGNATURE"),
+        (f"{event.event_type} forged by {forger.role}", _sign(forger, topic, key, value), "NOT_AUTHORIZED"),
+    ]
+    kind_field = topics.ACTING_AGENT_FIELD.get(event.event_type)
+    if kind_field is not None:
+        other = next(
+            i for r, i in sorted(trust.identities.items()) if identity.agent_kind(r) not in (None, "ticket_lookup")
+        )
+        out.append((f"{other.role} speaking for ticket_lookup", _sign(other, topic, key, value), "NOT_AUTHORIZED"))
+    return out
+
+
+async def poison_records(serde: AvroSerde, consumed: Sequence[str], trust: TrustDomain) -> list[Poison]:
+    """Malformed and forged records of every kind for every topic in `consumed`, each with the reason it must get.
+
+    Malformed bytes are signed by an identity allowed on the topic (an insider's garbage must still not
+    wedge a consumer); forged events are unsigned, signed by an unknown key, signed for another topic,
+    or signed by a role the producer matrix does not allow there.
+    """
     task = TaskRequested(
         envelope=_envelope("poison-task"), workflow_type="support_refund", input_json="{}", requested_by="chaos"
     )
@@ -193,4 +262,34 @@ async def poison_records(serde: AvroSerde, consumed: Sequence[str]) -> list[Pois
     out.append(
         Poison("dead letter with non-UTF-8 bytes", topics.DEAD_LETTER, b"\xff\xfe", await serde.encode(parked), None)
     )
-    return [p for p in out if p.topic in consumed or p.topic == topics.DEAD_LETTER]
+    typical = await _typical_events(serde)
+    for topic in consumed:
+        event = typical[next(t for t in sorted(topics.carries(topic)) if t in typical)]
+        if isinstance(event, StepRequested) and topic != topics.agent_steps(event.agent):
+            event = event.model_copy(update={"agent": topic.split(".")[2]})
+        value = await serde.encode(event)
+        for name, headers, code in _forgeries(topic, event, value, trust):
+            out.append(Poison(f"{name} on {topic}", topic, b"poison-forged", value, code, headers))
+    signed = [
+        p if p.headers or p.expect in _UNSIGNED_CODES else _signed_by_insider(p, trust)
+        for p in out
+        if p.topic in consumed or p.topic == topics.DEAD_LETTER
+    ]
+    return signed
+
+
+_UNSIGNED_CODES = frozenset({"UNSIGNED"})
+
+
+def _signed_by_insider(poison: Poison, trust: TrustDomain) -> Poison:
+    signer = _legitimate_producer(poison.topic, trust)
+    if poison.topic == topics.STEP_RESULTS:
+        signer = trust.identities[identity.agent_role("ticket_lookup")]  # the agent the poison result names
+    return Poison(
+        poison.name,
+        poison.topic,
+        poison.key,
+        poison.value,
+        poison.expect,
+        _sign(signer, poison.topic, poison.key, poison.value),
+    )

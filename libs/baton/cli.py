@@ -15,6 +15,8 @@ schemas_app = typer.Typer(help="Avro contracts.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 audit_app = typer.Typer(help="The tamper-evident audit trail (store chosen by BATON_AUDITOR_*).", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(help="Identities: Ed25519 signing keys per role and the public keyring.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 # service name -> module holding `Settings`, `start(events, settings)` and `SERVICE`
 SERVICES: dict[str, str] = {
@@ -100,6 +102,42 @@ def schemas_check() -> None:
     )
 
 
+def _run(main: Any) -> Any:
+    """asyncio.run(main), turning a missing or unusable identity into its message and exit code 2."""
+    from baton.identity import IdentityConfigError
+
+    try:
+        return asyncio.run(main)
+    except IdentityConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="directory to write keyring.json and one <role>.key per role into")],
+) -> None:
+    """Make an Ed25519 key pair for every role of the declared workflows: keyring.json (public, ship it with
+    the declarations) and <role>.key files (private, each into its own service's secret)."""
+    from baton.identity import TrustDomain, all_roles
+    from baton.workflows import agent_kinds, load_workflows
+
+    if out.exists() and any(out.iterdir()):
+        typer.echo(f"{out} is not empty: refusing to overwrite keys; choose a new directory", err=True)
+        raise typer.Exit(2)
+    domain = TrustDomain.generate(all_roles(agent_kinds(load_workflows())))
+    domain.write(out)
+    typer.echo(f"{len(domain.identities)} identities written to {out}: keyring.json and {{role}}.key (mode 0600)")
+
+
+@keys_app.command("matrix")
+def keys_matrix() -> None:
+    """Print the producer matrix (which role may publish which event on which topic) as a Markdown table."""
+    from baton.topics import producer_matrix_markdown
+
+    typer.echo(producer_matrix_markdown())
+
+
 async def _run_service(name: str, kind: str | None) -> None:
     from baton.health import Health, serve_health
     from baton.runtime import build_events, configure_logging
@@ -143,7 +181,7 @@ def run(
     if service not in SERVICES:
         typer.echo(f"unknown service {service!r}; choose one of: {', '.join(SERVICES)}", err=True)
         raise typer.Exit(2)
-    asyncio.run(_run_service(service, kind))
+    _run(_run_service(service, kind))
 
 
 @app.command("demo")
@@ -211,7 +249,7 @@ def publish(
         finally:
             await client.stop()
 
-    typer.echo(asyncio.run(go()))
+    typer.echo(_run(go()))
 
 
 @app.command("outcomes")
@@ -230,7 +268,7 @@ def outcomes(
         finally:
             await client.stop()
 
-    asyncio.run(go())
+    _run(go())
 
 
 @app.command("soak")

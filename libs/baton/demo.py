@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from baton import topics
+from baton import identity, topics
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.verify import verify_store
 from baton.bus.base import BusRecord
@@ -160,13 +160,13 @@ async def run_demo(
         bus, world_db=directory / "world.db", audit_db=directory / "audit.db", faults=plan, seed=seed
     )
     observer = Observer()
-    watch = mesh.events("demo-observer")
+    watch = mesh.events("demo-observer", role=identity.CLIENT)
     await bus.subscribe(
         [topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.STEP_RESULTS, topics.OUTCOMES],
         group_id="baton.demo.observer",
         handler=EventConsumer(watch, group_id="baton.demo.observer", handler=observer.on_event),
     )
-    client = BatonClient(mesh.events("demo-client"), requested_by="baton-demo")
+    client = BatonClient(mesh.events("demo-client", role=identity.CLIENT), requested_by="baton-demo")
     for i, (wf, spec) in enumerate(plan_items):
         await client.submit(spec.name, _inputs(spec, world, i), tenant_id=f"tenant-{i % 3}", workflow_id=wf)
     deadline = time.monotonic() + timeout_s

@@ -10,6 +10,7 @@ from baton.bus.base import Bus
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.faults import FaultPlan
+from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
 from baton.runtime import RuntimeSettings, instance_id
 from baton.workflows import agent_kinds, load_workflows
@@ -21,10 +22,17 @@ class Mesh:
 
     bus: Bus
     serde: AvroSerde
+    trust: TrustDomain
     apps: dict[str, Any] = field(default_factory=dict)
 
-    def events(self, service: str) -> EventBus:
-        return EventBus(bus=self.bus, serde=self.serde, producer=instance_id(service))
+    def events(self, service: str, *, role: str | None = None) -> EventBus:
+        """An event bus signing as role (by default the service's own: `agent-kyc` signs as `agent:kyc`)."""
+        return EventBus(
+            bus=self.bus,
+            serde=self.serde,
+            producer=instance_id(service),
+            trust=self.trust.trust(role or role_of_service(service)),
+        )
 
     async def stop(self) -> None:
         for app in reversed(list(self.apps.values())):
@@ -39,9 +47,11 @@ async def start_mesh(
     faults: FaultPlan | None = None,
     backoff_base_s: float = 0.05,
     seed: int = 0,
+    trust: TrustDomain | None = None,
 ) -> Mesh:
     """Start the validator, the supervisor, one agent service per declared kind and (given audit_db) the
-    auditor on its embedded store, on a started bus."""
+    auditor on its embedded store, on a started bus; each signs with its own identity (generated for
+    this process unless a trust domain is given)."""
     from services.agent import app as agent_app
     from services.agent.config import Settings as AgentSettings
     from services.auditor import app as auditor_app
@@ -52,7 +62,9 @@ async def start_mesh(
     from services.supervisor.config import Settings as SupervisorSettings
 
     runtime = RuntimeSettings(bus="embedded")
-    mesh = Mesh(bus=bus, serde=AvroSerde(LocalSchemaRegistry()))
+    if trust is None:
+        trust = TrustDomain.generate(all_roles(agent_kinds(load_workflows())))
+    mesh = Mesh(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), trust=trust)
     if audit_db is not None:
         mesh.apps["auditor"] = await auditor_app.start(
             mesh.events("auditor"), AuditorSettings(runtime=runtime, store="embedded", sqlite_path=audit_db)

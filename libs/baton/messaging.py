@@ -10,10 +10,11 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from baton import topics
+from baton import identity, topics
 from baton.bus.base import MAX_MESSAGE_BYTES, Bus, BusRecord, PartitionsCallback, RetryLaterError, Subscription
 from baton.contracts.models import DeadLettered, Envelope, Event, stable_event_id
 from baton.contracts.serde import AvroSerde, DecodeError
+from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Trust
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,18 @@ class RejectedEvent(Exception):
 
 @dataclass
 class EventBus:
-    """Publishes typed events keyed by workflow id, with trace context in headers."""
+    """Publishes typed events keyed by workflow id, signed by this process's identity, with trace context
+    in headers; checks who signed what it consumes."""
 
     bus: Bus
     serde: AvroSerde
     producer: str
+    trust: Trust
+
+    @property
+    def role(self) -> str:
+        """The role this process signs as."""
+        return self.trust.identity.role
 
     def envelope(
         self,
@@ -81,8 +89,19 @@ class EventBus:
 
     async def publish_encoded(self, topic: str, data: bytes, *, workflow_id: str) -> None:
         """Publish an already encoded event again (same bytes, same event id), with trace context."""
-        headers = ((TRACEPARENT, child_traceparent(_trace.get()).encode()),)
-        await self.bus.publish(topic, data, key=workflow_id.encode(), headers=headers)
+        key = workflow_id.encode()
+        me = self.trust.identity
+        headers = (
+            (TRACEPARENT, child_traceparent(_trace.get()).encode()),
+            (SIGNER_HEADER, me.key_id.encode()),
+            (SIGNATURE_HEADER, me.sign(identity.signed_message(topic, key, data))),
+        )
+        await self.bus.publish(topic, data, key=key, headers=headers)
+
+    def authenticate(self, record: BusRecord) -> str:
+        """The role that signed this record; raises AuthenticationError when its signature does not prove one."""
+        message = identity.signed_message(record.topic, record.key, record.value)
+        return self.trust.keyring.verify(record.header(SIGNER_HEADER), record.header(SIGNATURE_HEADER), message)
 
 
 EventHandler = Callable[[Event, BusRecord], Awaitable[None]]
@@ -136,11 +155,43 @@ def misplaced(event: Event, topic: str) -> str | None:
     return f"{topic} carries {sorted(allowed)} only, not {event.event_type}: publish it to its own topic"
 
 
+def unauthorized(event: Event, topic: str, role: str) -> str | None:
+    """Why a role may not have produced this event on this topic, or None when the matrix allows it."""
+    if not topics.carries(topic):
+        return None  # a topic Baton does not define: any signer Baton knows
+    if not topics.may_produce(role, topic, event.event_type):
+        allowed = sorted(topics.producers(topic, event.event_type))
+        return (
+            f"{role} may not produce {event.event_type} on {topic}; only {allowed} may (see the producer matrix "
+            "in docs/security.md): an event from another role is never acted on"
+        )
+    kind = identity.agent_kind(role)
+    field_name = topics.ACTING_AGENT_FIELD.get(event.event_type)
+    if kind is not None and field_name is not None and getattr(event, field_name) != kind:
+        return (
+            f"{role} signed a {event.event_type} whose {field_name} is {getattr(event, field_name)!r}: an agent "
+            "speaks only for its own kind"
+        )
+    return None
+
+
+def accept(events: EventBus, record: BusRecord, event: Event) -> None:
+    """Raise RejectedEvent unless the record is signed by a role allowed to produce this event on its topic."""
+    try:
+        role = events.authenticate(record)
+    except AuthenticationError as exc:
+        raise RejectedEvent(exc.code, str(exc)) from exc
+    problem = unauthorized(event, record.topic, role)
+    if problem is not None:
+        raise RejectedEvent("NOT_AUTHORIZED", problem)
+
+
 class EventConsumer:
     """Bus handler that decodes, checks, calls the typed handler, and dead-letters what it cannot process.
 
-    A record is dead-lettered once, with its reason, and the partition keeps moving: undecodable
-    bytes, an event type that does not belong on the topic, a malformed envelope, a handler's
+    A record is dead-lettered once, with its reason, and the partition keeps moving: a record whose
+    signature does not verify, undecodable bytes, an event from a role the producer matrix does not
+    allow, an event type that does not belong on the topic, a malformed envelope, a handler's
     RejectedEvent, or a handler that keeps failing on it. An outage (the bus cannot acknowledge, the
     registry is down) is not the record's fault: it is raised, so the bus re-reads the record later.
     """
@@ -173,6 +224,12 @@ class EventConsumer:
 
     async def _handle(self, record: BusRecord) -> None:
         try:
+            role = self._events.authenticate(record)
+        except AuthenticationError as exc:
+            # Checked before decoding: bytes nobody vouches for are never parsed further.
+            await self.dead_letter(record, exc.code, str(exc))
+            return
+        try:
             event = await self._events.serde.decode(record.value)
         except DecodeError as exc:
             if exc.transient:
@@ -185,6 +242,10 @@ class EventConsumer:
         wrong_topic = misplaced(event, record.topic)
         if wrong_topic is not None:
             await self.dead_letter(record, "WRONG_TOPIC", wrong_topic, event)
+            return
+        problem = unauthorized(event, record.topic, role)
+        if problem is not None:
+            await self.dead_letter(record, "NOT_AUTHORIZED", problem, event)
             return
         problems = envelope_problems(event)
         if problems:

@@ -7,13 +7,16 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Literal
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from baton.bus.base import Bus
 from baton.contracts.registry import ConfluentSchemaRegistry, LocalSchemaRegistry, SchemaRegistry
 from baton.contracts.serde import AvroSerde
+from baton.identity import Trust, load_trust, role_of_service
 from baton.messaging import EventBus
 
 
@@ -29,6 +32,19 @@ class RuntimeSettings(BaseSettings):
     log_level: str = "INFO"
     # Port of /livez and /readyz (BATON_HEALTH_PORT); unset: no health server.
     health_port: int | None = None
+    # This process's Ed25519 signing key: a base64 seed (BATON_SIGNING_KEY, e.g. from a secret), or a file
+    # holding one (BATON_SIGNING_KEY_FILE, a mounted secret), or <BATON_KEYS_DIR>/<role>.key.
+    signing_key: str | None = None
+    signing_key_file: Path | None = None
+    keys_dir: Path | None = None
+    # The public keyring (BATON_KEYRING), distributed with the declarations; default <BATON_KEYS_DIR>/keyring.json.
+    keyring: Path | None = None
+
+    @field_validator("signing_key", "signing_key_file", "keys_dir", "keyring", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     # Chaos runs only: this share of publishes fails as an unacknowledged write would (0: never).
     chaos_publish_failure_rate: float = 0.0
 
@@ -56,8 +72,23 @@ def build_bus(settings: RuntimeSettings, *, client_id: str) -> Bus:
     return EmbeddedBus(partitions=settings.partitions)
 
 
-def build_events(settings: RuntimeSettings, *, service: str, bus: Bus | None = None) -> EventBus:
-    """Typed event bus for a service (reusing a bus when given, as the embedded mesh does)."""
+def build_trust(settings: RuntimeSettings, *, role: str) -> Trust:
+    """This process's identity (to sign) and the keyring (to check others), from configuration."""
+    return load_trust(
+        role,
+        signing_key=settings.signing_key,
+        signing_key_file=settings.signing_key_file,
+        keys_dir=settings.keys_dir,
+        keyring_path=settings.keyring,
+    )
+
+
+def build_events(
+    settings: RuntimeSettings, *, service: str, bus: Bus | None = None, trust: Trust | None = None
+) -> EventBus:
+    """Typed event bus for a service (reusing a bus and identity when given, as the embedded mesh does)."""
+    if trust is None:
+        trust = build_trust(settings, role=role_of_service(service))
     if bus is None:
         bus = build_bus(settings, client_id=service)
         if settings.chaos_publish_failure_rate > 0:
@@ -72,6 +103,7 @@ def build_events(settings: RuntimeSettings, *, service: str, bus: Bus | None = N
         bus=bus,
         serde=AvroSerde(build_registry(settings)),
         producer=instance_id(service),
+        trust=trust,
     )
 
 

@@ -30,6 +30,7 @@ from baton.contracts.models import (
 )
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
+from baton.identity import TrustDomain, role_of_service
 from baton.messaging import EventBus
 from baton.workflows import END, load_workflows
 
@@ -92,7 +93,13 @@ async def soak(
     service: str, *, workflows: int, report_at: Sequence[int], finished_capacity: int = 10_000
 ) -> list[Sample]:
     """Run `workflows` complete workflows through one service's handlers; sample RSS at each `report_at`."""
-    events = EventBus(bus=NullBus(), serde=AvroSerde(LocalSchemaRegistry()), producer=f"soak-{service}")
+    role = role_of_service(service)
+    events = EventBus(
+        bus=NullBus(),
+        serde=AvroSerde(LocalSchemaRegistry()),
+        producer=f"soak-{service}",
+        trust=TrustDomain.generate([role]).trust(role),
+    )
     spec = load_workflows()["customer_onboarding"]
     agents = [a.name for a in spec.agents if not a.critical]
     record = BusRecord(topics.TASKS, 0, 0, None, b"")

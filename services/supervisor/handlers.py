@@ -23,7 +23,7 @@ from baton.contracts.models import (
     stable_event_id,
 )
 from baton.contracts.serde import DecodeError
-from baton.messaging import EventBus, RejectedEvent
+from baton.messaging import EventBus, RejectedEvent, accept
 from baton.supervisor import (
     Effect,
     Outcome,
@@ -71,12 +71,14 @@ class SupervisorHandlers:
         self._early: dict[str, Event] = {}
         self.outcomes = 0
         self.restored = 0
+        self.refused_checkpoints = 0
         self.nudged = 0
 
     # -- partitions coming and going --------------------------------------------------------------
 
     async def restore(self, record: BusRecord) -> None:
-        """Adopt the state one checkpoint record carries; a checkpoint that does not parse is skipped."""
+        """Adopt the state one checkpoint record carries; a checkpoint that does not parse, or that a
+        supervisor did not sign, is skipped (the validator's feed dead-letters it with its reason)."""
         try:
             event = await self._events.serde.decode(record.value)
         except DecodeError as exc:
@@ -85,6 +87,14 @@ class SupervisorHandlers:
             log.warning("checkpoint %s@%d/%d skipped: %s", record.topic, record.partition, record.offset, exc)
             return
         if not isinstance(event, WorkflowCheckpointed) or event.supervisor_state_json in ("", "{}"):
+            return
+        try:
+            accept(self._events, record, event)
+        except RejectedEvent as exc:
+            log.warning(
+                "checkpoint %s@%d/%d not adopted: %s: %s", record.topic, record.partition, record.offset, exc.code, exc
+            )
+            self.refused_checkpoints += 1
             return
         try:
             state = WorkflowState.from_checkpoint(event)

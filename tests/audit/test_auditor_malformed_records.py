@@ -32,6 +32,7 @@ from baton.messaging import EventBus
 from services.auditor.app import start
 from services.auditor.config import Settings
 from services.auditor.handlers import AuditorHandlers
+from tests.harness.identities import trust
 
 KEY = b"test-audit-key"
 NOT_UTF8 = b"\xff\xfe\x80wf\xc3("
@@ -348,7 +349,10 @@ async def test_the_auditor_service_audits_poison_and_garbage_and_keeps_going(
     auditor_settings: tuple[Bus, Settings], serde: AvroSerde
 ) -> None:
     bus, settings = auditor_settings
-    app = await start(EventBus(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="auditor-test"), settings)
+    app = await start(
+        EventBus(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="auditor-test", trust=trust("auditor")),
+        settings,
+    )
     run = uuid.uuid4().hex
     dead_lettered = await _dead_lettered_task(serde)
     poison = await serde.encode(dead_lettered)

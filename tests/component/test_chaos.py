@@ -94,8 +94,8 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
     expected_poison: list[Poison] = []
     if poison:
         consumed = consumed_topics(agent_kinds(specs))
-        for p in await poison_records(serde, consumed):
-            await inner.publish(p.topic, p.value, key=p.key)
+        for p in await poison_records(serde, consumed, mesh.trust):
+            await inner.publish(p.topic, p.value, key=p.key, headers=p.headers)
             if p.expect is not None:
                 expected_poison.append(p)
     bus.failure_rate = failure_rate

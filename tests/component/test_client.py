@@ -19,6 +19,7 @@ from baton.mesh import start_mesh
 from baton.messaging import EventBus
 from baton.workflows import load_workflows
 from baton.world import World
+from tests.harness.identities import events_as, trust
 
 
 async def _take(client: BatonClient, n: int, *, group_id: str | None = None) -> list[Outcome]:
@@ -60,11 +61,12 @@ async def test_a_retried_submit_with_the_same_key_runs_the_workflow_once(tmp_pat
 
 async def test_an_outcome_is_committed_only_once_the_caller_took_it() -> None:
     bus = EmbeddedBus(partitions=1)
-    events = EventBus(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="test")
+    events = EventBus(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="test", trust=trust("client"))
     client = BatonClient(events)
     await bus.create_topics([topics.OUTCOMES])
+    supervisor = events_as("supervisor", bus)
     for i in range(3):
-        await events.publish(
+        await supervisor.publish(
             topics.OUTCOMES,
             WorkflowCompleted(
                 envelope=Envelope(workflow_id=f"wf-{i}", tenant_id="t", producer="test"),

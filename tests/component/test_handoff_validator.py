@@ -22,6 +22,9 @@ from baton.messaging import EventBus, EventConsumer
 from services.handoff_validator.app import start
 from services.handoff_validator.config import Settings
 from tests.harness.collect import Collector
+from tests.harness.identities import events_as, publish_signed, trust
+
+PROPOSER = "agent:identity_verification"
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ async def _listen(events: EventBus, topic: str, group: str) -> Collector[Event]:
 async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettered(
     bus: Bus, serde: AvroSerde, settings: Settings, unique: str
 ) -> None:
-    events = EventBus(bus=bus, serde=serde, producer="test")
+    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
     app = await start(events, settings)
     verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
     dead = await _listen(events, topics.DEAD_LETTER, f"dlq.{unique}")
@@ -50,7 +53,7 @@ async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettere
     wf = f"wf-{unique}"
     env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
     cp = make_snapshot({"customer_id": "c-1", "name": "Ada"}, version=1)
-    await events.publish(
+    await events_as("supervisor", bus, serde=serde).publish(
         topics.CHECKPOINTS,
         WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=cp),
     )
@@ -64,13 +67,17 @@ async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettere
         )
 
     good = propose({"customer_id": "c-1", "name": "Ada", "identity_verified": True}, tag="good")
-    await events.publish(topics.HANDOFF_PROPOSALS, good)
-    await bus.publish(topics.HANDOFF_PROPOSALS, b"\x00\x00\x00\x00\x01garbage that claims schema id 1", key=wf.encode())
+    await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, good)
+    await publish_signed(
+        bus, PROPOSER, topics.HANDOFF_PROPOSALS, b"\x00\x00\x00\x00\x01garbage that claims schema id 1", key=wf.encode()
+    )
     lost = propose({"identity_verified": True, "customer_id": "c-1"}, tag="lost")
-    await events.publish(topics.HANDOFF_PROPOSALS, lost)
+    await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, lost)
     tampered = propose({"customer_id": "c-1", "name": "Ada", "identity_verified": True}, tag="tampered")
     forged = tampered.snapshot.model_copy(update={"context_json": tampered.snapshot.context_json.replace("Ada", "Eve")})
-    await events.publish(topics.HANDOFF_PROPOSALS, tampered.model_copy(update={"snapshot": forged}))
+    await events_as(PROPOSER, bus, serde=serde).publish(
+        topics.HANDOFF_PROPOSALS, tampered.model_copy(update={"snapshot": forged})
+    )
 
     mine = await verdicts.wait_until(lambda items: len([e for e in items if e.envelope.workflow_id == wf]) >= 3)
     mine = [e for e in mine if e.envelope.workflow_id == wf]
@@ -96,29 +103,29 @@ async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettere
 async def test_a_redelivered_proposal_gets_the_same_verdict(
     bus: Bus, serde: AvroSerde, settings: Settings, unique: str
 ) -> None:
-    events = EventBus(bus=bus, serde=serde, producer="test")
+    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
     app = await start(events, settings)
     verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
     wf = f"wf-{unique}"
     env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
     cp = make_snapshot({"customer_id": "c-1"}, version=1)
     checkpoint = WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=cp)
-    await events.publish(topics.CHECKPOINTS, checkpoint)
+    await events_as("supervisor", bus, serde=serde).publish(topics.CHECKPOINTS, checkpoint)
     proposal = HandoffProposed(
         envelope=env.model_copy(update={"event_id": f"p-{unique}"}),
         from_agent="identity_verification",
         to_agent="document_verification",
         snapshot=make_snapshot({"customer_id": "c-1", "ok": 1}, version=2, parent=cp),
     )
-    await events.publish(topics.HANDOFF_PROPOSALS, proposal)
+    await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, proposal)
     await verdicts.wait_until(lambda items: any(e.envelope.workflow_id == wf for e in items))
     # the workflow moves on, then the old proposal is redelivered: its verdict must not change
     later = make_snapshot({"customer_id": "c-1", "ok": 1}, version=2, parent=cp)
-    await events.publish(
+    await events_as("supervisor", bus, serde=serde).publish(
         topics.CHECKPOINTS,
         checkpoint.model_copy(update={"snapshot": make_snapshot({"x": 1}, version=3, parent=later)}),
     )
-    await events.publish(topics.HANDOFF_PROPOSALS, proposal)
+    await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, proposal)
     mine = await verdicts.wait_until(lambda items: len([e for e in items if e.envelope.workflow_id == wf]) >= 2)
     first, second = [e for e in mine if e.envelope.workflow_id == wf][:2]
     assert isinstance(first, HandoffAccepted) and first == second
@@ -130,14 +137,14 @@ async def test_proposals_of_unknown_workflows_do_not_hold_up_the_others(
 ) -> None:
     # A fixed wait per unknown workflow would take 4 x 120 s here; the validator answers as soon as its
     # checkpoint feed has read up to the moment the proposal arrived.
-    events = EventBus(bus=bus, serde=serde, producer="test")
+    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
     app = await start(events, Settings(checkpoint_wait_s=120))
     verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
     ghosts = [f"ghost-{unique}-{i}" for i in range(4)]
     real = f"wf-{unique}"
     parent = make_snapshot({"customer_id": "c-1"}, version=1)
     for wf in ghosts:
-        await events.publish(
+        await events_as(PROPOSER, bus, serde=serde).publish(
             topics.HANDOFF_PROPOSALS,
             HandoffProposed(
                 envelope=Envelope(workflow_id=wf, tenant_id="t1", producer="test"),
@@ -147,11 +154,11 @@ async def test_proposals_of_unknown_workflows_do_not_hold_up_the_others(
             ),
         )
     env = Envelope(workflow_id=real, tenant_id="t1", producer="test")
-    await events.publish(
+    await events_as("supervisor", bus, serde=serde).publish(
         topics.CHECKPOINTS,
         WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=parent),
     )
-    await events.publish(
+    await events_as(PROPOSER, bus, serde=serde).publish(
         topics.HANDOFF_PROPOSALS,
         HandoffProposed(
             envelope=env,

@@ -32,6 +32,7 @@ from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
 from services.supervisor.handlers import SupervisorHandlers
 from tests.harness.collect import Collector
+from tests.harness.identities import trust
 
 WF = "wf-flaky"
 ENV = Envelope(workflow_id=WF, tenant_id="t1", producer="test")
@@ -41,7 +42,9 @@ RECORD = BusRecord(topics.TASKS, 0, 0, WF.encode(), b"")
 async def _handlers(*, backoff_base_s: float = 0.5) -> tuple[SupervisorHandlers, FlakyBus, EmbeddedBus]:
     inner = EmbeddedBus(partitions=1)
     bus = FlakyBus(inner, failure_rate=0.0)
-    events = EventBus(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="supervisor-test")
+    events = EventBus(
+        bus=bus, serde=AvroSerde(LocalSchemaRegistry()), producer="supervisor-test", trust=trust("supervisor")
+    )
     supervisor = Supervisor(load_workflows(), backoff_base_s=backoff_base_s, backoff_cap_s=backoff_base_s)
     return SupervisorHandlers(events, supervisor), bus, inner
 
@@ -118,12 +121,14 @@ async def test_only_the_replica_that_owns_a_workflow_halts_it_on_the_wall_clock(
     bus = EmbeddedBus(partitions=4)
     serde = AvroSerde(LocalSchemaRegistry())
     replicas = [
-        await supervisor_app.start(EventBus(bus=bus, serde=serde, producer=f"supervisor-{i}"), SupervisorSettings())
+        await supervisor_app.start(
+            EventBus(bus=bus, serde=serde, producer=f"supervisor-{i}", trust=trust("supervisor")), SupervisorSettings()
+        )
         for i in range(2)
     ]
     outcomes: Collector[BusRecord] = Collector()
     await bus.subscribe([topics.OUTCOMES], group_id="test.outcomes", handler=outcomes.add)
-    client = BatonClient(EventBus(bus=bus, serde=serde, producer="client"))
+    client = BatonClient(EventBus(bus=bus, serde=serde, producer="client", trust=trust("client")))
     wanted = [f"stuck-{i}" for i in range(12)]  # no agent runs: they wait until the wall clock halts them
     for wf in wanted:
         await client.submit("support_refund", {"ticket_id": "t-1"}, tenant_id="t1", workflow_id=wf)

@@ -27,6 +27,7 @@ from baton.contracts.serde import AvroSerde
 from baton.messaging import EventBus, EventConsumer
 from tests.conftest import PARTITIONS
 from tests.harness.collect import Collector
+from tests.harness.identities import publish_signed, trust
 
 
 async def test_messages_with_one_key_arrive_in_order(bus: Bus, unique: str) -> None:
@@ -119,7 +120,7 @@ async def test_undecodable_message_is_dead_lettered_once_and_the_partition_moves
     # topics they do not know), yet unique to this test.
     topic, group = topics.agent_steps(f"contract-{unique}"), f"g.{unique}"
     await bus.create_topics([topic, topics.DEAD_LETTER], partitions=PARTITIONS)
-    events = EventBus(bus=bus, serde=serde, producer="contract-test")
+    events = EventBus(bus=bus, serde=serde, producer="contract-test", trust=trust("supervisor"))
     handled: Collector[Event] = Collector()
 
     async def on_event(event: Event, record: BusRecord) -> None:
@@ -139,7 +140,7 @@ async def test_undecodable_message_is_dead_lettered_once_and_the_partition_moves
         handler=EventConsumer(events, group_id=f"dlq-reader.{unique}", handler=on_dead),
     )
     await events.publish(topic, _step(1))
-    await bus.publish(topic, b"\x13 definitely not avro", key=b"wf-dlq")
+    await publish_signed(bus, "supervisor", topic, b"\x13 definitely not avro", key=b"wf-dlq")
     await events.publish(topic, _step(2))
     await handled.wait_for_count(2)
     assert [e.attempt for e in handled.items if isinstance(e, StepRequested)] == [1, 2]

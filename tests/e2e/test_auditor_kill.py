@@ -25,6 +25,7 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
 )
 from baton.contracts.serde import AvroSerde
+from tests.harness.identities import write_keys
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.processes import ServiceProcesses
 
@@ -82,6 +83,7 @@ async def test_auditor_killed_three_times_keeps_exactly_the_events_produced(
     env = {
         "BATON_BUS": "kafka",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
+        "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
         "BATON_LOG_LEVEL": "WARNING",
         "BATON_AUDITOR_STORE": "mongodb",
         "BATON_AUDITOR_MONGODB_URL": mongodb_url,

@@ -28,6 +28,7 @@ from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
 from baton.world import World
 from tests.harness.expected import Submission, expected_outcomes, outcome_key
+from tests.harness.identities import DOMAIN, trust, write_keys
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.processes import ServiceProcesses
 
@@ -75,6 +76,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     env = {
         "BATON_BUS": "kafka",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
+        "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
         "BATON_LOG_LEVEL": "WARNING",
         "BATON_AGENT_WORLD_DB": str(tmp_path / "world.db"),
         "BATON_AGENT_FAULT_PLAN": str(tmp_path / "faults.json"),
@@ -105,7 +107,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         procs.start("handoff-validator", "handoff-validator")
         for kind in agent_kinds(specs):
             procs.start(f"agent-{kind}", "agent", "--kind", kind)
-        client = BatonClient(EventBus(bus=bus, serde=serde, producer="e2e-client"))
+        client = BatonClient(EventBus(bus=bus, serde=serde, producer="e2e-client", trust=trust("client")))
         for sub in submissions:
             await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
 
@@ -142,9 +144,9 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
 
         # Poison of every kind on every topic a service consumes; then more work, which must still get done.
         consumed = consumed_topics(agent_kinds(specs))
-        poison = await poison_records(serde, consumed)
+        poison = await poison_records(serde, consumed, DOMAIN)
         for p in poison:
-            await bus.publish(p.topic, p.value, key=p.key)
+            await bus.publish(p.topic, p.value, key=p.key, headers=p.headers)
         for sub in later:
             await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
         await outcomes_of(later)

@@ -13,6 +13,7 @@ from baton.contracts.models import DeadLettered, Envelope, Event, StepCompleted,
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.messaging import EventBus, EventConsumer, envelope_problems, misplaced
+from tests.harness.identities import signed_record, trust
 
 
 def _task(**envelope: object) -> TaskRequested:
@@ -53,7 +54,9 @@ async def _consumer(handler_error: BaseException | None) -> tuple[EventConsumer,
         if handler_error is not None:
             raise handler_error
 
-    consumer = EventConsumer(EventBus(bus=bus, serde=serde, producer="t"), group_id="g", handler=handler)
+    consumer = EventConsumer(
+        EventBus(bus=bus, serde=serde, producer="t", trust=trust("supervisor")), group_id="g", handler=handler
+    )
     return consumer, bus, serde, handled
 
 
@@ -69,9 +72,9 @@ async def _dead(bus: EmbeddedBus, serde: AvroSerde) -> list[DeadLettered]:
 async def test_misplaced_and_malformed_events_are_dead_lettered_with_their_reason() -> None:
     consumer, bus, serde, handled = await _consumer(None)
     step = StepCompleted(envelope=Envelope(workflow_id="wf", tenant_id="t", producer="p"), agent="a", succeeded=True)
-    await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", await serde.encode(step)))
-    await consumer(BusRecord(topics.TASKS, 0, 1, b"wf", await serde.encode(_task(tenant_id=""))))
-    await consumer(BusRecord(topics.TASKS, 0, 2, b"wf", await serde.encode(_task())))
+    await consumer(signed_record("client", topics.TASKS, await serde.encode(step), key=b"wf", offset=0))
+    await consumer(signed_record("client", topics.TASKS, await serde.encode(_task(tenant_id="")), key=b"wf", offset=1))
+    await consumer(signed_record("client", topics.TASKS, await serde.encode(_task()), key=b"wf", offset=2))
     assert [type(e).__name__ for e in handled] == ["TaskRequested"]
     dead = await _dead(bus, serde)
     assert [(d.source_offset, d.reason_code) for d in dead] == [(0, "WRONG_TOPIC"), (1, "BAD_ENVELOPE")]
@@ -82,13 +85,13 @@ async def test_misplaced_and_malformed_events_are_dead_lettered_with_their_reaso
 async def test_an_outage_is_raised_for_the_bus_to_retry_never_dead_lettered(outage: Exception) -> None:
     consumer, bus, serde, handled = await _consumer(outage)
     with pytest.raises(type(outage)):
-        await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", await serde.encode(_task())))
+        await consumer(signed_record("client", topics.TASKS, await serde.encode(_task()), key=b"wf", offset=0))
     assert len(handled) == 1 and await _dead(bus, serde) == []
 
 
 async def test_a_handler_that_keeps_failing_is_dead_lettered_after_its_attempts() -> None:
     consumer, bus, serde, handled = await _consumer(KeyError("bug"))
-    await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", await serde.encode(_task())))
+    await consumer(signed_record("client", topics.TASKS, await serde.encode(_task()), key=b"wf", offset=0))
     assert len(handled) == 3
     [dead] = await _dead(bus, serde)
     assert dead.reason_code == "HANDLER_FAILED" and "KeyError" in dead.reason
@@ -98,7 +101,7 @@ async def test_a_megabyte_id_is_refused_and_its_dead_letter_still_fits_on_the_bu
     consumer, bus, serde, handled = await _consumer(None)
     huge = "w" * 1_400_000
     value = await serde.encode(_task(workflow_id=huge, correlation_id=huge))
-    await consumer(BusRecord(topics.TASKS, 0, 0, huge.encode(), value))
+    await consumer(signed_record("client", topics.TASKS, value, key=huge.encode(), offset=0))
     assert handled == []
     [dead] = await _dead(bus, serde)
     assert dead.reason_code == "BAD_ENVELOPE" and "workflow_id is 1400000 bytes, over 256" in dead.reason
@@ -123,7 +126,9 @@ async def test_a_record_whose_schema_is_not_an_avro_record_is_dead_lettered_not_
     async def handler(event: Event, record: BusRecord) -> None:
         handled.append(event)
 
-    consumer = EventConsumer(EventBus(bus=bus, serde=serde, producer="t"), group_id="g", handler=handler)
-    await consumer(BusRecord(topics.TASKS, 0, 0, b"wf", b"\x00\x00\x00\x10\x92\x02hi"))
+    consumer = EventConsumer(
+        EventBus(bus=bus, serde=serde, producer="t", trust=trust("supervisor")), group_id="g", handler=handler
+    )
+    await consumer(signed_record("client", topics.TASKS, b"\x00\x00\x00\x10\x92\x02hi", key=b"wf", offset=0))
     [dead] = await _dead(bus, serde)
     assert dead.reason_code == "UNSUPPORTED_SCHEMA" and "not an Avro record schema" in dead.reason

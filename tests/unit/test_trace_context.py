@@ -8,11 +8,12 @@ from baton.contracts.models import ControlAction, ControlCommand, ControlScope, 
 from baton.contracts.serde import AvroSerde
 from baton.messaging import TRACEPARENT, EventBus, EventConsumer
 from tests.harness.collect import Collector
+from tests.harness.identities import signed_headers, trust
 
 
 async def test_a_handler_publishes_in_the_trace_of_the_message_it_handles(serde: AvroSerde) -> None:
     bus = EmbeddedBus(partitions=2)
-    events = EventBus(bus=bus, serde=serde, producer="test")
+    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("supervisor"))
     command = ControlCommand(
         envelope=Envelope(workflow_id="wf", tenant_id="t", producer="test"),
         command=ControlAction.HALT,
@@ -29,7 +30,9 @@ async def test_a_handler_publishes_in_the_trace_of_the_message_it_handles(serde:
     await bus.subscribe(["t.in"], group_id="relay", handler=EventConsumer(events, group_id="relay", handler=relay))
     await bus.subscribe(["t.out", "t.again"], group_id="watch", handler=out.add)
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    await bus.publish("t.in", await serde.encode(command), key=b"wf", headers=((TRACEPARENT, parent.encode()),))
+    value = await serde.encode(command)
+    headers = ((TRACEPARENT, parent.encode()), *signed_headers("operator", "t.in", b"wf", value))
+    await bus.publish("t.in", value, key=b"wf", headers=headers)
     records = await out.wait_for_count(2)
     for record in records:
         header = record.header(TRACEPARENT)
