@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb deploy soak clean
+.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb deploy soak bench clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ soak: deps ## memory soak: RSS of the supervisor, the validator and the auditor 
 	$(BIN)/baton soak supervisor --workflows 100000 --report-at 10000,100000 | tee reports/memory.txt
 	$(BIN)/baton soak handoff-validator --workflows 100000 --report-at 10000,100000 | tee -a reports/memory.txt
 	$(BIN)/baton soak auditor --workflows 100000 --report-at 10000,100000 | tee -a reports/memory.txt
+
+bench: deps ## performance figures as ratios against baselines measured in the same run -> reports/bench.md
+	@mkdir -p reports
+	$(BIN)/baton bench | tee reports/bench.md
 
 deploy: deps ## regenerate docker-compose.yml and deploy/k8s from the workflow declarations
 	$(BIN)/python deploy/generate.py

@@ -271,6 +271,17 @@ def outcomes(
     _run(go())
 
 
+@app.command("bench")
+def bench(
+    events: Annotated[int, typer.Option(help="events per run")] = 5_000,
+    reps: Annotated[int, typer.Option(help="alternating repetitions (medians are reported)")] = 3,
+) -> None:
+    """Measure what Baton's layers cost as ratios against baselines run alongside; print a Markdown report."""
+    from baton.bench import run_all
+
+    typer.echo(run_all(events=events, reps=reps))
+
+
 @app.command("soak")
 def soak(
     service: Annotated[str, typer.Argument(help="supervisor, handoff-validator or auditor")],
