@@ -307,7 +307,14 @@ class World:
 
     def _check_tenant(self, tool: str, arguments: Mapping[str, Any], tenant_id: str) -> None:
         # Ownership never changes once seeded, so checking before the tool's own transaction is race-free.
-        for argument in sorted(arguments.keys() & _OWNER_OF.keys()):
+        owned = sorted(arguments.keys() & _OWNER_OF.keys())
+        if not owned:
+            # Fail closed: a call that names no record of a tenant cannot be checked, so it does not run.
+            raise ToolError(
+                "BAD_ARGUMENTS",
+                f"{tool} got arguments {sorted(arguments)}, none naming a record: pass one of {sorted(_OWNER_OF)}",
+            )
+        for argument in owned:
             if not isinstance(arguments[argument], str | int | float):
                 raise ToolError("BAD_ARGUMENTS", f"{tool} got {argument}={arguments[argument]!r}: send an id")
             owner = self.tenant_of(argument, arguments[argument])
@@ -321,8 +328,7 @@ class World:
 
     def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str, tenant_id: str) -> dict[str, Any]:
         """Run a tool by name for a tenant; ToolError for unknown tools, bad arguments, other tenants' rows."""
-        self._check_tenant(tool, arguments, tenant_id)
-        fn: Callable[..., dict[str, Any]] | None = {
+        reads: dict[str, Callable[..., dict[str, Any]]] = {
             "lookup_customer": self.lookup_customer,
             "verify_identity": self.verify_identity,
             "check_documents": self.check_documents,
@@ -330,17 +336,18 @@ class World:
             "lookup_ticket": self.lookup_ticket,
             "lookup_order": self.lookup_order,
             "preview_refund": self.preview_refund,
-        }.get(tool)
+        }
+        if tool not in reads and tool not in ("file_regulatory_report", "issue_refund"):
+            raise ToolError("UNKNOWN_TOOL", f"the world has no tool {tool!r}")
+        self._check_tenant(tool, arguments, tenant_id)
         try:
-            if fn is not None:
-                return fn(**arguments)
             if tool == "file_regulatory_report":
                 return self.file_regulatory_report(**arguments, idempotency_key=idempotency_key)
             if tool == "issue_refund":
                 return self.issue_refund(**arguments, idempotency_key=idempotency_key)
+            return reads[tool](**arguments)
         except TypeError as exc:
             raise ToolError("BAD_ARGUMENTS", f"{tool} got arguments {sorted(arguments)}: {exc}") from exc
-        raise ToolError("UNKNOWN_TOOL", f"the world has no tool {tool!r}")
 
     # -- the agents' step ledger -------------------------------------------------------------------
 

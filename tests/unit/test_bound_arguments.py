@@ -173,6 +173,14 @@ def test_a_tenant_cannot_touch_another_tenants_rows(world: World, tool: str, arg
     assert world.call(tool, arguments, idempotency_key="k", tenant_id=seeded_tenant(1))  # the owner may
 
 
+def test_a_call_naming_no_record_of_a_tenant_does_not_run(world: World) -> None:
+    with pytest.raises(ToolError, match="none naming a record") as refused:
+        world.call("lookup_customer", {"name": "Customer 1"}, idempotency_key="k", tenant_id=seeded_tenant(1))
+    assert refused.value.code == "BAD_ARGUMENTS"
+    with pytest.raises(ToolError, match="no tool 'drop_tables'"):
+        world.call("drop_tables", {}, idempotency_key="k", tenant_id=seeded_tenant(1))
+
+
 def test_a_records_owner_is_under_its_checksum(world: World) -> None:
     world._db.execute("UPDATE customers SET tenant_id = 'tenant-evil' WHERE id = 'cust-00003'")
     assert world.verify().problems == ["customers row cust-00003 does not match its checksum (corrupted)"]
