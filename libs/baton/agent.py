@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baton.context import canonical_bytes, context_sha256
-from baton.contracts.models import FailureClass
+from baton.contracts.models import FailureClass, PermissionTier
 from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
-from baton.workflows import AgentSpec, WorkflowSpec
+from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
 from baton.world import ToolError
 
 ToolRunner = Callable[[str, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
@@ -56,6 +56,53 @@ class StepOutcome:
         self.error_code = code
         self.error = message
         return self
+
+
+@dataclass(frozen=True)
+class BoundCall:
+    """A tool call as the runtime executes it: bound values from the context, and where the model differed."""
+
+    arguments: dict[str, Any]
+    unresolved: list[str] = field(default_factory=list)
+    differing: list[str] = field(default_factory=list)
+    unbound: list[str] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> str:
+        """What the model chose that the runtime does not execute ("" when nothing)."""
+        return "; ".join(self.differing + self.unbound)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Equal as the idempotency key sees them: 500 and 500.0 alike, "500" and 500 not.
+    try:
+        return canonical_bytes({"v": a}) == canonical_bytes({"v": b})
+    except ValueError:
+        return False
+
+
+def bind_arguments(tool: ToolSpec, context: Mapping[str, Any], chosen: Mapping[str, Any]) -> BoundCall:
+    """Resolve a tool's declared bindings in the context and compare them with the model's chosen arguments.
+
+    A bound argument always takes the context's value (one the model omits is filled in). An argument with
+    no binding is the model's own: passed on to a READ tool, reported as `unbound` for a WRITE/IRREVERSIBLE one.
+    """
+    read = tool.tier is PermissionTier.READ
+    arguments = {k: v for k, v in chosen.items() if k not in tool.args} if read else {}
+    unresolved: list[str] = []
+    differing: list[str] = []
+    for name, path in tool.args.items():
+        value = lookup(context, path)
+        if value is None:
+            unresolved.append(f"{name} (bound to context path {path!r})")
+            continue
+        arguments[name] = value
+        if name in chosen and not _same(chosen[name], value):
+            differing.append(f"{name}: the model chose {chosen[name]!r}, the context ({path}) says {value!r}")
+    unbound = (
+        [] if read else [f"{k}: {v!r} is not bound to the context" for k, v in chosen.items() if k not in tool.args]
+    )
+    return BoundCall(arguments, unresolved, differing, unbound)
 
 
 def idempotency_key(workflow_id: str, agent: str, tool: str, arguments: Mapping[str, Any]) -> str:
@@ -136,7 +183,21 @@ async def run_step(
                 "UNKNOWN_TOOL",
                 f"{agent.name} asked for tool {choice.name!r}, which it is not given; its tools are {considered}",
             )
-        fingerprint = f"{choice.name}:{hashlib.sha256(canonical_bytes(choice.arguments)).hexdigest()}"
+        # Bound to the context as received and verified, not to what this step's tools added since.
+        call = bind_arguments(spec, context, choice.arguments)
+        if call.unresolved:
+            outcome.decisions.append(trace)
+            return outcome.fail(
+                FailureClass.LOGIC,
+                "ARGUMENT_UNRESOLVED",
+                f"{choice.name} declares arguments the verified context does not hold: {', '.join(call.unresolved)}; "
+                "the step needs them in its input (check the task input or the agent before it)",
+            )
+        arguments = call.arguments
+        if call.diverged and spec.tier is PermissionTier.READ:
+            # A read runs on the bound values; the model's divergence stays on record in its decision.
+            trace = DecisionTrace(**{**trace.__dict__, "rationale": f"{trace.rationale} [rebound: {call.diverged}]"})
+        fingerprint = f"{choice.name}:{hashlib.sha256(canonical_bytes(arguments)).hexdigest()}"
         fingerprints[fingerprint] += 1
         if fingerprints[fingerprint] > budgets.loop_threshold:
             outcome.decisions.append(trace)
@@ -146,22 +207,33 @@ async def run_step(
                 f"{agent.name} called {choice.name} with the same arguments {fingerprints[fingerprint]} times "
                 f"(limit {budgets.loop_threshold}): circuit breaker tripped",
             )
-        if workflow.needs_approval(spec, choice.arguments):
+        # Approval is decided on what would run, never on the model's own numbers; a human who must look
+        # anyway also sees where the model diverged.
+        if workflow.needs_approval(spec, arguments):
             outcome.decisions.append(trace)
+            diverged = f"; the model proposed otherwise ({call.diverged})" if call.diverged else ""
             return outcome.fail(
                 None,
                 "APPROVAL_REQUIRED",
-                f"{choice.name} is {spec.tier.value} and its arguments {json.dumps(choice.arguments, default=str)} "
-                "need a human's approval before it runs",
+                f"{choice.name} is {spec.tier.value} and its bound arguments {json.dumps(arguments, default=str)} "
+                f"need a human's approval before it runs{diverged}",
             )
-        key = idempotency_key(workflow_id, agent.name, choice.name, choice.arguments)
+        if call.diverged and spec.tier is not PermissionTier.READ:
+            outcome.decisions.append(trace)
+            return outcome.fail(
+                FailureClass.LOGIC,
+                "ARGUMENT_NOT_BOUND",
+                f"{choice.name} is {spec.tier.value} and acts only on the verified context's values; refused, "
+                f"nothing ran: {call.diverged}",
+            )
+        key = idempotency_key(workflow_id, agent.name, choice.name, arguments)
         try:
-            result = await run_tool(choice.name, choice.arguments, key)
+            result = await run_tool(choice.name, arguments, key)
         except ToolError as exc:
             outcome.decisions.append(trace)
             return outcome.fail(FailureClass.LOGIC, f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
         outcome.tool_calls += 1
-        history.append(ToolResult(choice.name, dict(choice.arguments), result))
+        history.append(ToolResult(choice.name, dict(arguments), result))
         ctx[spec.result_key] = result
         outcome.decisions.append(_with_output(trace, ctx))
     return outcome.fail(

@@ -35,7 +35,7 @@ from baton.faults import HANDOFF_FAULTS, Fault, FaultPlan
 from baton.mesh import start_mesh
 from baton.messaging import EventConsumer
 from baton.workflows import WorkflowSpec, load_workflows
-from baton.world import World
+from baton.world import World, seeded_tenant
 from services.auditor.app import audited_topics
 from services.auditor.config import Settings as AuditorSettings
 
@@ -48,6 +48,8 @@ DETECTED_BY: dict[Fault, str] = {
     Fault.LOW_CONFIDENCE: "LOW_CONFIDENCE",
     Fault.MALFORMED: "MALFORMED_MODEL_OUTPUT",
     Fault.RATE_LIMIT: "RATE_LIMITED",
+    Fault.OTHER_RECORD: "ARGUMENT_NOT_BOUND",
+    Fault.UNDERSTATE: "ARGUMENT_NOT_BOUND",
 }
 DEFAULT_FAULTS = (Fault.TRUNCATE, Fault.STALE, Fault.TAMPER, Fault.LOOP, Fault.RATE_LIMIT, Fault.LOW_CONFIDENCE)
 
@@ -168,7 +170,7 @@ async def run_demo(
     )
     client = BatonClient(mesh.events("demo-client", role=identity.CLIENT), requested_by="baton-demo")
     for i, (wf, spec) in enumerate(plan_items):
-        await client.submit(spec.name, _inputs(spec, world, i), tenant_id=f"tenant-{i % 3}", workflow_id=wf)
+        await client.submit(spec.name, _inputs(spec, world, i), tenant_id=seeded_tenant(i), workflow_id=wf)
     deadline = time.monotonic() + timeout_s
     with Progress(
         TextColumn("[bold]workflows"),

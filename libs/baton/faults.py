@@ -24,9 +24,14 @@ class Fault(StrEnum):
     LOW_CONFIDENCE = "low_confidence"
     MALFORMED = "malformed"
     RATE_LIMIT = "rate_limit"
+    # argument attacks: the model picks its own arguments; the runtime executes the bound ones
+    OTHER_RECORD = "other_record"
+    UNDERSTATE = "understate"
 
 
 HANDOFF_FAULTS = frozenset({Fault.TRUNCATE, Fault.STALE, Fault.TAMPER})
+# Refused only at a WRITE/IRREVERSIBLE tool; at a READ tool the bound values simply run instead.
+ARGUMENT_FAULTS = frozenset({Fault.OTHER_RECORD, Fault.UNDERSTATE})
 
 
 def corrupt_handoff(fault: Fault, proposed: ContextSnapshot, received: ContextSnapshot) -> ContextSnapshot:

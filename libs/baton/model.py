@@ -85,12 +85,26 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def _attacked(fault: Fault | None, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments a misled model picks: the next record's id (another customer, often another tenant's),
+    or every number a tenth of the truth (a refund under its approval threshold)."""
+    out = dict(arguments)
+    for name, value in arguments.items():
+        if fault is Fault.OTHER_RECORD and isinstance(value, str):
+            digits = len(value) - len(value.rstrip("0123456789"))
+            if digits:
+                out[name] = f"{value[:-digits]}{int(value[-digits:]) + 1:0{digits}d}"
+        elif fault is Fault.UNDERSTATE and isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = round(value / 10, 2)
+    return out
+
+
 @dataclass
 class ScriptedModel:
     """Deterministic backend: calls each declared tool once in order, then finishes.
 
     A fault plan makes it loop, name a tool that does not exist, answer with low
-    confidence, return malformed output, or hit a rate limit.
+    confidence, return malformed output, hit a rate limit, or pick arguments other than the context's.
     """
 
     seed: int = 0
@@ -122,7 +136,7 @@ class ScriptedModel:
             return ModelReply(ToolChoice(first.name, args), 0.9, prompt, 25, "try again, maybe it changed")
         for tool in agent.tools:
             if tool.name not in done:
-                args = {k: lookup(request.context, v) for k, v in tool.args.items()}
+                args = _attacked(fault, {k: lookup(request.context, v) for k, v in tool.args.items()})
                 return ModelReply(
                     ToolChoice(tool.name, args), 0.92 - self._jitter(request), prompt, 30, f"need {tool.result_key}"
                 )

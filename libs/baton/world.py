@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, name TEXT NOT NULL, country TEXT NOT NULL,
-    risk_score INTEGER NOT NULL, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,
+    country TEXT NOT NULL, risk_score INTEGER NOT NULL, checksum TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
     kind TEXT NOT NULL, valid INTEGER NOT NULL, checksum TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
@@ -37,16 +37,35 @@ CREATE TABLE IF NOT EXISTS tool_calls (idempotency_key TEXT PRIMARY KEY, tool TE
 CREATE TABLE IF NOT EXISTS step_ledger (step_key TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, agent TEXT NOT NULL,
     started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, result_json TEXT,
     owner TEXT NOT NULL DEFAULT '', lease_until REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS workflow_tenants (workflow_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL);
 """
 
 _CHECKED = {
-    "customers": ("id", "name", "country", "risk_score"),
+    "customers": ("id", "tenant_id", "name", "country", "risk_score"),
     "documents": ("id", "customer_id", "kind", "valid"),
     "orders": ("id", "customer_id", "amount", "refunded"),
     "tickets": ("id", "order_id", "reason", "requested_amount"),
     "filings": ("id", "customer_id", "risk_score", "idempotency_key"),
     "refunds": ("id", "order_id", "amount", "idempotency_key"),
 }
+
+
+# Every row belongs to the tenant of its customer: documents, orders and filings through customer_id,
+# tickets and refunds through their order. An argument naming a row -> the SQL finding its tenant.
+_OWNER_OF: dict[str, str] = {
+    "customer_id": "SELECT tenant_id FROM customers WHERE id = ?",
+    "ticket_id": "SELECT c.tenant_id FROM tickets t JOIN orders o ON o.id = t.order_id "
+    "JOIN customers c ON c.id = o.customer_id WHERE t.id = ?",
+}
+
+
+def seeded_tenant(index: int) -> str:
+    """The tenant seed() gives customer `index` (and its rows); the demo submits its tasks under the same."""
+    return f"tenant-{index % 3}"
+
+
+class WorldSchemaError(Exception):
+    """The world database was made by an older Baton and lacks what this one needs."""
 
 
 class StepBusyError(Exception):
@@ -89,6 +108,13 @@ class World:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(customers)")}
+        if "tenant_id" not in columns:
+            self._db.close()
+            raise WorldSchemaError(
+                f"{path} was created before world records belonged to tenants (customers has no tenant_id): "
+                "delete it and seed a new world"
+            )
 
     def close(self) -> None:
         # Under the lock: a tool call still running in a worker thread finishes first.
@@ -132,6 +158,7 @@ class World:
                     "customers",
                     {
                         "id": cid,
+                        "tenant_id": seeded_tenant(i),
                         "name": f"Customer {i}",
                         "country": rnd.choice(["DE", "FR", "NL", "US", "JP"]),
                         "risk_score": risk,
@@ -164,6 +191,11 @@ class World:
     def ticket_ids(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT id FROM tickets ORDER BY id")]
+
+    def tenant_of(self, argument: str, value: Any) -> str | None:
+        """The tenant owning the row an argument names (customer_id, ticket_id); None when there is no such row."""
+        row = self._one(_OWNER_OF[argument], value)
+        return str(row["tenant_id"]) if row is not None else None
 
     # -- tools -------------------------------------------------------------------------------------
 
@@ -273,9 +305,30 @@ class World:
 
         return self._idempotent(idempotency_key, "issue_refund", act)
 
-    def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        """Run a tool by name; raises ToolError for unknown tools and bad arguments."""
-        fn: Callable[..., dict[str, Any]] | None = {
+    def _check_tenant(self, tool: str, arguments: Mapping[str, Any], tenant_id: str) -> None:
+        # Ownership never changes once seeded, so checking before the tool's own transaction is race-free.
+        owned = sorted(arguments.keys() & _OWNER_OF.keys())
+        if not owned:
+            # Fail closed: a call that names no record of a tenant cannot be checked, so it does not run.
+            raise ToolError(
+                "BAD_ARGUMENTS",
+                f"{tool} got arguments {sorted(arguments)}, none naming a record: pass one of {sorted(_OWNER_OF)}",
+            )
+        for argument in owned:
+            if not isinstance(arguments[argument], str | int | float):
+                raise ToolError("BAD_ARGUMENTS", f"{tool} got {argument}={arguments[argument]!r}: send an id")
+            owner = self.tenant_of(argument, arguments[argument])
+            if owner is not None and owner != tenant_id:
+                raise ToolError(
+                    "TENANT_MISMATCH",
+                    f"{tool} was called for tenant {tenant_id!r} with {argument}={arguments[argument]!r}, a record "
+                    "of another tenant: a workflow acts only on its own tenant's records; submit the task under "
+                    "the tenant that owns the record",
+                )
+
+    def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str, tenant_id: str) -> dict[str, Any]:
+        """Run a tool by name for a tenant; ToolError for unknown tools, bad arguments, other tenants' rows."""
+        reads: dict[str, Callable[..., dict[str, Any]]] = {
             "lookup_customer": self.lookup_customer,
             "verify_identity": self.verify_identity,
             "check_documents": self.check_documents,
@@ -283,17 +336,18 @@ class World:
             "lookup_ticket": self.lookup_ticket,
             "lookup_order": self.lookup_order,
             "preview_refund": self.preview_refund,
-        }.get(tool)
+        }
+        if tool not in reads and tool not in ("file_regulatory_report", "issue_refund"):
+            raise ToolError("UNKNOWN_TOOL", f"the world has no tool {tool!r}")
+        self._check_tenant(tool, arguments, tenant_id)
         try:
-            if fn is not None:
-                return fn(**arguments)
             if tool == "file_regulatory_report":
                 return self.file_regulatory_report(**arguments, idempotency_key=idempotency_key)
             if tool == "issue_refund":
                 return self.issue_refund(**arguments, idempotency_key=idempotency_key)
+            return reads[tool](**arguments)
         except TypeError as exc:
             raise ToolError("BAD_ARGUMENTS", f"{tool} got arguments {sorted(arguments)}: {exc}") from exc
-        raise ToolError("UNKNOWN_TOOL", f"the world has no tool {tool!r}")
 
     # -- the agents' step ledger -------------------------------------------------------------------
 
@@ -330,6 +384,16 @@ class World:
                 "UPDATE step_ledger SET lease_until = 0 WHERE step_key = ? AND owner = ? AND completed = 0",
                 (step_key, owner),
             )
+
+    def workflow_tenant(self, workflow_id: str, tenant_id: str) -> str:
+        """The tenant a workflow's first step here came with (recorded now when this is its first)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO workflow_tenants (workflow_id, tenant_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (workflow_id, tenant_id),
+            )
+            row = db.execute("SELECT tenant_id FROM workflow_tenants WHERE workflow_id = ?", (workflow_id,)).fetchone()
+        return str(row[0])
 
     def step_completed(self, step_key: str, result_json: str) -> None:
         with self._tx() as db:

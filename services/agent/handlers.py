@@ -100,13 +100,24 @@ class AgentHandlers:
                 FailureClass.CONTEXT, f"RECEIVED_{rejection.code}", f"refused on receipt: {rejection.reason}"
             )
 
+        wf, tenant = event.envelope.workflow_id, event.envelope.tenant_id
+        owner = await asyncio.to_thread(self._world.workflow_tenant, wf, tenant)
+        if owner != tenant:
+            # Nothing runs: the step's envelope names another tenant than the workflow's earlier steps did.
+            return StepOutcome(succeeded=False).fail(
+                FailureClass.LOGIC,
+                "TENANT_MISMATCH",
+                f"a step of workflow {wf!r} came for tenant {tenant!r}, but the workflow's earlier steps ran for "
+                f"tenant {owner!r}: refused, nothing ran",
+            )
+
         async def run_tool(name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
-            return await asyncio.to_thread(self._world.call, name, arguments, idempotency_key=key)
+            return await asyncio.to_thread(self._world.call, name, arguments, idempotency_key=key, tenant_id=tenant)
 
         outcome = await run_step(
             workflow=self._workflow,
             agent=self._agent,
-            workflow_id=event.envelope.workflow_id,
+            workflow_id=wf,
             context=context,
             model=self._model,
             run_tool=run_tool,

@@ -26,7 +26,7 @@ from baton.demo import _eligible, _inputs
 from baton.faults import Fault, FaultPlan
 from baton.mesh import start_mesh
 from baton.workflows import agent_kinds, load_workflows
-from baton.world import World
+from baton.world import World, seeded_tenant
 from services.auditor.app import audited_topics
 from services.auditor.config import Settings as AuditorSettings
 from services.supervisor import app as supervisor_app
@@ -87,9 +87,9 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
     big = dict(_inputs(onboarding, world, 0), notes="n" * 600_000)  # under the 1,000,000-byte limit
     huge = dict(_inputs(onboarding, world, 1), notes="n" * 1_200_000)  # over it
     for i, (wf, spec) in enumerate(items[:WORKFLOWS]):
-        await client.submit(spec.name, _inputs(spec, world, i), tenant_id=f"tenant-{i % 3}", workflow_id=wf)
-    await client.submit(onboarding.name, big, tenant_id="tenant-big", workflow_id=BIG)
-    await client.submit(onboarding.name, huge, tenant_id="tenant-big", workflow_id=HUGE)
+        await client.submit(spec.name, _inputs(spec, world, i), tenant_id=seeded_tenant(i), workflow_id=wf)
+    await client.submit(onboarding.name, big, tenant_id=seeded_tenant(0), workflow_id=BIG)
+    await client.submit(onboarding.name, huge, tenant_id=seeded_tenant(1), workflow_id=HUGE)
     await client.submit("no_such_workflow", {}, tenant_id="tenant-0", workflow_id="c-undeclared")
     expected_poison: list[Poison] = []
     if poison:
@@ -116,7 +116,7 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
     run.failed_publishes = bus.failed
     bus.failure_rate = 0.0
     for i, (wf, spec) in enumerate(items[WORKFLOWS:], start=WORKFLOWS):
-        await client.submit(spec.name, _inputs(spec, world, i), tenant_id="tenant-later", workflow_id=wf)
+        await client.submit(spec.name, _inputs(spec, world, i), tenant_id=seeded_tenant(i), workflow_id=wf)
     await seen.wait_until(lambda got: {wf for wf, _ in items} <= set(got), within=60)
     auditor = mesh.apps["auditor"].handlers
     audited = inner.size(audited_topics())

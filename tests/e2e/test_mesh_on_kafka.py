@@ -26,7 +26,7 @@ from baton.demo import DETECTED_BY, _eligible, _inputs
 from baton.faults import Fault, FaultPlan
 from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
-from baton.world import World
+from baton.world import World, seeded_tenant
 from tests.harness.expected import Submission, expected_outcomes, outcome_key
 from tests.harness.identities import DOMAIN, trust, write_keys
 from tests.harness.kafka_broker import KafkaBroker
@@ -50,21 +50,25 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     plan.dump(tmp_path / "faults.json")
     onboarding = specs["customer_onboarding"]
     submissions = [
-        Submission(wf, spec.name, _inputs(spec, world, i), f"tenant-{i % 3}") for i, (wf, spec) in enumerate(items)
+        Submission(wf, spec.name, _inputs(spec, world, i), seeded_tenant(i)) for i, (wf, spec) in enumerate(items)
     ]
     # Checkpoints used to carry the context twice: 600 KB made a 1.2 MB message Kafka refused.
     submissions.append(
         Submission(
-            "e2e-big", onboarding.name, {**_inputs(onboarding, world, 250), "notes": "n" * 600_000}, "tenant-big"
+            "e2e-big", onboarding.name, {**_inputs(onboarding, world, 250), "notes": "n" * 600_000}, seeded_tenant(250)
         )
     )
     submissions.append(
         Submission("e2e-huge", onboarding.name, {**_inputs(onboarding, world, 251), "notes": "n" * 1_200_000}, "t")
     )
     submissions.append(Submission("e2e-undeclared", "no_such_workflow", {}, "tenant-0"))
+    # A task of one tenant naming another tenant's customer: refused by the world, nothing of theirs touched.
+    submissions.append(
+        Submission("e2e-cross-tenant", onboarding.name, _inputs(onboarding, world, 252), seeded_tenant(253))
+    )
     # Submitted after poison records went into every consumed topic: proof every service still processes.
     later = [
-        Submission(f"e2e-later-{i}", spec.name, _inputs(spec, world, 260 + i), "tenant-later")
+        Submission(f"e2e-later-{i}", spec.name, _inputs(spec, world, 260 + i), seeded_tenant(260 + i))
         for i, spec in enumerate(specs[k] for k in kinds * 5)
     ]
     expected = await expected_outcomes(
@@ -73,6 +77,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     assert expected["e2e-big"][1] != "CONTEXT_TOO_LARGE"  # under the limit: admitted, carried, decided
     assert expected["e2e-huge"] == ("halted", "CONTEXT_TOO_LARGE")
     assert expected["e2e-undeclared"] == ("halted", "UNKNOWN_WORKFLOW_TYPE")
+    assert expected["e2e-cross-tenant"] == ("escalated", "TOOL_TENANT_MISMATCH")
     env = {
         "BATON_BUS": "kafka",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,

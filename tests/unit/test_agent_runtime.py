@@ -27,12 +27,20 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 async def _step(
-    world: World, workflow: str, agent: str, context: Mapping[str, Any], fault: Fault | None = None, attempt: int = 1
+    world: World,
+    workflow: str,
+    agent: str,
+    context: Mapping[str, Any],
+    fault: Fault | None = None,
+    attempt: int = 1,
+    tenant: str | None = None,
 ) -> StepOutcome:
     plan = FaultPlan({"wf": (agent, fault)} if fault else {})
+    owned = "customer_id" if "customer_id" in context else "ticket_id"
+    tenant = tenant or world.tenant_of(owned, context[owned]) or "nobody"
 
     async def run_tool(name: str, args: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return world.call(name, args, idempotency_key=key)
+        return world.call(name, args, idempotency_key=key, tenant_id=tenant)
 
     spec = WORKFLOWS[workflow]
     return await run_step(

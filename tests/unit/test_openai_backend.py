@@ -14,7 +14,7 @@ import pytest
 from baton.agent import run_step
 from baton.model import MalformedOutputError, ModelRequest, OpenAIChatModel, RateLimitedError
 from baton.workflows import load_workflows
-from baton.world import World
+from baton.world import World, seeded_tenant
 
 
 class ChatServer:
@@ -84,7 +84,7 @@ async def test_an_agent_step_runs_through_the_openai_protocol(chat: ChatServer, 
     spec = load_workflows()["customer_onboarding"]
 
     async def run_tool(name: str, args: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return world.call(name, args, idempotency_key=key)
+        return world.call(name, args, idempotency_key=key, tenant_id=seeded_tenant(2))
 
     out = await run_step(
         workflow=spec,
