@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from baton import topics
+from baton import identity, topics
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Outcome
@@ -133,18 +133,19 @@ async def test_an_agent_refuses_a_step_of_a_workflow_under_another_tenant(tmp_pa
         if isinstance(event, StepCompleted) and event.envelope.tenant_id == "tenant-intruder":
             await results.add(event)
 
-    watch = mesh.events("test-watch")
+    watch = mesh.events("test-watch", role=identity.CLIENT)
     await bus.subscribe(
         [topics.STEP_RESULTS], group_id="test.watch", handler=EventConsumer(watch, group_id="test.watch", handler=keep)
     )
-    # A step of that workflow, as if another tenant's supervisor (or a forger) had asked for it.
+    # A step of that workflow under another tenant, as a supervisor with a bug would ask for it (signed: a
+    # forger without the supervisor's key is refused before this check, see test_forged_events).
     forged = StepRequested(
         envelope=Envelope(workflow_id="wf-t", tenant_id="tenant-intruder", producer="forger"),
         agent="ticket_lookup",
         attempt=7,
         snapshot=make_snapshot({"ticket_id": "tkt-00004"}, version=1),
     )
-    await mesh.events("forger").publish(topics.agent_steps("ticket_lookup"), forged)
+    await mesh.events("supervisor-buggy").publish(topics.agent_steps("ticket_lookup"), forged)
     [refused] = await results.wait_for_count(1)
     await mesh.stop()
     await bus.stop()
