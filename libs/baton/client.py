@@ -12,8 +12,9 @@ from typing import Any
 from baton import topics
 from baton.bus.base import BusRecord, RetryLaterError, Subscription
 from baton.contracts.models import Event, TaskRequested, WorkflowCompleted, WorkflowEscalated, WorkflowHalted
+from baton.identity import CLIENT
 from baton.messaging import EventBus, EventConsumer
-from baton.runtime import RuntimeSettings, build_events
+from baton.runtime import RuntimeSettings, build_events, build_trust
 
 Outcome = WorkflowCompleted | WorkflowHalted | WorkflowEscalated
 
@@ -29,7 +30,9 @@ class BatonClient:
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings | None = None, *, name: str = "baton-client") -> BatonClient:
-        return cls(build_events(settings or RuntimeSettings(), service=name), requested_by=name)
+        settings = settings or RuntimeSettings()
+        trust = build_trust(settings, role=CLIENT)  # whatever the client is called, it signs as the client role
+        return cls(build_events(settings, service=name, trust=trust), requested_by=name)
 
     async def start(self) -> None:
         await self.events.bus.start()

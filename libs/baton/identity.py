@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ POLICY_GUARD = "policy-guard"
 APPROVALS = "approvals"
 AGENT_PREFIX = "agent:"
 SERVICE_ROLES: tuple[str, ...] = (SUPERVISOR, HANDOFF_VALIDATOR, AUDITOR, CLIENT, OPERATOR, POLICY_GUARD, APPROVALS)
+
+_ROLE = re.compile(r"[a-z][a-z0-9-]*|agent:[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 SIGNER_HEADER = "baton-signer"
 SIGNATURE_HEADER = "baton-signature"
@@ -138,8 +141,19 @@ class Keyring:
 
     def __init__(self, keys: Iterable[tuple[str, Ed25519PublicKey]]) -> None:
         self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
+        roles_of: dict[str, str] = {}
         for role, public in keys:
-            self._keys[f"{role}#{_fingerprint(public)}"] = (role, public)
+            if not _ROLE.fullmatch(role):
+                raise IdentityConfigError(
+                    f"keyring role {role!r} is not a role: use a service's name or agent:<kind> (`baton keys generate`)"
+                )
+            fingerprint = _fingerprint(public)
+            if roles_of.setdefault(fingerprint, role) != role:
+                raise IdentityConfigError(
+                    f"one public key is listed for both {roles_of[fingerprint]!r} and {role!r}: a key signs for one "
+                    "role only; give each role its own key pair"
+                )
+            self._keys[f"{role}#{fingerprint}"] = (role, public)
 
     @classmethod
     def of(cls, identities: Iterable[Identity]) -> Keyring:
@@ -253,9 +267,10 @@ class TrustDomain:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / KEYRING_FILE).write_text(self.keyring.to_json())
         for role, identity in self.identities.items():
-            path = directory / key_file_name(role)
-            path.write_text(identity.seed_b64() + "\n")
-            os.chmod(path, 0o600)
+            # Created 0600 from the start: a private key is never readable by others, not even briefly.
+            fd = os.open(directory / key_file_name(role), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(identity.seed_b64() + "\n")
 
 
 def key_file_name(role: str) -> str:

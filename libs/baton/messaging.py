@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,9 +28,14 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
+# W3C trace context, version 00: anything else in the (unsigned) header starts a new trace, so a header
+# an attacker made up never rides along into what Baton publishes.
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
 def child_traceparent(parent: str | None) -> str:
-    """Same trace id as the parent, new span id."""
-    if parent is None or len(parent.split("-")) != 4:
+    """Same trace id as the parent, new span id (a new trace when the parent is not a W3C traceparent)."""
+    if parent is None or _TRACEPARENT.fullmatch(parent) is None:
         return new_traceparent()
     version, trace_id, _span, flags = parent.split("-")
     return f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}"
@@ -215,7 +221,8 @@ class EventConsumer:
 
     async def __call__(self, record: BusRecord) -> None:
         raw_trace = record.header(TRACEPARENT)
-        token = _trace.set(raw_trace.decode(errors="replace") if raw_trace else new_traceparent())
+        parent = raw_trace.decode(errors="replace") if raw_trace and len(raw_trace) == 55 else None
+        token = _trace.set(parent if parent and _TRACEPARENT.fullmatch(parent) else new_traceparent())
         try:
             await self._handle(record)
             self.handled += 1

@@ -23,7 +23,8 @@ from baton.contracts.models import (
     stable_event_id,
 )
 from baton.contracts.serde import DecodeError
-from baton.messaging import EventBus, RejectedEvent, accept
+from baton.identity import AuthenticationError
+from baton.messaging import EventBus, RejectedEvent, unauthorized
 from baton.supervisor import (
     Effect,
     Outcome,
@@ -79,21 +80,25 @@ class SupervisorHandlers:
     async def restore(self, record: BusRecord) -> None:
         """Adopt the state one checkpoint record carries; a checkpoint that does not parse, or that a
         supervisor did not sign, is skipped (the validator's feed dead-letters it with its reason)."""
+        where = f"{record.topic}@{record.partition}/{record.offset}"
+        try:
+            role = self._events.authenticate(record)  # before decoding: bytes nobody vouches for are not parsed
+        except AuthenticationError as exc:
+            log.warning("checkpoint %s not adopted: %s: %s", where, exc.code, exc)
+            self.refused_checkpoints += 1
+            return
         try:
             event = await self._events.serde.decode(record.value)
         except DecodeError as exc:
             if exc.transient:
                 raise
-            log.warning("checkpoint %s@%d/%d skipped: %s", record.topic, record.partition, record.offset, exc)
+            log.warning("checkpoint %s skipped: %s", where, exc)
             return
         if not isinstance(event, WorkflowCheckpointed) or event.supervisor_state_json in ("", "{}"):
             return
-        try:
-            accept(self._events, record, event)
-        except RejectedEvent as exc:
-            log.warning(
-                "checkpoint %s@%d/%d not adopted: %s: %s", record.topic, record.partition, record.offset, exc.code, exc
-            )
+        problem = unauthorized(event, record.topic, role)
+        if problem is not None:
+            log.warning("checkpoint %s not adopted: NOT_AUTHORIZED: %s", where, problem)
             self.refused_checkpoints += 1
             return
         try:

@@ -110,3 +110,12 @@ def test_the_producer_matrix() -> None:
 def test_docs_show_the_matrix_the_code_enforces() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     assert topics.producer_matrix_markdown() in doc, "docs/security.md: paste `baton keys matrix` in again"
+
+
+def test_a_keyring_binds_each_key_to_one_well_formed_role() -> None:
+    shared = Identity.generate(identity.SUPERVISOR).public_key
+    with pytest.raises(IdentityConfigError, match="both 'supervisor' and 'client'"):
+        Keyring([(identity.SUPERVISOR, shared), (identity.CLIENT, shared)])
+    for bad in ("agent:*", "agent:", "Supervisor", ""):
+        with pytest.raises(IdentityConfigError, match="is not a role"):
+            Keyring([(bad, Identity.generate("x").public_key)])

@@ -41,3 +41,14 @@ async def test_a_handler_publishes_in_the_trace_of_the_message_it_handles(serde:
         assert trace_id == "0af7651916cd43dd8448eb211c80319c" and span_id != "b7ad6b7169203331"
     assert records[0].value == records[1].value
     await bus.stop()
+
+
+def test_a_traceparent_that_is_not_w3c_starts_a_new_trace() -> None:
+    from baton.messaging import child_traceparent
+
+    good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert child_traceparent(good).split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    # An attacker's megabyte "trace id" never rides along into what Baton publishes.
+    for bad in ("00-" + "a" * 1_000_000 + "-b7ad6b7169203331-01", "00-x-y-z", "garbage"):
+        child = child_traceparent(bad)
+        assert len(child) == 55 and child.split("-")[1] != bad.split("-")[-3:][0]
