@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from baton import topics
+from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.verify import verify_store
 from baton.bus.kafka import KafkaBus
@@ -31,7 +32,7 @@ from tests.harness.processes import ServiceProcesses
 pytestmark = pytest.mark.e2e
 
 EVENTS = 20_000
-KEY = "e2e-audit-key"
+KEY = generate_signing_key()
 
 
 def _events(n: int) -> list[tuple[str, Event]]:
@@ -86,7 +87,7 @@ async def test_auditor_killed_three_times_keeps_exactly_the_events_produced(
         "BATON_AUDITOR_STORE": "mongodb",
         "BATON_AUDITOR_MONGODB_URL": mongodb_url,
         "BATON_AUDITOR_MONGODB_DATABASE": database,
-        "BATON_AUDITOR_SIGNING_KEY": KEY,
+        "BATON_AUDITOR_SIGNING_KEY": encode_signing_key(KEY),
         "BATON_AUDITOR_BATCH_SIZE": "1000",
         "BATON_AUDITOR_ANCHOR_EVERY": "2000",
     }
@@ -130,7 +131,7 @@ async def test_auditor_killed_three_times_keeps_exactly_the_events_produced(
         assert await store.count() == EVENTS
         ids = {doc["event_id"] async for doc in store.stream()}
         assert ids == {e.envelope.event_id for _, e in produced}
-        report = await verify_store(store, KEY.encode())
+        report = await verify_store(store, KEY.public_key())
         assert report.ok, report.problems[:5]
         assert report.records == EVENTS and report.anchors >= 1
     finally:
