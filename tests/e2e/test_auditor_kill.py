@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from baton import topics
+from baton.audit.completeness import KafkaAuditedLog, verify_audit
 from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.verify import verify_store
@@ -26,6 +27,7 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
 )
 from baton.contracts.serde import AvroSerde
+from services.auditor.app import audited_topics
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.processes import ServiceProcesses
 
@@ -134,6 +136,16 @@ async def test_auditor_killed_three_times_keeps_exactly_the_events_produced(
         report = await verify_store(store, KEY.public_key())
         assert report.ok, report.problems[:5]
         assert report.records == EVENTS and report.anchors >= 1
+        # And from the broker: every record below the group's commits stored once, the tail anchored on the topic.
+        whole, _ = await verify_audit(
+            store,
+            KEY.public_key(),
+            anchor_bus=bus,
+            log=KafkaAuditedLog(bus, own_broker.bootstrap),
+            audited=audited_topics(),
+        )
+        assert whole.ok, whole.problems[:5]
+        assert whole.log_records == EVENTS
     finally:
         procs.stop_all()
         await bus.stop()
