@@ -35,8 +35,10 @@ class AuditorApp:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.handlers.anchor()  # seal what was written before shutting down
-        await self.store.close()
+        try:
+            await self.handlers.anchor()  # seal what was written before shutting down
+        finally:
+            await self.store.close()
 
 
 async def start(events: EventBus, settings: Settings) -> AuditorApp:
@@ -65,6 +67,7 @@ async def start(events: EventBus, settings: Settings) -> AuditorApp:
         handler=handlers.on_batch,
         max_records=settings.batch_size,
         on_assign=handlers.on_assign,
+        on_revoke=handlers.on_revoke,
     )
     ticker = asyncio.create_task(handlers.anchor_periodically(settings.anchor_interval_s), name="audit-anchors")
     return AuditorApp(handlers=handlers, subscriptions=[sub], store=store, tasks=[ticker])

@@ -96,6 +96,17 @@ class AuditorHandlers:
                         self._chain.partitions[(t, p)] = head
                         self._mark_unanchored((t, p))
 
+    async def on_revoke(self, partitions: frozenset[tuple[str, int]]) -> None:
+        """Anchor what is stored of the partitions let go, then forget their heads: another member
+        appends to them now, and a head kept here would be stale if they came back."""
+        async with self._lock:
+            await self._anchor_logged()
+            for tp in partitions:
+                self._chain.partitions.pop(tp, None)
+                self._unanchored.discard(tp)
+            if not self._unanchored:
+                self._unanchored_since = None
+
     def _mark_unanchored(self, tp: tuple[str, int]) -> None:
         self._unanchored.add(tp)
         if self._unanchored_since is None:

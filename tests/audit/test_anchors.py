@@ -210,3 +210,50 @@ async def test_records_after_the_newest_anchor_are_unauthenticated(audit: Audit,
     await handlers.on_batch(shifted)  # gap_from marks the jump; no anchor follows (no sinks)
     problems = "\n".join((await audit.verify(log=False)).problems)
     assert "follow the newest signed anchor" in problems and "unauthenticated" in problems
+
+
+async def test_a_tail_cut_while_the_auditor_was_down_is_caught_after_it_resumes(audit: Audit, serde: AvroSerde) -> None:
+    """The restarted auditor links its next record over the hole (it looks like offsets the broker
+    skipped); the anchors outside still name the deleted offsets."""
+    tp, ids = await audit.tail()
+    cut = ids[-2:]
+    await Tamper(audit.store).delete(cut)
+    await _delete_anchors(audit.store, tp=tp, from_offset=int(cut[0].rsplit("/", 1)[1]))
+    last = max(r.offset for r in audit.log.records if (r.topic, r.partition) == tp)
+    more = [BusRecord(tp[0], tp[1], last + 1, b"wf-9", b"\x01 after the cut")]
+    await _audit(audit.store, serde, more, audit.anchor_file)
+    problems = "\n".join((await audit.verify(log=False)).problems)
+    first, second = (int(i.rsplit("/", 1)[1]) for i in cut)
+    assert f"partition {tp[0]}/{tp[1]}: signed anchors cover offsets {second}" in problems
+    assert "holds no record there: deleted" in problems
+    assert first + 1 == second
+
+
+async def test_a_restarted_auditor_anchors_the_tail_a_crash_left_unsigned(
+    store: AuditStore, serde: AvroSerde, tmp_path: Path
+) -> None:
+    records = await _traffic(serde)
+    crashed = AuditorHandlers(store, serde, signing_key=KEY, anchor_every=10_000, auditor_id="crashed")
+    for i in range(0, len(records), 4):
+        await crashed.on_batch(records[i : i + 4])  # stored and committed, never anchored: then SIGKILL
+    log = ListLog(records)
+    ends = await log.committed("", sorted({r.topic for r in records}))
+
+    async def end_offsets(topic: str) -> dict[int, int]:
+        return {p: end for (t, p), end in ends.items() if t == topic}
+
+    restarted = AuditorHandlers(
+        store,
+        serde,
+        signing_key=KEY,
+        anchor_every=10_000,
+        auditor_id="restarted",
+        sinks=[FileAnchorSink(tmp_path / "anchors.jsonl")],
+        end_offsets=end_offsets,
+    )
+    audit = Audit(store, tmp_path / "anchors.jsonl", records)
+    await restarted.on_assign(frozenset(ends))  # no new record arrives on any partition
+    await restarted.anchor()
+    assert restarted.anchors_published == len(ends)
+    report = await audit.verify()
+    assert report.ok, report.problems

@@ -109,6 +109,12 @@ async def verify_store(
     last_tp: tuple[str, int] | None = None
 
     def close_partition(tp: tuple[str, int], last_offset: int) -> None:
+        within = sorted(offset for offset in pending if offset <= last_offset)
+        if within:
+            report.add(
+                f"partition {tp[0]}/{tp[1]}: signed anchors cover offsets {offset_ranges(within)} but the store "
+                "holds no record there: deleted (and the chain re-linked over the hole)"
+            )
         beyond = [offset for offset in pending if offset > last_offset]
         if beyond:
             report.add(
