@@ -275,15 +275,14 @@ def print_report(report: DemoReport, console: Console) -> None:
         console.print(f"[red]{line}")
     if report.audit_path is not None and report.sample_workflows:
         where = report.audit_path.parent
-        env = (
+        env = "" if report.audit_path == Path(".baton/audit.db") else f"BATON_AUDITOR_SQLITE_PATH={report.audit_path} "
+        keys = (
             f"BATON_AUDITOR_VERIFY_KEY_FILE={where / AUDIT_VERIFY_KEY_FILE} "
             f"BATON_AUDITOR_ANCHOR_FILE={where / AUDIT_ANCHOR_FILE} "
         )
-        if report.audit_path != Path(".baton/audit.db"):
-            env += f"BATON_AUDITOR_SQLITE_PATH={report.audit_path} "
         for wf in report.sample_workflows:
             console.print(f"lineage of a workflow: [bold]{env}.venv/bin/baton audit trace {wf}")
-        console.print(f"check the audit trail: [bold]{env}.venv/bin/baton audit verify")
+        console.print(f"check the audit trail: [bold]{env}{keys}.venv/bin/baton audit verify")
     console.print(
         "[bold green]OK" if report.ok else "[bold red]FAILED",
         "— every workflow reached an outcome and every injected fault was detected" if report.ok else "",
