@@ -69,5 +69,8 @@ async def start(events: EventBus, settings: Settings) -> AuditorApp:
         on_assign=handlers.on_assign,
         on_revoke=handlers.on_revoke,
     )
-    ticker = asyncio.create_task(handlers.anchor_periodically(settings.anchor_interval_s), name="audit-anchors")
+    ticker = asyncio.create_task(
+        handlers.anchor_when_due(idle_s=settings.anchor_idle_s, max_age_s=settings.anchor_max_age_s),
+        name="audit-anchors",
+    )
     return AuditorApp(handlers=handlers, subscriptions=[sub], store=store, tasks=[ticker])

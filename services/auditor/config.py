@@ -35,8 +35,10 @@ class Settings(BaseSettings):
     journal: bool = True
     batch_size: int = 500
     anchor_every: int = 1000
-    # At most this long after a record is stored, a signed anchor covers it.
-    anchor_interval_s: float = 1.0
+    # Besides every anchor_every records: an anchor once no batch came for anchor_idle_s, and at the
+    # latest anchor_max_age_s after a record was stored (a trickle that never idles).
+    anchor_idle_s: float = 1.0
+    anchor_max_age_s: float = 30.0
     # Ed25519 private key of the auditor (base64 of the 32-byte seed), inline or in a file (a mounted secret).
     signing_key: SecretStr | None = None
     signing_key_file: Path | None = None

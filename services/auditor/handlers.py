@@ -56,6 +56,7 @@ class AuditorHandlers:
         # Partitions whose head moved since the last anchor, and since when records wait for one.
         self._unanchored: set[tuple[str, int]] = set()
         self._unanchored_since: float | None = None
+        self._last_append = time.monotonic()
         self._lock = asyncio.Lock()  # a batch and an anchor never interleave: anchors sign stored heads only
         self.anchors_published = 0
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -153,6 +154,7 @@ class AuditorHandlers:
             self._chain.workflows.pop(next(iter(self._chain.workflows)))
         self.appended += len(batch)
         self._since_anchor += len(batch)
+        self._last_append = time.monotonic()
         for linked in batch:
             self._mark_unanchored((linked["topic"], linked["partition"]))
 
@@ -242,13 +244,14 @@ class AuditorHandlers:
         async with self._lock:
             await self._anchor()
 
-    async def anchor_periodically(self, interval_s: float) -> None:
-        """Run forever: anchor whenever stored records have waited interval_s for an anchor (the tail after a
-        batch, a quiet partition), so a cut of the newest records is detectable within about interval_s."""
+    async def anchor_when_due(self, *, idle_s: float, max_age_s: float) -> None:
+        """Run forever: anchor once no batch came for idle_s (the tail after the last batch), or once a
+        stored record has waited max_age_s (a steady trickle never idles and never reaches anchor_every)."""
         while True:
-            await asyncio.sleep(interval_s / 4)
+            await asyncio.sleep(min(idle_s, max_age_s) / 4)
             since = self._unanchored_since
-            if since is not None and time.monotonic() - since >= interval_s:
+            now = time.monotonic()
+            if since is not None and (now - self._last_append >= idle_s or now - since >= max_age_s):
                 async with self._lock:
                     await self._anchor_logged()
 

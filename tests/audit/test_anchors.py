@@ -4,6 +4,7 @@ fails verification naming what is missing or wrong; the store alone cannot tell 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -257,3 +258,29 @@ async def test_a_restarted_auditor_anchors_the_tail_a_crash_left_unsigned(
     assert restarted.anchors_published == len(ends)
     report = await audit.verify()
     assert report.ok, report.problems
+
+
+async def test_a_trickle_that_never_idles_is_anchored_by_age(
+    store: AuditStore, serde: AvroSerde, tmp_path: Path
+) -> None:
+    records = await _traffic(serde, workflows=1)
+    handlers = AuditorHandlers(
+        store,
+        serde,
+        signing_key=KEY,
+        anchor_every=10_000,
+        auditor_id="trickle",
+        sinks=[FileAnchorSink(tmp_path / "anchors.jsonl")],
+    )
+    due = asyncio.create_task(handlers.anchor_when_due(idle_s=3600, max_age_s=0.05))
+    try:
+        await handlers.on_batch(records)
+
+        async def anchored() -> None:
+            while not handlers.anchors_published:  # noqa: ASYNC110 - anchors have no completion signal
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(anchored(), 10)
+    finally:
+        due.cancel()
+    assert (await Audit(store, tmp_path / "anchors.jsonl", records).verify()).ok

@@ -96,7 +96,7 @@ async def test_the_service_anchors_the_tail_soon_to_the_topic_and_the_file(tmp_p
         signing_key=SecretStr(encode_signing_key(key)),
         anchor_file=tmp_path / "anchors.jsonl",
         anchor_every=1000,
-        anchor_interval_s=0.05,
+        anchor_idle_s=0.05,
     )
     running = await start(events, settings)
     try:

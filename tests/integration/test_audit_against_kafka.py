@@ -80,7 +80,7 @@ async def test_verify_against_kafka_proves_the_audit_whole_and_names_what_was_cu
         mongodb_database=database,
         signing_key=SecretStr(encode_signing_key(key)),
         anchor_file=tmp_path / "anchors.jsonl",
-        anchor_interval_s=0.2,
+        anchor_idle_s=0.2,
         batch_size=20,
     )
     env = {

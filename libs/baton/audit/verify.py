@@ -131,7 +131,7 @@ async def verify_store(
             report.add(
                 f"partition {tp[0]}/{tp[1]}: records {covered + 1}-{last_offset} follow the newest signed anchor "
                 f"(offset {covered}): unauthenticated, appended without the key (or the auditor stopped before "
-                "anchoring them; a running auditor anchors within BATON_AUDITOR_ANCHOR_INTERVAL_S)"
+                "anchoring them; a running auditor anchors after BATON_AUDITOR_ANCHOR_IDLE_S without traffic)"
             )
 
     async for doc in store.stream():
