@@ -86,16 +86,22 @@ class AuditorHandlers:
         if self._end_offsets is None:
             return
         async with self._lock:
-            for topic in sorted({t for t, _ in partitions}):
-                ends = await self._end_offsets(topic)
-                for t, p in sorted(tp for tp in partitions if tp[0] == topic):
-                    end = ends.get(p, 0)
-                    if (t, p) in self._chain.partitions or end == 0:
-                        continue
-                    head = await self._store.head_at(record_id(t, p, end - 1))
-                    if head is not None:
-                        self._chain.partitions[(t, p)] = head
-                        self._mark_unanchored((t, p))
+            try:
+                await self._adopt(partitions, self._end_offsets)
+            except Exception as exc:  # only anchoring waits for it: the next record restores the head anyway
+                log.warning("adopting the stored heads of %d assigned partitions failed: %r", len(partitions), exc)
+
+    async def _adopt(self, partitions: frozenset[tuple[str, int]], end_offsets: EndOffsets) -> None:
+        for topic in sorted({t for t, _ in partitions}):
+            ends = await end_offsets(topic)
+            for t, p in sorted(tp for tp in partitions if tp[0] == topic):
+                end = ends.get(p, 0)
+                if (t, p) in self._chain.partitions or end == 0:
+                    continue
+                head = await self._store.head_at(record_id(t, p, end - 1))
+                if head is not None:
+                    self._chain.partitions[(t, p)] = head
+                    self._mark_unanchored((t, p))
 
     async def on_revoke(self, partitions: frozenset[tuple[str, int]]) -> None:
         """Anchor what is stored of the partitions let go, then forget their heads: another member
