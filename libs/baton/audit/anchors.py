@@ -14,7 +14,7 @@ import base64
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -163,13 +163,3 @@ async def read_anchor_topic(bus: Bus, malformed: list[str]) -> list[Record]:
 
     await bus.replay([topics.AUDIT_ANCHORS], take)
     return out
-
-
-def newest_by_partition(anchors: Iterable[Record]) -> dict[tuple[str, int], Record]:
-    """The anchor with the highest offset of each partition (the caller keeps only verified ones)."""
-    newest: dict[tuple[str, int], Record] = {}
-    for anchor in anchors:
-        tp = (str(anchor["topic"]), int(anchor["partition"]))
-        if tp not in newest or int(anchor["offset"]) > int(newest[tp]["offset"]):
-            newest[tp] = anchor
-    return newest
