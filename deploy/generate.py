@@ -212,6 +212,8 @@ def kafka_acls() -> str:
             for topic in every_topic
             if any(topics.may_produce(role, topic, event_type) for event_type in topics.carries(topic))
         ]
+        if role == identity.AUDITOR:
+            writes.append(topics.AUDIT_ANCHORS)  # signed JSON anchors, not events: outside the event matrix
         for topic in writes:
             lines.append(f"$ACLS --allow-principal User:baton-{slug(role)} --operation Write --topic {topic}")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ $ACLS --allow-principal User:baton-supervisor --operation Write --topic baton.ag
 $ACLS --allow-principal User:baton-handoff-validator --operation Write --topic baton.handoffs.verdicts
 $ACLS --allow-principal User:baton-handoff-validator --operation Write --topic baton.dead-letter
 $ACLS --allow-principal User:baton-auditor --operation Write --topic baton.dead-letter
+$ACLS --allow-principal User:baton-auditor --operation Write --topic baton.audit.anchors
 $ACLS --allow-principal User:baton-client --operation Write --topic baton.tasks
 $ACLS --allow-principal User:baton-client --operation Write --topic baton.dead-letter
 $ACLS --allow-principal User:baton-operator --operation Write --topic baton.control

@@ -28,24 +28,72 @@ SERVICES: dict[str, str] = {
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check every hash, MAC, chain link, offset and signed anchor; exit 1 naming the first bad record."""
-    from baton.audit.verify import verify_store
+def audit_verify(
+    against_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--against-kafka",
+            help="prove completeness from the broker (BATON_KAFKA_BOOTSTRAP): every record below the auditor's "
+            "committed offsets is stored once, unchanged, and covered by a signed anchor from the anchors topic",
+        ),
+    ] = False,
+    anchor_file: Annotated[
+        Path | None, typer.Option(help="anchors to trust from this file (default BATON_AUDITOR_ANCHOR_FILE)")
+    ] = None,
+) -> None:
+    """Check every hash, chain link, offset and signed anchor; exit 1 naming what is missing or wrong."""
+    from baton.audit.completeness import KafkaAuditedLog, verify_audit
+    from baton.audit.keys import AuditKeyError
+    from baton.audit.store import StoreNotFoundError
+    from baton.bus.kafka import KafkaBus
+    from services.auditor.app import audited_topics
     from services.auditor.config import Settings
 
+    settings = Settings()
+    try:
+        public_key = settings.public_key()
+    except AuditKeyError as exc:
+        typer.echo(f"audit verify: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    where = settings.sqlite_path if settings.store == "embedded" else settings.mongodb_url + settings.mongodb_database
+    no_store = f"audit FAILED: no audit store at {where} (BATON_AUDITOR_STORE={settings.store}): nothing to verify"
+
     async def go() -> int:
-        settings = Settings()
-        store = settings.build_store()
         try:
-            report = await verify_store(store, settings.key)
+            store = settings.build_store(create=False)
+        except StoreNotFoundError as exc:
+            typer.echo(f"{no_store} ({exc}); nothing was created", err=True)
+            return 1
+        bus = KafkaBus(settings.runtime.kafka_bootstrap, client_id="baton-audit-verify") if against_kafka else None
+        try:
+            if not await store.exists():
+                typer.echo(f"{no_store}; nothing was created", err=True)
+                return 1
+            if bus is not None:
+                await bus.start()
+            report, sources = await verify_audit(
+                store,
+                public_key,
+                anchor_bus=bus,
+                anchor_file=anchor_file or settings.anchor_file,
+                log=None if bus is None else KafkaAuditedLog(bus, settings.runtime.kafka_bootstrap),
+                audited=audited_topics(),
+            )
         finally:
+            if bus is not None:
+                await bus.stop()
             await store.close()
         summary = (
             f"{report.records} records in {report.partitions} partitions, {report.workflows} workflows, "
-            f"{report.anchors} signed anchors"
+            f"{report.anchors} signed anchors from {' and '.join(sources)}"
         )
+        if against_kafka:
+            summary += f"; {report.log_records} records in the log below the auditor's committed offsets"
         if report.ok:
-            typer.echo(f"audit OK: {summary}; every hash, MAC, chain link, offset and anchor verified")
+            checked = "every hash, chain link, offset and anchor verified"
+            if against_kafka:
+                checked += "; every record of the log is stored once and covered by a signed anchor"
+            typer.echo(f"audit OK: {summary}; {checked}")
             return 0
         typer.echo(f"audit FAILED: {summary}", err=True)
         typer.echo(f"first problem: {report.problems[0]}", err=True)
@@ -56,6 +104,31 @@ def audit_verify() -> None:
     raise typer.Exit(asyncio.run(go()))
 
 
+@audit_app.command("keygen")
+def audit_keygen(
+    out: Annotated[Path, typer.Option(help="directory to write the key pair to")] = Path(".baton/keys"),
+) -> None:
+    """Write an Ed25519 key pair: auditor-signing.key (private, 0600) and auditor-verify.pub (for verifiers)."""
+    import os
+
+    from baton.audit.keys import encode_public_key, encode_signing_key, generate_signing_key, key_id
+
+    private, public = out / "auditor-signing.key", out / "auditor-verify.pub"
+    existing = [str(p) for p in (private, public) if p.exists()]
+    if existing:
+        typer.echo(f"refusing to overwrite {', '.join(existing)}: move it away or choose another --out", err=True)
+        raise typer.Exit(1)
+    key = generate_signing_key()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(encode_signing_key(key) + "\n")
+    public.write_text(encode_public_key(key.public_key()) + "\n")
+    typer.echo(f"key {key_id(key.public_key())}: private key {private}, public key {public}")
+    typer.echo(f"auditor:   BATON_AUDITOR_SIGNING_KEY_FILE={private}  (keep it secret: a mounted secret)")
+    typer.echo(f"verifiers: BATON_AUDITOR_VERIFY_KEY_FILE={public}")
+
+
 @audit_app.command("trace")
 def audit_trace(
     workflow_id: Annotated[str, typer.Argument(help="workflow to reconstruct")],
@@ -64,17 +137,24 @@ def audit_trace(
     """Reconstruct a workflow's full decision lineage from the audit store."""
     import json
 
+    from baton.audit.store import StoreNotFoundError
     from baton.audit.trace import render_timeline, trace_workflow
     from services.auditor.config import Settings
 
-    async def go() -> list[dict[str, Any]]:
-        store = Settings().build_store()
+    async def go() -> list[dict[str, Any]] | None:
         try:
-            return await trace_workflow(store, workflow_id)
+            store = Settings().build_store(create=False)
+        except StoreNotFoundError:
+            return None
+        try:
+            return await trace_workflow(store, workflow_id) if await store.exists() else None
         finally:
             await store.close()
 
     records = asyncio.run(go())
+    if records is None:
+        typer.echo("no audit store where BATON_AUDITOR_* points: nothing to trace (nothing was created)", err=True)
+        raise typer.Exit(1)
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in r.items() if k != "_id"} for r in records], indent=2, default=str))
     else:

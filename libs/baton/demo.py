@@ -15,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baton import identity, topics
+from baton.audit.completeness import EmbeddedAuditedLog, verify_audit
+from baton.audit.keys import encode_public_key
 from baton.audit.sqlite_store import SqliteAuditStore
-from baton.audit.verify import verify_store
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient
@@ -32,12 +33,11 @@ from baton.contracts.models import (
     WorkflowHalted,
 )
 from baton.faults import HANDOFF_FAULTS, Fault, FaultPlan
-from baton.mesh import start_mesh
+from baton.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
 from baton.messaging import EventConsumer
 from baton.workflows import WorkflowSpec, load_workflows
 from baton.world import World, seeded_tenant
 from services.auditor.app import audited_topics
-from services.auditor.config import Settings as AuditorSettings
 
 DETECTED_BY: dict[Fault, str] = {
     Fault.TRUNCATE: HandoffRejectionCode.TRUNCATED.value,
@@ -146,7 +146,7 @@ async def run_demo(
     started = time.perf_counter()
     directory = world_dir or Path(tempfile.mkdtemp(prefix="baton-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in [*directory.glob("world.db*"), *directory.glob("audit.db*")]:
+    for stale in [*directory.glob("world.db*"), *directory.glob("audit*")]:
         stale.unlink()
     world = World(directory / "world.db")
     world.seed(customers=max(300, workflows), seed=seed)
@@ -190,6 +190,8 @@ async def run_demo(
                 break
         progress.update(bar, completed=len(observer.outcomes))
     auditor = mesh.apps["auditor"].handlers
+    public_key = auditor.public_key
+    (directory / AUDIT_VERIFY_KEY_FILE).write_text(encode_public_key(public_key) + "\n")
     audited = audited_topics()
     while auditor.appended + auditor.skipped < bus.size(audited) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)  # the auditor drains what the outcomes left behind
@@ -198,7 +200,14 @@ async def run_demo(
     integrity = world.verify()
     world.close()
     store = SqliteAuditStore(directory / "audit.db")
-    audit = await verify_store(store, AuditorSettings().key)
+    audit, _sources = await verify_audit(
+        store,
+        public_key,
+        anchor_bus=bus,
+        anchor_file=directory / AUDIT_ANCHOR_FILE,
+        log=EmbeddedAuditedLog(bus),
+        audited=audited,
+    )
     await store.close()
 
     outcomes: Counter[str] = Counter()
@@ -267,10 +276,15 @@ def print_report(report: DemoReport, console: Console) -> None:
     ):
         console.print(f"[red]{line}")
     if report.audit_path is not None and report.sample_workflows:
+        where = report.audit_path.parent
         env = "" if report.audit_path == Path(".baton/audit.db") else f"BATON_AUDITOR_SQLITE_PATH={report.audit_path} "
+        keys = (
+            f"BATON_AUDITOR_VERIFY_KEY_FILE={where / AUDIT_VERIFY_KEY_FILE} "
+            f"BATON_AUDITOR_ANCHOR_FILE={where / AUDIT_ANCHOR_FILE} "
+        )
         for wf in report.sample_workflows:
             console.print(f"lineage of a workflow: [bold]{env}.venv/bin/baton audit trace {wf}")
-        console.print(f"check the audit trail: [bold]{env}.venv/bin/baton audit verify")
+        console.print(f"check the audit trail: [bold]{env}{keys}.venv/bin/baton audit verify")
     console.print(
         "[bold green]OK" if report.ok else "[bold red]FAILED",
         "— every workflow reached an outcome and every injected fault was detected" if report.ok else "",

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.bus.base import Bus
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
@@ -14,6 +17,10 @@ from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
 from baton.runtime import RuntimeSettings, instance_id
 from baton.workflows import agent_kinds, load_workflows
+
+# Next to the embedded audit store: the anchors the auditor also publishes to a file, and its public key.
+AUDIT_ANCHOR_FILE = "audit-anchors.jsonl"
+AUDIT_VERIFY_KEY_FILE = "audit-verify.pub"
 
 
 @dataclass
@@ -66,8 +73,17 @@ async def start_mesh(
         trust = TrustDomain.generate(all_roles(agent_kinds(load_workflows())))
     mesh = Mesh(bus=bus, serde=AvroSerde(LocalSchemaRegistry()), trust=trust)
     if audit_db is not None:
+        # An ephemeral key: the demo's audit verifies with the public key it writes next to the store.
+        key = encode_signing_key(generate_signing_key())
         mesh.apps["auditor"] = await auditor_app.start(
-            mesh.events("auditor"), AuditorSettings(runtime=runtime, store="embedded", sqlite_path=audit_db)
+            mesh.events("auditor"),
+            AuditorSettings(
+                runtime=runtime,
+                store="embedded",
+                sqlite_path=audit_db,
+                signing_key=SecretStr(key),
+                anchor_file=audit_db.with_name(AUDIT_ANCHOR_FILE),
+            ),
         )
     mesh.apps["handoff-validator"] = await validator_app.start(
         mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime)

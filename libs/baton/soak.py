@@ -174,12 +174,15 @@ async def soak(
         import tempfile
         from pathlib import Path
 
+        from baton.audit.keys import generate_signing_key
         from baton.audit.sqlite_store import SqliteAuditStore
         from services.auditor.handlers import AuditorHandlers
 
         store = SqliteAuditStore(Path(tempfile.mkdtemp(prefix="baton-soak-")) / "audit.db")
         await store.setup()
-        auditor = AuditorHandlers(store, events.serde, key=b"soak", anchor_every=10_000, auditor_id="soak")
+        auditor = AuditorHandlers(
+            store, events.serde, signing_key=generate_signing_key(), anchor_every=10_000, auditor_id="soak"
+        )
         offsets = [0, 0, 0, 0]
 
         async def one(i: int) -> None:

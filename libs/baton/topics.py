@@ -17,6 +17,8 @@ APPROVAL_DECISIONS = "baton.approvals.decided"
 CHECKPOINTS = "baton.workflows.checkpoints"
 CONTROL = "baton.control"
 DEAD_LETTER = "baton.dead-letter"
+# Signed audit anchors as canonical JSON, not Avro events (see baton.audit.anchors): compacted, not audited.
+AUDIT_ANCHORS = "baton.audit.anchors"
 
 GROUP_SUPERVISOR = "baton.supervisor"
 GROUP_HANDOFF_VALIDATOR = "baton.handoff-validator"

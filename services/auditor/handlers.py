@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
 
-from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_event_id, record_id, sign
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from baton.audit.anchors import AnchorSink, make_anchors
+from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_event_id, record_id
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
 from baton.contracts.serde import AvroSerde, DecodeError
@@ -23,31 +26,98 @@ _RECENT_IDS = 20_000
 _CACHED_WORKFLOWS = 10_000
 
 
-class AuditorHandlers:
-    """Appends every consumed message exactly once, in both chains, and writes signed anchors."""
+EndOffsets = Callable[[str], Awaitable[dict[int, int]]]
 
-    def __init__(self, store: AuditStore, serde: AvroSerde, *, key: bytes, anchor_every: int, auditor_id: str) -> None:
+
+class AuditorHandlers:
+    """Appends every consumed message exactly once, in both chains, and publishes signed anchors."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        serde: AvroSerde,
+        *,
+        signing_key: Ed25519PrivateKey,
+        anchor_every: int,
+        auditor_id: str,
+        sinks: Sequence[AnchorSink] = (),
+        end_offsets: EndOffsets | None = None,
+    ) -> None:
         self._store = store
         self._serde = serde
-        self._chain = AuditChain(key)
-        self._key = key
+        self._chain = AuditChain()
+        self._signing_key = signing_key
+        self.public_key = signing_key.public_key()
+        self._sinks = list(sinks)
+        self._end_offsets = end_offsets
         self._anchor_every = anchor_every
         self._auditor_id = auditor_id
         self._since_anchor = 0
+        # Partitions whose head moved since the last anchor, and since when records wait for one.
+        self._unanchored: set[tuple[str, int]] = set()
+        self._unanchored_since: float | None = None
+        self._last_append = time.monotonic()
+        self._lock = asyncio.Lock()  # a batch and an anchor never interleave: anchors sign stored heads only
+        self.anchors_published = 0
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._careful = True  # after a start or a failure: ask the store which event ids it has
         self.appended = 0
         self.skipped = 0
 
     async def on_batch(self, records: Sequence[BusRecord]) -> None:
-        try:
-            await self._append(records)
-        except Exception:
-            # Part of the batch may be stored; forget the heads so the retry re-reads them from the store.
-            self._chain.partitions.clear()
-            self._chain.workflows.clear()
-            self._careful = True
-            raise
+        async with self._lock:
+            try:
+                await self._append(records)
+            except Exception:
+                # Part of the batch may be stored; forget the heads so the retry re-reads them from the store.
+                self._chain.partitions.clear()
+                self._chain.workflows.clear()
+                self._careful = True
+                raise
+            if self._since_anchor >= self._anchor_every:
+                await self._anchor_logged()
+
+    async def on_assign(self, partitions: frozenset[tuple[str, int]]) -> None:
+        """Adopt the stored head of each assigned partition the store holds to its end, and anchor it soon.
+
+        After a crash the tail between the last anchor and the committed offset has no anchor; when no
+        new record arrives on that partition nothing else would ever sign it. One point look-up each.
+        """
+        if self._end_offsets is None:
+            return
+        async with self._lock:
+            try:
+                await self._adopt(partitions, self._end_offsets)
+            except Exception as exc:  # only anchoring waits for it: the next record restores the head anyway
+                log.warning("adopting the stored heads of %d assigned partitions failed: %r", len(partitions), exc)
+
+    async def _adopt(self, partitions: frozenset[tuple[str, int]], end_offsets: EndOffsets) -> None:
+        for topic in sorted({t for t, _ in partitions}):
+            ends = await end_offsets(topic)
+            for t, p in sorted(tp for tp in partitions if tp[0] == topic):
+                end = ends.get(p, 0)
+                if (t, p) in self._chain.partitions or end == 0:
+                    continue
+                head = await self._store.head_at(record_id(t, p, end - 1))
+                if head is not None:
+                    self._chain.partitions[(t, p)] = head
+                    self._mark_unanchored((t, p))
+
+    async def on_revoke(self, partitions: frozenset[tuple[str, int]]) -> None:
+        """Anchor what is stored of the partitions let go, then forget their heads: another member
+        appends to them now, and a head kept here would be stale if they came back."""
+        async with self._lock:
+            await self._anchor_logged()
+            for tp in partitions:
+                self._chain.partitions.pop(tp, None)
+                self._unanchored.discard(tp)
+            if not self._unanchored:
+                self._unanchored_since = None
+
+    def _mark_unanchored(self, tp: tuple[str, int]) -> None:
+        self._unanchored.add(tp)
+        if self._unanchored_since is None:
+            self._unanchored_since = time.monotonic()
 
     async def _append(self, records: Sequence[BusRecord]) -> None:
         contents: list[Record] = []
@@ -90,8 +160,9 @@ class AuditorHandlers:
             self._chain.workflows.pop(next(iter(self._chain.workflows)))
         self.appended += len(batch)
         self._since_anchor += len(batch)
-        if self._since_anchor >= self._anchor_every:
-            await self.anchor()
+        self._last_append = time.monotonic()
+        for linked in batch:
+            self._mark_unanchored((linked["topic"], linked["partition"]))
 
     async def _describe(self, record: BusRecord) -> Record:
         """One message's audit content. Nothing about the message fails the batch: what cannot be
@@ -175,19 +246,39 @@ class AuditorHandlers:
         return await self._store.head_at(record_id(tp[0], tp[1], lo - 1))
 
     async def anchor(self) -> None:
-        """Write a signed checkpoint of the chain heads, so cutting the log's tail is detectable."""
-        if not self._chain.partitions:
+        """Sign the heads of the partitions that moved since the last anchor and publish them to every sink."""
+        async with self._lock:
+            await self._anchor()
+
+    async def anchor_when_due(self, *, idle_s: float, max_age_s: float) -> None:
+        """Run forever: anchor once no batch came for idle_s (the tail after the last batch), or once a
+        stored record has waited max_age_s (a steady trickle never idles and never reaches anchor_every)."""
+        while True:
+            await asyncio.sleep(min(idle_s, max_age_s) / 4)
+            since = self._unanchored_since
+            now = time.monotonic()
+            if since is not None and (now - self._last_append >= idle_s or now - since >= max_age_s):
+                async with self._lock:
+                    await self._anchor_logged()
+
+    async def _anchor_logged(self) -> None:
+        # A sink outage must not stop the audit: the records are stored and the next anchor retries.
+        try:
+            await self._anchor()
+        except Exception as exc:
+            log.warning("publishing audit anchors failed (%r); retrying with the next anchor", exc)
+
+    async def _anchor(self) -> None:
+        heads = {tp: self._chain.partitions[tp] for tp in self._unanchored if tp in self._chain.partitions}
+        if not heads:
             return
-        anchor: Record = {
-            "anchor_id": str(uuid.uuid4()),
-            "auditor": self._auditor_id,
-            "created_at": datetime.now(UTC).isoformat(),
-            "records_appended": self.appended,
-            "heads": [
-                {"topic": topic, "partition": partition, "offset": head.position, "hash": head.hash}
-                for (topic, partition), head in sorted(self._chain.partitions.items())
-            ],
-        }
-        anchor["signature"] = sign(self._key, anchor)
-        await self._store.write_anchor(anchor)
+        anchors = make_anchors(
+            heads, key=self._signing_key, auditor_id=self._auditor_id, records_appended=self.appended
+        )
+        for sink in self._sinks:
+            await sink.publish(anchors)
+        self.anchors_published += len(anchors)
+        # A partition whose head was forgotten after a failure stays pending until the retry restores it.
+        self._unanchored -= set(heads)
+        self._unanchored_since = self._unanchored_since if self._unanchored else None
         self._since_anchor = 0

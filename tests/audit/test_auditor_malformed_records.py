@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from baton import topics
+from baton.audit.anchors import StoreAnchorSink
 from baton.audit.chain import Record
+from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.store import AuditStore
@@ -34,7 +37,8 @@ from services.auditor.config import Settings
 from services.auditor.handlers import AuditorHandlers
 from tests.harness.identities import trust
 
-KEY = b"test-audit-key"
+KEY = generate_signing_key()
+PUBLIC = KEY.public_key()
 NOT_UTF8 = b"\xff\xfe\x80wf\xc3("
 
 
@@ -51,7 +55,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 def _auditor(store: AuditStore, serde: AvroSerde) -> AuditorHandlers:
-    return AuditorHandlers(store, serde, key=KEY, anchor_every=1000, auditor_id="test-auditor")
+    # an anchor after every batch: each test's store verifies as it stands
+    return AuditorHandlers(
+        store, serde, signing_key=KEY, anchor_every=1, auditor_id="test-auditor", sinks=[StoreAnchorSink(store)]
+    )
 
 
 def _task(workflow_id: str, workflow_type: str = "customer_onboarding", **labels: str) -> TaskRequested:
@@ -98,7 +105,7 @@ async def _assert_verified(store: AuditStore, records: Sequence[BusRecord]) -> l
     """Every record appended exactly once, at its position, and the whole store verifies."""
     docs = await _docs(store)
     assert sorted(d["_id"] for d in docs) == sorted(f"{r.topic}/{r.partition}/{r.offset}" for r in records)
-    report = await verify_store(store, KEY)
+    report = await verify_store(store, PUBLIC)
     assert report.ok, report.problems
     return docs
 
@@ -241,7 +248,9 @@ async def test_a_store_outage_retries_the_batch_and_then_everything_is_appended_
     batch = [*tasks.records, *dlq.records]
 
     flaky = FlakyStore(store, part=part)
-    auditor = AuditorHandlers(flaky, AvroSerde(registry), key=KEY, anchor_every=1000, auditor_id="a")
+    auditor = AuditorHandlers(
+        flaky, AvroSerde(registry), signing_key=KEY, anchor_every=1, auditor_id="a", sinks=[StoreAnchorSink(store)]
+    )
     with pytest.raises(ConnectionError):
         await auditor.on_batch(batch)
     await auditor.on_batch(batch)  # the bus did not commit: the same batch again
@@ -324,13 +333,16 @@ async def auditor_settings(request: pytest.FixtureRequest, tmp_path: Path) -> As
             store="mongodb",
             mongodb_url=request.getfixturevalue("mongodb_url"),
             mongodb_database=f"audit_poison_{uuid.uuid4().hex[:8]}",
-            signing_key=KEY.decode(),
+            signing_key=SecretStr(encode_signing_key(KEY)),
             batch_size=50,
         )
     else:
         bus = EmbeddedBus(partitions=2)
         settings = Settings(
-            store="embedded", sqlite_path=tmp_path / "audit.db", signing_key=KEY.decode(), batch_size=50
+            store="embedded",
+            sqlite_path=tmp_path / "audit.db",
+            signing_key=SecretStr(encode_signing_key(KEY)),
+            batch_size=50,
         )
     await bus.start()
     yield bus, settings
@@ -379,7 +391,7 @@ async def test_the_auditor_service_audits_poison_and_garbage_and_keeps_going(
         assert kinds == ["DeadLettered", *["Undecodable"] * 3, *["TaskRequested"] * 4]
         dead = docs[hashlib.sha256(poison).hexdigest()]
         assert base64.b64decode(dead["payload"]["payload"]) == dead_lettered.payload
-        report = await verify_store(store, KEY)
+        report = await verify_store(store, PUBLIC)
         assert report.ok, report.problems
         assert report.anchors >= 1
     finally:

@@ -17,6 +17,7 @@ from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.trace import render_timeline, trace_workflow
 from baton.demo import run_demo
 from baton.faults import Fault
+from baton.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,15 @@ async def test_trace_of_demo_workflows_shows_every_step(demo_dir: Path) -> None:
     assert [int(line.split()[0]) for line in lines] == list(range(1, len(lines) + 1))
 
 
-def _audit_cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BATON_AUDITOR_SQLITE_PATH": str(store)}
+def _audit_cli(store: Path, *args: str, demo: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI on a store, trusting the public key and the anchor file the demo wrote next to it."""
+    demo = demo or store.parent
+    env = {
+        **os.environ,
+        "BATON_AUDITOR_SQLITE_PATH": str(store),
+        "BATON_AUDITOR_VERIFY_KEY_FILE": str(demo / AUDIT_VERIFY_KEY_FILE),
+        "BATON_AUDITOR_ANCHOR_FILE": str(demo / AUDIT_ANCHOR_FILE),
+    }
     return subprocess.run(
         [sys.executable, "-m", "baton", "audit", *args], env=env, capture_output=True, text=True, timeout=60
     )
@@ -97,6 +105,6 @@ def test_baton_audit_verify_fails_naming_the_tampered_record(demo_dir: Path, tmp
     )
     db.commit()
     db.close()
-    result = _audit_cli(copy, "verify")
+    result = _audit_cli(copy, "verify", demo=demo_dir)
     assert result.returncode == 1
     assert f"first problem: record {record_id}" in result.stderr and "modified" in result.stderr

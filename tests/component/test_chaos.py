@@ -28,7 +28,6 @@ from baton.mesh import start_mesh
 from baton.workflows import agent_kinds, load_workflows
 from baton.world import World, seeded_tenant
 from services.auditor.app import audited_topics
-from services.auditor.config import Settings as AuditorSettings
 from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
 from tests.harness.collect import Collector
@@ -119,6 +118,7 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
         await client.submit(spec.name, _inputs(spec, world, i), tenant_id=seeded_tenant(i), workflow_id=wf)
     await seen.wait_until(lambda got: {wf for wf, _ in items} <= set(got), within=60)
     auditor = mesh.apps["auditor"].handlers
+    public_key = auditor.public_key
     audited = inner.size(audited_topics())
     await asyncio.wait_for(_drained(lambda: auditor.appended + auditor.skipped >= audited), 60)
     await mesh.stop()
@@ -128,7 +128,7 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
     assert report.ok, report.problems
     assert report.counts["tool_calls_repeated"] == 0
     store = SqliteAuditStore(tmp / "audit.db")
-    audit = await verify_store(store, AuditorSettings().key)
+    audit = await verify_store(store, public_key)
     await store.close()
     assert audit.ok, audit.problems[:5]
     dead = Counter((d.source_topic, d.reason_code) for d in run.dead_letters if d.consumer_group != "chaos")

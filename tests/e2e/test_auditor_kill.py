@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from baton import topics
+from baton.audit.completeness import KafkaAuditedLog, verify_audit
+from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.verify import verify_store
 from baton.bus.kafka import KafkaBus
@@ -25,6 +27,7 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
 )
 from baton.contracts.serde import AvroSerde
+from services.auditor.app import audited_topics
 from tests.harness.identities import write_keys
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.processes import ServiceProcesses
@@ -32,7 +35,7 @@ from tests.harness.processes import ServiceProcesses
 pytestmark = pytest.mark.e2e
 
 EVENTS = 20_000
-KEY = "e2e-audit-key"
+KEY = generate_signing_key()
 
 
 def _events(n: int) -> list[tuple[str, Event]]:
@@ -88,7 +91,7 @@ async def test_auditor_killed_three_times_keeps_exactly_the_events_produced(
         "BATON_AUDITOR_STORE": "mongodb",
         "BATON_AUDITOR_MONGODB_URL": mongodb_url,
         "BATON_AUDITOR_MONGODB_DATABASE": database,
-        "BATON_AUDITOR_SIGNING_KEY": KEY,
+        "BATON_AUDITOR_SIGNING_KEY": encode_signing_key(KEY),
         "BATON_AUDITOR_BATCH_SIZE": "1000",
         "BATON_AUDITOR_ANCHOR_EVERY": "2000",
     }
@@ -132,9 +135,19 @@ async def test_auditor_killed_three_times_keeps_exactly_the_events_produced(
         assert await store.count() == EVENTS
         ids = {doc["event_id"] async for doc in store.stream()}
         assert ids == {e.envelope.event_id for _, e in produced}
-        report = await verify_store(store, KEY.encode())
+        report = await verify_store(store, KEY.public_key())
         assert report.ok, report.problems[:5]
         assert report.records == EVENTS and report.anchors >= 1
+        # And from the broker: every record below the group's commits stored once, the tail anchored on the topic.
+        whole, _ = await verify_audit(
+            store,
+            KEY.public_key(),
+            anchor_bus=bus,
+            log=KafkaAuditedLog(bus, own_broker.bootstrap),
+            audited=audited_topics(),
+        )
+        assert whole.ok, whole.problems[:5]
+        assert whole.log_records == EVENTS
     finally:
         procs.stop_all()
         await bus.stop()

@@ -1,15 +1,16 @@
-"""Audit records and their two hash chains (per source partition, per workflow), with keyed MACs.
+"""Audit records and their two hash chains (per source partition, per workflow).
 
-Pure: no store or broker imports. Every record's `hash` covers all its fields (including both
-previous hashes), and `mac` is an HMAC of that hash under the auditor's key, so a record written
-without the key is a forgery even when its chain links look right.
+Pure: no store or broker imports. Every record's `hash` covers all its fields, including both
+previous hashes, so a partition chain's head authenticates every record before it: the auditor
+signs heads (baton.audit.anchors), not records. Records carry no per-record MAC any more: an HMAC
+needs the secret to check it, so whoever can verify it can forge it; a record written without the
+key is caught because no signed head leads to it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from baton.contracts.models import Event
 
 Record = dict[str, Any]
 
+# `mac`: stores written before anchors were signed hold a per-record HMAC, never part of the hash.
 _UNHASHED = ("hash", "mac", "_id")
 
 UNDECODABLE = "Undecodable"
@@ -39,18 +41,8 @@ def record_id(topic: str, partition: int, offset: int) -> str:
 
 
 def record_hash(record: Record) -> str:
-    """SHA-256 of the canonical encoding of every field but hash and mac."""
+    """SHA-256 of the canonical encoding of every field but hash (and a legacy mac)."""
     return hashlib.sha256(canonical_bytes({k: v for k, v in record.items() if k not in _UNHASHED})).hexdigest()
-
-
-def record_mac(key: bytes, digest: str) -> str:
-    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
-
-
-def sign(key: bytes, document: Record) -> str:
-    """HMAC-SHA256 over a document's canonical encoding (without its signature)."""
-    body = canonical_bytes({k: v for k, v in document.items() if k not in ("signature", "_id")})
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def duplicate_event_id(event_id: str, position: str, attempt: int = 0) -> str:
@@ -165,8 +157,7 @@ def _describe_undecodable(record: BusRecord, error: str) -> Record:
 class AuditChain:
     """Links records into both chains; heads must be loaded from the store before appending."""
 
-    def __init__(self, key: bytes) -> None:
-        self.key = key
+    def __init__(self) -> None:
         self.partitions: dict[tuple[str, int], Head] = {}
         self.workflows: dict[str, Head] = {}
 
@@ -184,7 +175,6 @@ class AuditChain:
         record["workflow_seq"] = (w_head.position + 1) if w_head else 1
         record["workflow_prev_hash"] = w_head.hash if w_head else None
         record["hash"] = record_hash(record)
-        record["mac"] = record_mac(self.key, record["hash"])
         self.partitions[tp] = Head(offset, record["hash"])
         self.workflows[content["workflow_id"]] = Head(record["workflow_seq"], record["hash"])
         return record

@@ -84,6 +84,10 @@ class MongoAuditStore:
         )
         await self.records.create_index([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)], name="by_workflow")
 
+    async def exists(self) -> bool:
+        names = await self.records.database.list_collection_names(filter={"name": "audit_records"})
+        return "audit_records" in names
+
     async def append(self, records: Sequence[Record]) -> None:
         if not records:
             return

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from baton.audit.chain import Head, Record
-from baton.audit.store import DuplicateRecordError
+from baton.audit.store import DuplicateRecordError, StoreNotFoundError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -34,13 +34,30 @@ _PAGE = 1000
 class SqliteAuditStore:
     """The demo's audit store; same contract as the MongoDB one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Open (create=True: and create) the store at path; create=False raises StoreNotFoundError
+        rather than leave a file or directory behind where there was none."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+        else:
+            if not path.is_file():
+                raise StoreNotFoundError(f"{path}: no such file")
+            uri = f"{path.resolve().as_uri()}?mode=rw"
+            self._db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
         self._lock = asyncio.Lock()
+
+    async def exists(self) -> bool:
+        try:
+            row = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_records'"
+            ).fetchone()
+        except sqlite3.DatabaseError:  # a file that is not an SQLite database
+            return False
+        return row is not None
 
     async def setup(self) -> None:
         self._db.executescript(_SCHEMA)

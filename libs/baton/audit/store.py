@@ -12,11 +12,19 @@ class DuplicateRecordError(Exception):
     """A record with the same source position or event id is already stored."""
 
 
+class StoreNotFoundError(Exception):
+    """The configured location holds no audit store (and reading it must not create one)."""
+
+
 class AuditStore(Protocol):
     """Append-only storage of audit records and signed anchors."""
 
     async def setup(self) -> None:
         """Create tables/collections and indexes (idempotent)."""
+        ...
+
+    async def exists(self) -> bool:
+        """Whether the store holds an audit (its records table or collection exists); creates nothing."""
         ...
 
     async def append(self, records: Sequence[Record]) -> None:
@@ -39,7 +47,9 @@ class AuditStore(Protocol):
         """Which of these event ids are stored already."""
         ...
 
-    async def write_anchor(self, anchor: Record) -> None: ...
+    async def write_anchor(self, anchor: Record) -> None:
+        """Keep a signed anchor next to the records (one sink among others: see baton.audit.anchors)."""
+        ...
 
     def stream(self) -> AsyncIterator[Record]:
         """Every record, ordered by topic, partition, offset."""
