@@ -58,6 +58,7 @@ async def start(events: EventBus, settings: Settings) -> AuditorApp:
         auditor_id=events.producer,
         sinks=sinks,
         end_offsets=events.bus.end_offsets,
+        keyring=events.trust.keyring,
     )
     wanted = audited_topics()
     await events.bus.create_topics(wanted)

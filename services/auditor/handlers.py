@@ -15,6 +15,7 @@ from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_even
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
 from baton.contracts.serde import AvroSerde, DecodeError
+from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Keyring, signed_message
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ class AuditorHandlers:
         auditor_id: str,
         sinks: Sequence[AnchorSink] = (),
         end_offsets: EndOffsets | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self._store = store
+        self._keyring = keyring
         self._serde = serde
         self._chain = AuditChain()
         self._signing_key = signing_key
@@ -165,8 +168,24 @@ class AuditorHandlers:
             self._mark_unanchored((linked["topic"], linked["partition"]))
 
     async def _describe(self, record: BusRecord) -> Record:
-        """One message's audit content. Nothing about the message fails the batch: what cannot be
-        decoded or described is recorded as undecodable; only an outage (the registry) raises."""
+        """One message's audit content, with who signed it. Nothing about the message fails the batch:
+        what cannot be decoded or described is recorded as undecodable; only an outage (the registry) raises."""
+        content = await self._content(record)
+        if self._keyring is not None:
+            content["signer"] = self._signer(record)
+        return content
+
+    def _signer(self, record: BusRecord) -> str:
+        """The role that signed the message, or why its signature proves nobody (recorded, never refused:
+        the audit keeps everything that was on the bus, forgeries included, marked as such)."""
+        assert self._keyring is not None
+        message = signed_message(record.topic, record.key, record.value)
+        try:
+            return self._keyring.verify(record.header(SIGNER_HEADER), record.header(SIGNATURE_HEADER), message)
+        except AuthenticationError as exc:
+            return f"UNAUTHENTICATED:{exc.code}"
+
+    async def _content(self, record: BusRecord) -> Record:
         try:
             event = await self._serde.decode(record.value)
         except DecodeError as exc:

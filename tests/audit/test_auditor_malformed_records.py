@@ -396,3 +396,22 @@ async def test_the_auditor_service_audits_poison_and_garbage_and_keeps_going(
         assert report.anchors >= 1
     finally:
         await store.close()
+
+
+async def test_the_audit_records_who_signed_each_message_and_marks_forgeries(tmp_path: Path, serde: AvroSerde) -> None:
+    from tests.harness.identities import DOMAIN, signed_record
+
+    store = SqliteAuditStore(tmp_path / "signers.db")
+    await store.setup()
+    auditor = AuditorHandlers(
+        store, serde, signing_key=KEY, anchor_every=1, auditor_id="test-auditor", keyring=DOMAIN.keyring
+    )
+    value = await serde.encode(_task("wf-signers"))
+    genuine = signed_record("client", topics.TASKS, value, key=b"wf-signers", offset=0)
+    unsigned = BusRecord(topics.TASKS, 0, 1, b"wf-signers", value)
+    moved = signed_record("client", topics.OUTCOMES, value, key=b"wf-signers", offset=2)
+    moved = BusRecord(topics.TASKS, 0, 2, moved.key, moved.value, headers=moved.headers)  # signed for another topic
+    await auditor.on_batch([genuine, unsigned, moved])
+    signers = [doc.get("signer") async for doc in store.stream()]
+    await store.close()
+    assert signers == ["client", "UNAUTHENTICATED:UNSIGNED", "UNAUTHENTICATED:BAD_SIGNATURE"]
