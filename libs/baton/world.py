@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from baton.context import NonCanonicalContextError, canonical_bytes
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, name TEXT NOT NULL, country TEXT NOT NULL,
     risk_score INTEGER NOT NULL, checksum TEXT NOT NULL);
@@ -37,6 +39,13 @@ CREATE TABLE IF NOT EXISTS tool_calls (idempotency_key TEXT PRIMARY KEY, tool TE
 CREATE TABLE IF NOT EXISTS step_ledger (step_key TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, agent TEXT NOT NULL,
     started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, result_json TEXT,
     owner TEXT NOT NULL DEFAULT '', lease_until REAL NOT NULL DEFAULT 0);
+"""
+
+# What every tool call returned, by the idempotency key it ran under: the record the handoff validator
+# checks a context's tool values against (tool_calls keeps the write tools' results, for idempotency).
+_RECEIPTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tool_receipts (idempotency_key TEXT NOT NULL, tool TEXT NOT NULL,
+    result_sha256 TEXT NOT NULL, PRIMARY KEY (idempotency_key, result_sha256));
 """
 
 _CHECKED = {
@@ -89,6 +98,7 @@ class World:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(_RECEIPTS_SCHEMA)
 
     def close(self) -> None:
         # Under the lock: a tool call still running in a worker thread finishes first.
@@ -274,7 +284,20 @@ class World:
         return self._idempotent(idempotency_key, "issue_refund", act)
 
     def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        """Run a tool by name; raises ToolError for unknown tools and bad arguments."""
+        """Run a tool by name, recording its result's hash; raises ToolError for unknown tools and bad arguments."""
+        result = self._run_tool(tool, arguments, idempotency_key=idempotency_key)
+        try:
+            sha = hashlib.sha256(canonical_bytes(result)).hexdigest()
+        except NonCanonicalContextError as exc:
+            raise ToolError("BAD_RESULT", f"{tool} returned a result with no RFC 8785 encoding: {exc}") from exc
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO tool_receipts (idempotency_key, tool, result_sha256) VALUES (?, ?, ?)",
+                (idempotency_key, tool, sha),
+            )
+        return result
+
+    def _run_tool(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         fn: Callable[..., dict[str, Any]] | None = {
             "lookup_customer": self.lookup_customer,
             "verify_identity": self.verify_identity,
