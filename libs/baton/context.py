@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,25 +92,66 @@ def _no_constant(name: str) -> Any:
     raise NonCanonicalContextError(f"{name} is not JSON (NaN and Infinity have no JSON encoding)")
 
 
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")  # lead bytes of UTF-8 characters beyond U+FFFF
+
+
+def _is_canonical(value: JsonValue, raw: bytes, *, has_float: bool) -> bool:
+    """Whether raw is the RFC 8785 encoding of value (parsed from raw).
+
+    Without floats and characters beyond U+FFFF, RFC 8785 and Python's json (sorted keys, compact, UTF-8)
+    write the same bytes: integers in decimal, the same string escapes, the same key order (UTF-16 and
+    code-point order differ only beyond U+FFFF). That C-speed comparison decides most contexts; the
+    rfc8785 package decides the rest.
+    """
+    if not has_float and not _ASTRAL.search(raw):
+        try:
+            dumped = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+            return dumped.encode("utf-8") == raw
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 explains it
+    return canonical_bytes(value) == raw
+
+
 def parse_canonical(raw: bytes, *, max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH) -> dict[str, JsonValue]:
     """Parse context bytes that must be exactly the RFC 8785 encoding of a JSON object.
 
-    Raises NonCanonicalContextError for duplicate keys, NaN or Infinity, nesting deeper than max_depth,
-    anything but an object, and bytes that are not the canonical encoding of what they parse to.
+    Raises NonCanonicalContextError for duplicate keys, NaN or Infinity, integers beyond ±(2^53-1),
+    nesting deeper than max_depth, anything but an object, and bytes that are not the canonical encoding
+    of what they parse to.
     """
+    floats: list[str] = []
+
+    def parse_float(text: str) -> float:
+        floats.append(text)
+        return float(text)
+
+    def parse_int(text: str) -> int | float:
+        number = int(text)
+        if len(text) > 15 and abs(number) > _MAX_SAFE_INT:
+            return parse_float(text)  # an RFC 8785 number is a double: canonical only if it is one exactly
+        return number
+
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(
+            raw,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=parse_float,
+            parse_int=parse_int,
+        )
     except RecursionError:
         raise NonCanonicalContextError(f"nesting deeper than the {max_depth}-level limit") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NonCanonicalContextError(f"not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise NonCanonicalContextError(f"a context is a JSON object, not a {type(value).__name__}")
-    depth = depth_of(value)
-    if depth > max_depth:
-        raise NonCanonicalContextError(f"nesting is {depth} levels deep, over the {max_depth}-level limit")
-    encoded = canonical_bytes(value)
-    if encoded != raw:
+    # Fewer brackets than the limit cannot nest deeper than it; only then is the tree walked.
+    if raw.count(b"{") + raw.count(b"[") > max_depth:
+        depth = depth_of(value)
+        if depth > max_depth:
+            raise NonCanonicalContextError(f"nesting is {depth} levels deep, over the {max_depth}-level limit")
+    if not _is_canonical(value, raw, has_float=bool(floats)):
+        encoded = canonical_bytes(value)
         at = next(
             (i for i, (a, b) in enumerate(zip(encoded, raw, strict=False)) if a != b), min(len(encoded), len(raw))
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ def tool_call_prefix(workflow_id: str, agent: str, tool: str) -> str:
 
 def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
+
+
+def _plain(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _sha(encoded: bytes) -> str:
@@ -209,7 +214,7 @@ def _check_provenance(
     proposal: HandoffProposed,
     *,
     agent: AgentSpec,
-    enc_after: Mapping[str, bytes],
+    after: Mapping[str, Any],
     written: Collection[str],
     receipts: Mapping[str, Collection[ToolReceipt]] | None,
 ) -> HandoffVerdict | None:
@@ -230,7 +235,7 @@ def _check_provenance(
                 f"{len(found)} provenance entries for it (exactly one expected: tool, call id, result hash)",
             )
         p = found[0]
-        actual = _sha(enc_after[key])
+        actual = _sha(canonical_bytes(after[key]))
         if p.tool != tool.name:
             return HandoffVerdict.reject(
                 Code.TOOL_PROVENANCE,
@@ -320,9 +325,10 @@ def verify_handoff(
             f"rule proposer-is-declared: {proposal.from_agent!r} is not an agent of {workflow.name}",
         )
     before = load_context(cp)
-    enc_after = {k: canonical_bytes(v) for k, v in after.items()}
     added = [k for k in after if k not in before]
-    changed = [k for k in after if k in before and enc_after[k] != canonical_bytes(before[k])]
+    # Both sides were parsed from canonical bytes, so their plain JSON encodings are equal exactly when
+    # their RFC 8785 encodings are (and the C encoder is several times faster).
+    changed = [k for k in after if k in before and _plain(after[k]) != _plain(before[k])]
     refused = _check_ownership(
         proposal,
         agent=agent,
@@ -334,7 +340,7 @@ def verify_handoff(
     ) or _check_provenance(
         proposal,
         agent=agent,
-        enc_after=enc_after,
+        after=after,
         written=set(added) | (set(changed) - set(proposal.summarised_keys)),
         receipts=receipts,
     )

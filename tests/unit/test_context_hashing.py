@@ -7,10 +7,11 @@ import unicodedata
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baton.context import NonCanonicalContextError, canonical_bytes, context_sha256, make_snapshot
+from baton.context import NonCanonicalContextError, canonical_bytes, context_sha256, make_snapshot, parse_canonical
 
 json_scalars = (
     st.none()
@@ -111,3 +112,49 @@ def test_snapshot_carries_hash_size_version_and_parent() -> None:
     assert first.parent_sha256 is None
     assert second.parent_sha256 == first.sha256
     assert second.sha256 == context_sha256(json.loads(second.context_json))
+
+
+@settings(max_examples=300)
+@given(contexts)
+def test_the_canonical_check_agrees_with_rfc8785_on_any_bytes(ctx: dict[str, Any]) -> None:
+    # parse_canonical decides most contexts with Python's C encoder: it must accept exactly RFC 8785's bytes.
+    jcs = rfc8785.dumps(ctx)
+    assert canonical_bytes(parse_canonical(jcs)) == jcs
+    for other in (
+        json.dumps(ctx, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(),
+        json.dumps(ctx, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode(),
+        json.dumps(ctx, ensure_ascii=False, separators=(",", ":")).encode(),
+    ):
+        try:
+            parse_canonical(other)
+            accepted = True
+        except NonCanonicalContextError:
+            accepted = False
+        assert accepted == (other == jcs), other
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1,"a":1}',
+        b'{"a":NaN}',
+        b'{"a":1E400}',
+        b'{"a":-0}',
+        b'{"a":1.0}',
+        b'{"a":"\\u00e9"}',
+        b'{"a":"\\/"}',
+        b'{"a":9007199254740993}',  # no double is this integer
+        b'{"\xef\xbc\xa1":2,"\xf0\x9f\x98\x80":1}',  # code-point order, not RFC 8785's UTF-16 order
+        b'{"a":"\\ud800"}',
+        b'{"a":' + b"[" * 33 + b"]" * 33 + b"}",
+    ],
+)
+def test_bytes_rfc8785_would_not_write_are_refused(raw: bytes) -> None:
+    with pytest.raises(NonCanonicalContextError):
+        parse_canonical(raw)
+
+
+def test_characters_beyond_the_bmp_sort_by_utf16_code_units() -> None:
+    raw = rfc8785.dumps({"\U0001f600": 1, "\uff21": 2})
+    assert raw.index("\U0001f600".encode()) < raw.index("\uff21".encode())
+    assert parse_canonical(raw) == {"\U0001f600": 1, "\uff21": 2}
