@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -47,6 +48,7 @@ class WorldToolReceipts:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # one connection, used from worker threads one at a time
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
@@ -61,11 +63,16 @@ class WorldToolReceipts:
             return out
         ids = list(call_ids)
         try:
-            rows = self._connect().execute(
-                "SELECT idempotency_key, tool, result_sha256 FROM tool_receipts "
-                f"WHERE idempotency_key IN ({', '.join('?' * len(ids))})",
-                ids,
-            )
+            with self._lock:
+                rows = (
+                    self._connect()
+                    .execute(
+                        "SELECT idempotency_key, tool, result_sha256 FROM tool_receipts "
+                        f"WHERE idempotency_key IN ({', '.join('?' * len(ids))})",
+                        ids,
+                    )
+                    .fetchall()
+                )
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return out  # a world that never ran a tool records none
@@ -78,6 +85,7 @@ class WorldToolReceipts:
         return await asyncio.to_thread(self._find, call_ids) if call_ids else {}
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
