@@ -98,9 +98,10 @@ _ASTRAL = re.compile(rb"[\xf0-\xf4]")  # lead bytes of UTF-8 characters beyond U
 def _is_canonical(value: JsonValue, raw: bytes, *, has_float: bool) -> bool:
     """Whether raw is the RFC 8785 encoding of value (parsed from raw).
 
-    Without floats and characters beyond U+FFFF, RFC 8785 and Python's json (sorted keys, compact, UTF-8)
-    write the same bytes: integers in decimal, the same string escapes, the same key order (UTF-16 and
-    code-point order differ only beyond U+FFFF). That C-speed comparison decides most contexts; the
+    Without characters beyond U+FFFF and floats other than non-integral ones in [1e-4, 1e16), RFC 8785
+    and Python's json (sorted keys, compact, UTF-8) write the same bytes: integers in decimal, such
+    floats in the same shortest fixed-point form, the same string escapes, the same key order (UTF-16
+    and code-point order differ only beyond U+FFFF). That C-speed comparison decides most contexts; the
     rfc8785 package decides the rest.
     """
     if not has_float and not _ASTRAL.search(raw):
@@ -122,8 +123,12 @@ def parse_canonical(raw: bytes, *, max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH) -
     floats: list[str] = []
 
     def parse_float(text: str) -> float:
-        floats.append(text)
-        return float(text)
+        number = float(text)
+        # Python's repr and ECMAScript write a non-integral double in [1e-4, 1e16) alike (fixed-point,
+        # shortest round trip); any other float goes to rfc8785.
+        if number.is_integer() or not 1e-4 <= abs(number) < 1e16:
+            floats.append(text)
+        return number
 
     def parse_int(text: str) -> int | float:
         number = int(text)

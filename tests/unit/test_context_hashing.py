@@ -141,6 +141,11 @@ def test_the_canonical_check_agrees_with_rfc8785_on_any_bytes(ctx: dict[str, Any
         b'{"a":1E400}',
         b'{"a":-0}',
         b'{"a":1.0}',
+        b'{"a":5.0}',
+        b'{"a":1.50}',
+        b'{"a":1e-05}',
+        b'{"a":1e+16}',
+        b'{"a":0.0}',
         b'{"a":"\\u00e9"}',
         b'{"a":"\\/"}',
         b'{"a":9007199254740993}',  # no double is this integer
@@ -152,6 +157,12 @@ def test_the_canonical_check_agrees_with_rfc8785_on_any_bytes(ctx: dict[str, Any
 def test_bytes_rfc8785_would_not_write_are_refused(raw: bytes) -> None:
     with pytest.raises(NonCanonicalContextError):
         parse_canonical(raw)
+
+
+@pytest.mark.parametrize("number", [0.75, 12.5, 1e-4, 123456.789, 1e-7, 1e21, 2.0**60, -0.1, 9007199254740992.0])
+def test_floats_rfc8785_writes_are_accepted(number: float) -> None:
+    raw = rfc8785.dumps({"x": number})
+    assert canonical_bytes(parse_canonical(raw)) == raw
 
 
 def test_characters_beyond_the_bmp_sort_by_utf16_code_units() -> None:
