@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baton.context import canonical_bytes, context_sha256
-from baton.contracts.models import FailureClass, PermissionTier
+from baton.contracts.models import FailureClass, PermissionTier, ToolProvenance
 from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
 from baton.world import ToolError
@@ -49,6 +49,8 @@ class StepOutcome:
     tool_calls: int = 0
     confidence: float | None = None
     decisions: list[DecisionTrace] = field(default_factory=list)
+    # Context key -> the tool call whose result it holds (the last one stored under that key).
+    provenance: dict[str, ToolProvenance] = field(default_factory=dict)
 
     def fail(self, failure_class: FailureClass | None, code: str, message: str) -> StepOutcome:
         self.succeeded = False
@@ -235,6 +237,9 @@ async def run_step(
         outcome.tool_calls += 1
         history.append(ToolResult(choice.name, dict(arguments), result))
         ctx[spec.result_key] = result
+        outcome.provenance[spec.result_key] = ToolProvenance(
+            key=spec.result_key, tool=choice.name, call_id=key, result_sha256=context_sha256(result)
+        )
         outcome.decisions.append(_with_output(trace, ctx))
     return outcome.fail(
         FailureClass.LOGIC, "NO_CONCLUSION", f"{agent.name} did not finish within {max_iterations} model turns"

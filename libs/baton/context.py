@@ -1,81 +1,183 @@
-"""Canonical context encoding, hashing and snapshots (see docs/context-hashing.md)."""
+"""Canonical context encoding (RFC 8785), hashing, parsing and snapshots (see docs/context-hashing.md)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import unicodedata
+import re
 from collections.abc import Mapping
 from typing import Any
+
+import rfc8785
 
 from baton.contracts.models import ContextDiff, ContextSnapshot
 
 JsonValue = Any
 
-_MAX_SAFE_INT = 2**53
+# Deepest nesting of objects and arrays a context may have (the top-level object is depth 1).
+DEFAULT_MAX_CONTEXT_DEPTH = 32
+_MAX_SAFE_INT = 2**53 - 1
 
 
 class NonCanonicalContextError(ValueError):
-    """The context holds a value that has no canonical JSON encoding."""
+    """The context holds a value that has no RFC 8785 encoding, or its bytes are not that encoding."""
 
 
-def _canonical(value: JsonValue, path: str) -> JsonValue:
-    if value is None or isinstance(value, bool):
-        return value
+def _locate(value: JsonValue, path: str) -> str:
+    """Where a value without an RFC 8785 encoding is, and why (only walked once encoding failed)."""
+    if value is None or isinstance(value, bool | str):
+        return ""
     if isinstance(value, int):
-        return value
+        return "" if abs(value) <= _MAX_SAFE_INT else f"{path} is {value}, outside ±(2^53-1): store it as a string"
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise NonCanonicalContextError(
-                f"context value at {path} is {value!r}; NaN and Infinity have no JSON encoding: "
-                "store them as strings or null"
-            )
-        # 1.0 and 1 are the same JSON number; integral floats within the exact range become ints.
-        if value.is_integer() and abs(value) < _MAX_SAFE_INT:
-            return int(value)
-        return value
-    if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
+        return "" if math.isfinite(value) else f"{path} is {value!r}; NaN and Infinity have no JSON encoding"
     if isinstance(value, Mapping):
-        out: dict[str, JsonValue] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise NonCanonicalContextError(
-                    f"context key {key!r} at {path} is a {type(key).__name__}; JSON object keys must be strings"
-                )
-            nkey = unicodedata.normalize("NFC", key)
-            if nkey in out:
-                raise NonCanonicalContextError(
-                    f"context keys at {path} collide after Unicode NFC normalization: {key!r}"
-                )
-            out[nkey] = _canonical(item, f"{path}.{nkey}")
-        return out
+                return f"key {key!r} at {path} is a {type(key).__name__}; JSON object keys must be strings"
+            found = _locate(item, f"{path}.{key}")
+            if found:
+                return found
+        return ""
     if isinstance(value, list | tuple):
-        return [_canonical(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    raise NonCanonicalContextError(
-        f"context value at {path} is a {type(value).__name__}; only JSON types "
-        "(object, array, string, number, boolean, null) can be hashed"
-    )
+        for i, item in enumerate(value):
+            found = _locate(item, f"{path}[{i}]")
+            if found:
+                return found
+        return ""
+    return f"{path} is a {type(value).__name__}; only JSON types (object, array, string, number, boolean, null)"
 
 
-def canonical_bytes(context: JsonValue) -> bytes:
-    """Encode a JSON value canonically: NFC strings, sorted keys, no whitespace, UTF-8."""
-    normalized = _canonical(context, "$")
-    return json.dumps(normalized, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+def canonical_bytes(value: JsonValue) -> bytes:
+    """The RFC 8785 (JCS) encoding of a JSON value; raises NonCanonicalContextError naming the bad path."""
+    try:
+        return rfc8785.dumps(value)
+    except (TypeError, ValueError) as exc:  # CanonicalizationError, or a lone surrogate
+        where = _locate(value, "$") or f"$: {exc}"
+        raise NonCanonicalContextError(f"no RFC 8785 encoding: {where}") from exc
 
 
 def context_sha256(context: JsonValue) -> str:
-    """Lower-case hex SHA-256 of the canonical encoding of a context."""
+    """Lower-case hex SHA-256 of the RFC 8785 encoding of a context."""
     return hashlib.sha256(canonical_bytes(context)).hexdigest()
 
 
+def depth_of(value: JsonValue) -> int:
+    """Nesting depth of objects and arrays (a scalar is 0, {} is 1)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise NonCanonicalContextError(f"duplicate object key {key!r}: a JSON object names each key once")
+            seen.add(key)
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise NonCanonicalContextError(f"{name} is not JSON (NaN and Infinity have no JSON encoding)")
+
+
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")  # lead bytes of UTF-8 characters beyond U+FFFF
+
+
+def _is_canonical(value: JsonValue, raw: bytes, *, has_float: bool) -> bool:
+    """Whether raw is the RFC 8785 encoding of value (parsed from raw).
+
+    Without characters beyond U+FFFF and floats other than non-integral ones in [1e-4, 1e16), RFC 8785
+    and Python's json (sorted keys, compact, UTF-8) write the same bytes: integers in decimal, such
+    floats in the same shortest fixed-point form, the same string escapes, the same key order (UTF-16
+    and code-point order differ only beyond U+FFFF). That C-speed comparison decides most contexts; the
+    rfc8785 package decides the rest.
+    """
+    if not has_float and not _ASTRAL.search(raw):
+        try:
+            dumped = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+            return dumped.encode("utf-8") == raw
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 explains it
+    return canonical_bytes(value) == raw
+
+
+def parse_canonical(raw: bytes, *, max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH) -> dict[str, JsonValue]:
+    """Parse context bytes that must be exactly the RFC 8785 encoding of a JSON object.
+
+    Raises NonCanonicalContextError for duplicate keys, NaN or Infinity, integers beyond ±(2^53-1),
+    nesting deeper than max_depth, anything but an object, and bytes that are not the canonical encoding
+    of what they parse to.
+    """
+    floats: list[str] = []
+
+    def parse_float(text: str) -> float:
+        number = float(text)
+        # Python's repr and ECMAScript write a non-integral double in [1e-4, 1e16) alike (fixed-point,
+        # shortest round trip); any other float goes to rfc8785.
+        if number.is_integer() or not 1e-4 <= abs(number) < 1e16:
+            floats.append(text)
+        return number
+
+    def parse_int(text: str) -> int | float:
+        number = int(text)
+        if len(text) > 15 and abs(number) > _MAX_SAFE_INT:
+            return parse_float(text)  # an RFC 8785 number is a double: canonical only if it is one exactly
+        return number
+
+    try:
+        value = json.loads(
+            raw,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=parse_float,
+            parse_int=parse_int,
+        )
+    except RecursionError:
+        raise NonCanonicalContextError(f"nesting deeper than the {max_depth}-level limit") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NonCanonicalContextError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise NonCanonicalContextError(f"a context is a JSON object, not a {type(value).__name__}")
+    # Fewer brackets than the limit cannot nest deeper than it; only then is the tree walked.
+    if raw.count(b"{") + raw.count(b"[") > max_depth:
+        depth = depth_of(value)
+        if depth > max_depth:
+            raise NonCanonicalContextError(f"nesting is {depth} levels deep, over the {max_depth}-level limit")
+    if not _is_canonical(value, raw, has_float=bool(floats)):
+        encoded = canonical_bytes(value)
+        at = next(
+            (i for i, (a, b) in enumerate(zip(encoded, raw, strict=False)) if a != b), min(len(encoded), len(raw))
+        )
+        raise NonCanonicalContextError(
+            f"bytes are not the RFC 8785 encoding of their content (first difference at byte {at}): "
+            "encode with baton.context.canonical_bytes or any RFC 8785 library"
+        )
+    return value
+
+
 def make_snapshot(
-    context: Mapping[str, JsonValue], *, version: int, parent: ContextSnapshot | None = None
+    context: Mapping[str, JsonValue],
+    *,
+    version: int,
+    parent: ContextSnapshot | None = None,
+    max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH,
 ) -> ContextSnapshot:
     """Build a snapshot whose hash and size are computed from the context itself."""
+    depth = depth_of(dict(context))
+    if depth > max_depth:
+        raise NonCanonicalContextError(f"context nesting is {depth} levels deep, over the {max_depth}-level limit")
     encoded = canonical_bytes(context)
     return ContextSnapshot(
         context_json=encoded.decode("utf-8"),

@@ -32,7 +32,7 @@ from baton.contracts.models import (
     WorkflowEscalated,
     WorkflowHalted,
 )
-from baton.faults import HANDOFF_FAULTS, Fault, FaultPlan
+from baton.faults import ATTACK_FAULTS, HANDOFF_FAULTS, Fault, FaultPlan
 from baton.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
 from baton.messaging import EventConsumer
 from baton.workflows import WorkflowSpec, load_workflows
@@ -43,6 +43,9 @@ DETECTED_BY: dict[Fault, str] = {
     Fault.TRUNCATE: HandoffRejectionCode.TRUNCATED.value,
     Fault.STALE: HandoffRejectionCode.STALE.value,
     Fault.TAMPER: HandoffRejectionCode.HASH_MISMATCH.value,
+    Fault.REWRITE_UPSTREAM: HandoffRejectionCode.NOT_OWNER.value,
+    Fault.SWAP_RECORD: HandoffRejectionCode.TOOL_PROVENANCE.value,
+    Fault.HOLLOW: HandoffRejectionCode.HOLLOW_CONTEXT.value,
     Fault.LOOP: "LOOP_DETECTED",
     Fault.UNKNOWN_TOOL: "UNKNOWN_TOOL",
     Fault.LOW_CONFIDENCE: "LOW_CONFIDENCE",
@@ -51,7 +54,17 @@ DETECTED_BY: dict[Fault, str] = {
     Fault.OTHER_RECORD: "ARGUMENT_NOT_BOUND",
     Fault.UNDERSTATE: "ARGUMENT_NOT_BOUND",
 }
-DEFAULT_FAULTS = (Fault.TRUNCATE, Fault.STALE, Fault.TAMPER, Fault.LOOP, Fault.RATE_LIMIT, Fault.LOW_CONFIDENCE)
+DEFAULT_FAULTS = (
+    Fault.TRUNCATE,
+    Fault.STALE,
+    Fault.TAMPER,
+    Fault.REWRITE_UPSTREAM,
+    Fault.SWAP_RECORD,
+    Fault.HOLLOW,
+    Fault.LOOP,
+    Fault.RATE_LIMIT,
+    Fault.LOW_CONFIDENCE,
+)
 
 
 @dataclass
@@ -245,7 +258,7 @@ async def run_demo(
         audit_records=audit.records,
         audit_problems=audit.problems,
         audit_path=directory / "audit.db",
-        sample_workflows=[wf for wf, (_a, f) in sorted(plan.faults.items()) if f in HANDOFF_FAULTS][:1]
+        sample_workflows=[wf for wf, (_a, f) in sorted(plan.faults.items()) if f in HANDOFF_FAULTS | ATTACK_FAULTS][:1]
         + [wf for wf, _ in plan_items if wf not in plan.faults][:1],
     )
 

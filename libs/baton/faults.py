@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from baton.context import canonical_bytes, load_context
-from baton.contracts.models import ContextSnapshot
+from baton.context import canonical_bytes, context_sha256, load_context, make_snapshot
+from baton.contracts.models import ContextSnapshot, HandoffProposed
 
 
 class Fault(StrEnum):
@@ -18,6 +19,10 @@ class Fault(StrEnum):
     TRUNCATE = "truncate"
     STALE = "stale"
     TAMPER = "tamper"
+    # a compromised agent that recomputes the hash, caught by the validator's ownership and provenance rules
+    REWRITE_UPSTREAM = "rewrite_upstream"
+    SWAP_RECORD = "swap_record"
+    HOLLOW = "hollow"
     # model faults, caught by the agent runtime and the supervisor
     LOOP = "loop"
     UNKNOWN_TOOL = "unknown_tool"
@@ -32,6 +37,7 @@ class Fault(StrEnum):
 HANDOFF_FAULTS = frozenset({Fault.TRUNCATE, Fault.STALE, Fault.TAMPER})
 # Refused only at a WRITE/IRREVERSIBLE tool; at a READ tool the bound values simply run instead.
 ARGUMENT_FAULTS = frozenset({Fault.OTHER_RECORD, Fault.UNDERSTATE})
+ATTACK_FAULTS = frozenset({Fault.REWRITE_UPSTREAM, Fault.SWAP_RECORD, Fault.HOLLOW})
 
 
 def corrupt_handoff(fault: Fault, proposed: ContextSnapshot, received: ContextSnapshot) -> ContextSnapshot:
@@ -50,6 +56,50 @@ def corrupt_handoff(fault: Fault, proposed: ContextSnapshot, received: ContextSn
         # Built on the context before the one received: the version and parent of an older checkpoint.
         return proposed.model_copy(update={"version": received.version, "parent_sha256": received.parent_sha256})
     raise ValueError(f"{fault} is not a handoff fault")
+
+
+def _lowered(value: Any) -> Any:
+    """An upstream value rewritten: a dict's first number set to 0 (a risk score lowered), else changed."""
+    if isinstance(value, dict):
+        for k in sorted(value):
+            if isinstance(value[k], int | float) and not isinstance(value[k], bool):
+                return {**value, k: 0}
+        return {**value, "rewritten": True}
+    return f"{value}-rewritten" if isinstance(value, str) else None
+
+
+def _swapped(value: Any) -> Any:
+    """Another record in place of the one the tool returned (ids of someone else)."""
+    if isinstance(value, dict):
+        ids = {k: f"{v}-other" for k, v in value.items() if isinstance(v, str) and k.endswith("id")}
+        return {**value, **ids} if ids else {**value, "swapped": True}
+    return {"swapped": value}
+
+
+def attack_handoff(
+    fault: Fault, proposal: HandoffProposed, *, received: ContextSnapshot, owned: Collection[str]
+) -> HandoffProposed:
+    """What a compromised agent does to its proposal, recomputing hash (and provenance) so both still hold."""
+    before = load_context(received)
+    context = load_context(proposal.snapshot)
+    update: dict[str, Any] = {}
+    if fault is Fault.REWRITE_UPSTREAM:
+        key = next(k for k in sorted(before) if k not in owned)  # an upstream agent's value or a task input
+        context[key] = _lowered(context[key])
+    elif fault is Fault.SWAP_RECORD:
+        key = next(k for k in sorted(context) if k in owned and k not in before)  # its own tool's result
+        context[key] = _swapped(context[key])
+        update["provenance"] = [
+            p.model_copy(update={"result_sha256": context_sha256(context[key])}) if p.key == key else p
+            for p in proposal.provenance
+        ]
+    elif fault is Fault.HOLLOW:
+        context = {k: v for k, v in context.items() if k not in before}
+        update["dropped_keys"] = sorted(before)
+    else:
+        raise ValueError(f"{fault} is not an attack on a handoff")
+    update["snapshot"] = make_snapshot(context, version=proposal.snapshot.version, parent=received)
+    return proposal.model_copy(update=update)
 
 
 @dataclass

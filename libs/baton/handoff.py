@@ -1,4 +1,4 @@
-"""Handoff verification: integrity, truncation, staleness, completeness and context loss.
+"""Handoff verification: integrity, canonical bytes, staleness, ownership, provenance, completeness, loss.
 
 Pure domain logic with no broker imports; the validator service calls verify_handoff.
 """
@@ -9,11 +9,17 @@ import asyncio
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from baton.context import canonical_bytes, diff_contexts, load_context
+from baton.context import (
+    DEFAULT_MAX_CONTEXT_DEPTH,
+    NonCanonicalContextError,
+    canonical_bytes,
+    load_context,
+    parse_canonical,
+)
 from baton.contracts.models import (
     ContextDiff,
     ContextSnapshot,
@@ -21,8 +27,12 @@ from baton.contracts.models import (
     HandoffRejectionCode,
     WorkflowCheckpointed,
 )
+from baton.workflows import AgentSpec, WorkflowSpec
 
 DEFAULT_MAX_CONTEXT_BYTES = 1_000_000
+TASK = "the task"  # owner of the task's input keys: no agent may change them
+
+Code = HandoffRejectionCode
 
 
 @dataclass(frozen=True)
@@ -39,84 +49,313 @@ class HandoffVerdict:
         return cls(accepted=False, code=code, reason=reason)
 
 
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What the validator knows of a running workflow from its latest checkpoint."""
+
+    snapshot: ContextSnapshot
+    workflow_type: str
+    tenant_id: str
+    running_agent: str | None
+
+    @classmethod
+    def of(cls, event: WorkflowCheckpointed) -> CheckpointFacts:
+        return cls(
+            snapshot=event.snapshot,
+            workflow_type=event.workflow_type,
+            tenant_id=event.envelope.tenant_id,
+            running_agent=event.next_agent,
+        )
+
+
+@dataclass(frozen=True)
+class ToolReceipt:
+    """A tool call as recorded where the tool ran: its call id, the tool and its result's RFC 8785 SHA-256."""
+
+    call_id: str
+    tool: str
+    result_sha256: str
+
+
+def tool_call_prefix(workflow_id: str, agent: str, tool: str) -> str:
+    """How every call id (idempotency key) of this workflow's agent's tool starts (see baton.agent.idempotency_key)."""
+    return f"{workflow_id}:{agent}:{tool}:"
+
+
 def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
 
+def _plain(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _sha(encoded: bytes) -> str:
+    return hashlib.sha256(encoded).hexdigest()
+
+
 def verify_snapshot_integrity(
-    snapshot: ContextSnapshot, *, max_bytes: int
+    snapshot: ContextSnapshot, *, max_bytes: int, max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH
 ) -> tuple[HandoffVerdict | None, dict[str, Any]]:
-    """Size, truncation, parseability and hash of one snapshot; returns a rejection or the context."""
-    raw = snapshot.context_json.encode("utf-8")
+    """Size, truncation, hash of the exact bytes, then one strict parse; returns a rejection or the context.
+
+    The hash covers the bytes that travelled (context_json as UTF-8), which must be the RFC 8785
+    encoding of what they parse to: no duplicate keys, no NaN or Infinity, no deeper nesting than max_depth.
+    """
+    raw = snapshot.context_json.encode("utf-8", errors="surrogatepass")
     if snapshot.size_bytes > max_bytes or len(raw) > max_bytes:
         return HandoffVerdict.reject(
-            HandoffRejectionCode.OVERSIZED,
+            Code.OVERSIZED,
             f"context is {max(snapshot.size_bytes, len(raw))} bytes, over the {max_bytes}-byte limit: "
             "summarise or drop keys (declare them in summarised_keys / dropped_keys) before handing off",
         ), {}
     if len(raw) != snapshot.size_bytes:
         return HandoffVerdict.reject(
-            HandoffRejectionCode.TRUNCATED,
+            Code.TRUNCATED,
             f"context declared {snapshot.size_bytes} bytes but {len(raw)} arrived: it was truncated or padded "
             "between the sender and the validator; the supervisor rebuilds it from the last checkpoint",
         ), {}
-    try:
-        context = load_context(snapshot)
-    except (ValueError, json.JSONDecodeError) as exc:
-        return HandoffVerdict.reject(
-            HandoffRejectionCode.MALFORMED, f"context is not a JSON object ({exc}); the sender produced garbage"
-        ), {}
-    actual = hashlib.sha256(canonical_bytes(context)).hexdigest()
+    actual = _sha(raw)
     if actual != snapshot.sha256:
         return HandoffVerdict.reject(
-            HandoffRejectionCode.HASH_MISMATCH,
-            f"context hashes to {actual[:16]}… but the sender declared {snapshot.sha256[:16]}…: "
-            "it was altered after hashing; do not act on it",
+            Code.HASH_MISMATCH,
+            f"context bytes hash to {actual[:16]}… but the sender declared {snapshot.sha256[:16]}…: "
+            "they were altered after hashing; do not act on them",
+        ), {}
+    try:
+        context = parse_canonical(raw, max_depth=max_depth)
+    except NonCanonicalContextError as exc:
+        return HandoffVerdict.reject(
+            Code.MALFORMED, f"context_json is not canonical RFC 8785 JSON: {exc}; the sender must re-encode it"
         ), {}
     return None, context
+
+
+def _owner_name(owner: str) -> str:
+    return TASK if owner == TASK else f"agent {owner}"
+
+
+def _check_ownership(
+    proposal: HandoffProposed,
+    *,
+    agent: AgentSpec,
+    owners: Mapping[str, str],
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    changed: Collection[str],
+    added: Collection[str],
+) -> HandoffVerdict | None:
+    """Drops, summaries and writes each allowed for the proposing agent by the workflow declaration."""
+    name = agent.name
+    dropped, summarised = set(proposal.dropped_keys), set(proposal.summarised_keys)
+    removed = [k for k in before if k not in after]
+    if before and len(removed) == len(before):
+        return HandoffVerdict.reject(
+            Code.HOLLOW_CONTEXT,
+            f"rule hollow-context: every key of the checkpoint {sorted(before)} is gone from {name}'s proposal "
+            f"(declared dropped: {sorted(dropped & set(before))}); a context that keeps nothing it was handed "
+            "cannot be checked against it",
+        )
+    lost = sorted(k for k in removed if k not in dropped and k not in summarised)
+    if lost:
+        return HandoffVerdict.reject(
+            Code.CONTEXT_LOST,
+            f"keys {lost} were in the checkpoint and are missing from the proposal without being declared "
+            "in dropped_keys or summarised_keys: context was lost at the handoff",
+        )
+    for key in sorted(removed):
+        if key in summarised:
+            return HandoffVerdict.reject(
+                Code.SUMMARY_INVALID,
+                f"key {key!r}: rule summary-keeps-key: a summarised key stays in the context holding its summary; "
+                f"{name} removed it (declare it in dropped_keys if dropping it is allowed)",
+            )
+        if key not in agent.may_drop:
+            return HandoffVerdict.reject(
+                Code.DROP_NOT_ALLOWED,
+                f"key {key!r} (owned by {_owner_name(owners.get(key, TASK))}): rule may-drop: {name} dropped it, "
+                f"but the workflow lets {name} drop only {sorted(agent.may_drop)}",
+            )
+    for key in sorted(summarised):
+        if key not in agent.may_summarise:
+            return HandoffVerdict.reject(
+                Code.SUMMARY_INVALID,
+                f"key {key!r}: rule may-summarise: {name} declared a summary of it, but the workflow lets "
+                f"{name} summarise only {sorted(agent.may_summarise)}",
+            )
+        if key not in before:
+            return HandoffVerdict.reject(
+                Code.SUMMARY_INVALID,
+                f"key {key!r}: rule summary-source: it is not in the checkpoint, so there is nothing to summarise",
+            )
+        source = _sha(canonical_bytes(before[key]))
+        declared = proposal.summary_sources.get(key)
+        if declared != source:
+            return HandoffVerdict.reject(
+                Code.SUMMARY_INVALID,
+                f"key {key!r}: rule summary-source: the summary names source hash {str(declared)[:16]}…, but the "
+                f"checkpoint's value hashes to {source[:16]}…: a summary must say which value it summarises",
+            )
+    for key in sorted({*added, *changed} - summarised):
+        owner = owners.get(key, TASK if key in before else "")
+        if owner != name:
+            rule = "task-inputs-are-fixed" if owner == TASK else "owner-writes"
+            whose = f"owned by {_owner_name(owner)}" if owner else "declared as an output by no agent"
+            verb = "added" if key in added else "changed"
+            return HandoffVerdict.reject(
+                Code.NOT_OWNER,
+                f"key {key!r} ({whose}): rule {rule}: {name} {verb} it, but an agent may add or change only "
+                f"the keys it owns ({sorted(agent.owned_keys())})",
+            )
+    return None
+
+
+def _check_provenance(
+    proposal: HandoffProposed,
+    *,
+    agent: AgentSpec,
+    after: Mapping[str, Any],
+    written: Collection[str],
+    receipts: Mapping[str, Collection[ToolReceipt]] | None,
+) -> HandoffVerdict | None:
+    """Every tool-result key the agent wrote equals what its tool returned, as recorded where the tool ran."""
+    entries: dict[str, list[Any]] = {}
+    for p in proposal.provenance:
+        entries.setdefault(p.key, []).append(p)
+    wf = proposal.envelope.workflow_id
+    for key in sorted(written):
+        tool = agent.tool_for_key(key)
+        if tool is None:
+            continue  # an output no tool produces: the agent's own value, owned by it
+        found = entries.get(key, [])
+        if len(found) != 1:
+            return HandoffVerdict.reject(
+                Code.TOOL_PROVENANCE,
+                f"key {key!r}: rule tool-provenance: it holds the result of {tool.name}, but the proposal carries "
+                f"{len(found)} provenance entries for it (exactly one expected: tool, call id, result hash)",
+            )
+        p = found[0]
+        actual = _sha(canonical_bytes(after[key]))
+        if p.tool != tool.name:
+            return HandoffVerdict.reject(
+                Code.TOOL_PROVENANCE,
+                f"key {key!r}: rule tool-provenance: its provenance names tool {p.tool!r}, but {agent.name} "
+                f"stores only {tool.name}'s result under it",
+            )
+        if p.result_sha256 != actual:
+            return HandoffVerdict.reject(
+                Code.TOOL_PROVENANCE,
+                f"key {key!r}: rule tool-result-unchanged: the value hashes to {actual[:16]}…, but {tool.name} "
+                f"returned a result hashing to {p.result_sha256[:16]}… (call {p.call_id}): the value was altered",
+            )
+        if not p.call_id.startswith(tool_call_prefix(wf, agent.name, tool.name)):
+            return HandoffVerdict.reject(
+                Code.TOOL_PROVENANCE,
+                f"key {key!r}: rule tool-call-of-this-step: call id {p.call_id!r} is not a call of {tool.name} by "
+                f"{agent.name} in workflow {wf}",
+            )
+        if receipts is not None and not any(
+            r.tool == p.tool and r.result_sha256 == actual for r in receipts.get(p.call_id, ())
+        ):
+            return HandoffVerdict.reject(
+                Code.TOOL_PROVENANCE,
+                f"key {key!r}: rule tool-receipt: no record where {tool.name} ran shows call {p.call_id} "
+                f"returning a result hashing to {actual[:16]}…: the value is not what the tool returned",
+            )
+    return None
 
 
 def verify_handoff(
     proposal: HandoffProposed,
     *,
-    checkpoint: ContextSnapshot | None,
+    checkpoint: CheckpointFacts | None,
+    workflow: WorkflowSpec | None,
     required_inputs: Sequence[str],
+    receipts: Mapping[str, Collection[ToolReceipt]] | None = None,
     max_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+    max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH,
 ) -> HandoffVerdict:
-    """Verify a proposed handoff against the workflow's last checkpoint and the target's declared inputs."""
+    """Verify a proposed handoff against the workflow's last checkpoint, its declaration and the tool records.
+
+    receipts: call id -> the calls recorded where the tools ran; None when no record is reachable (then
+    a tool value is checked against the hash its own proposal declares, not against the tool's record).
+    """
     snap = proposal.snapshot
-    rejection, after = verify_snapshot_integrity(snap, max_bytes=max_bytes)
+    rejection, after = verify_snapshot_integrity(snap, max_bytes=max_bytes, max_depth=max_depth)
     if rejection is not None:
         return rejection
+    wf = proposal.envelope.workflow_id
     if checkpoint is None:
         return HandoffVerdict.reject(
-            HandoffRejectionCode.STALE,
-            f"no checkpoint is known for workflow {proposal.envelope.workflow_id}, so the proposal's parent "
+            Code.STALE,
+            f"no checkpoint is known for workflow {wf}, so the proposal's parent "
             "cannot be checked; the supervisor must checkpoint before a step runs",
         )
-    if snap.parent_sha256 != checkpoint.sha256 or snap.version != checkpoint.version + 1:
+    if proposal.envelope.tenant_id != checkpoint.tenant_id:
         return HandoffVerdict.reject(
-            HandoffRejectionCode.STALE,
+            Code.TENANT_MISMATCH,
+            f"rule tenant: the proposal says tenant {proposal.envelope.tenant_id!r}, but workflow {wf} belongs "
+            f"to tenant {checkpoint.tenant_id!r}",
+        )
+    if proposal.from_agent != checkpoint.running_agent:
+        return HandoffVerdict.reject(
+            Code.NOT_RUNNING_AGENT,
+            f"rule proposer-is-running: the proposal comes from {proposal.from_agent!r}, but the checkpoint says "
+            f"{checkpoint.running_agent!r} is the agent running in {wf}: only it may hand off",
+        )
+    cp = checkpoint.snapshot
+    if snap.parent_sha256 != cp.sha256 or snap.version != cp.version + 1:
+        return HandoffVerdict.reject(
+            Code.STALE,
             f"proposal is version {snap.version} derived from {str(snap.parent_sha256)[:16]}…, but the last "
-            f"checkpoint is version {checkpoint.version} ({checkpoint.sha256[:16]}…): the agent worked on an "
+            f"checkpoint is version {cp.version} ({cp.sha256[:16]}…): the agent worked on an "
             "outdated context; the supervisor rebuilds from the last checkpoint",
         )
+    if workflow is None:
+        return HandoffVerdict.reject(
+            Code.NOT_OWNER,
+            f"rule declared-workflow: workflow type {checkpoint.workflow_type!r} of {wf} is not declared to the "
+            "validator, so no key's owner is known; deploy the validator with the same workflow declarations",
+        )
+    try:
+        agent = workflow.agent(proposal.from_agent)
+    except KeyError:
+        return HandoffVerdict.reject(
+            Code.NOT_RUNNING_AGENT,
+            f"rule proposer-is-declared: {proposal.from_agent!r} is not an agent of {workflow.name}",
+        )
+    before = load_context(cp)
+    added = [k for k in after if k not in before]
+    # Both sides were parsed from canonical bytes, so their plain JSON encodings are equal exactly when
+    # their RFC 8785 encodings are (and the C encoder is several times faster).
+    changed = [k for k in after if k in before and _plain(after[k]) != _plain(before[k])]
+    refused = _check_ownership(
+        proposal,
+        agent=agent,
+        owners=workflow.key_owners(),
+        before=before,
+        after=after,
+        changed=changed,
+        added=added,
+    ) or _check_provenance(
+        proposal,
+        agent=agent,
+        after=after,
+        written=set(added) | (set(changed) - set(proposal.summarised_keys)),
+        receipts=receipts,
+    )
+    if refused is not None:
+        return refused
     missing = [f for f in required_inputs if f not in after or _empty(after[f])]
     if missing:
         return HandoffVerdict.reject(
-            HandoffRejectionCode.INCOMPLETE,
+            Code.INCOMPLETE,
             f"{proposal.to_agent} declares inputs {list(required_inputs)}; missing or empty: {missing}",
         )
-    before = load_context(checkpoint)
-    declared = set(proposal.dropped_keys) | set(proposal.summarised_keys)
-    lost = sorted(k for k in before if k not in after and k not in declared)
-    if lost:
-        return HandoffVerdict.reject(
-            HandoffRejectionCode.CONTEXT_LOST,
-            f"keys {lost} were in the checkpoint and are missing from the proposal without being declared "
-            "in dropped_keys or summarised_keys: context was lost at the handoff",
-        )
-    return HandoffVerdict(accepted=True, diff=diff_contexts(before, after))
+    diff = ContextDiff(
+        added=sorted(added), removed=sorted(k for k in before if k not in after), changed=sorted(changed)
+    )
+    return HandoffVerdict(accepted=True, diff=diff)
 
 
 class CheckpointView:
@@ -130,7 +369,7 @@ class CheckpointView:
     """
 
     def __init__(self, *, capacity: int = 100_000) -> None:
-        self._latest: OrderedDict[str, ContextSnapshot] = OrderedDict()
+        self._latest: OrderedDict[str, CheckpointFacts] = OrderedDict()
         self._positions: dict[int, int] = {}
         self._moved = asyncio.Event()
         self._capacity = capacity
@@ -139,12 +378,12 @@ class CheckpointView:
         """Record a checkpoint (older versions than the known one are ignored; a finished workflow is dropped)."""
         wf = event.envelope.workflow_id
         known = self._latest.get(wf)
-        if known is not None and known.version > event.snapshot.version:
+        if known is not None and known.snapshot.version > event.snapshot.version:
             return
         if event.state != "running":
             self._latest.pop(wf, None)
             return
-        self._latest[wf] = event.snapshot
+        self._latest[wf] = CheckpointFacts.of(event)
         self._latest.move_to_end(wf)
         while len(self._latest) > self._capacity:
             self._latest.popitem(last=False)
@@ -160,6 +399,11 @@ class CheckpointView:
 
     def latest(self, workflow_id: str) -> ContextSnapshot | None:
         """The newest checkpoint known for a running workflow."""
+        facts = self._latest.get(workflow_id)
+        return facts.snapshot if facts is not None else None
+
+    def facts(self, workflow_id: str) -> CheckpointFacts | None:
+        """The newest checkpoint of a running workflow with its type, tenant and running agent."""
         return self._latest.get(workflow_id)
 
     def caught_up(self, ends: Mapping[int, int]) -> bool:

@@ -86,7 +86,7 @@ async def start_mesh(
             ),
         )
     mesh.apps["handoff-validator"] = await validator_app.start(
-        mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime)
+        mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime, world_db=world_db)
     )
     for kind in agent_kinds(load_workflows()):
         mesh.apps[f"agent:{kind}"] = await agent_app.start(

@@ -143,7 +143,12 @@ async def soak(
         from services.handoff_validator.handlers import HandoffValidatorHandlers
 
         val = HandoffValidatorHandlers(
-            events, view=CheckpointView(), required_inputs={}, max_context_bytes=1_000_000, checkpoint_wait_s=1
+            events,
+            view=CheckpointView(),
+            required_inputs={},
+            workflows=load_workflows(),
+            max_context_bytes=1_000_000,
+            checkpoint_wait_s=1,
         )
 
         async def one(i: int) -> None:
@@ -152,7 +157,10 @@ async def soak(
             cp: ContextSnapshot = make_snapshot(_context(i, 0), version=1)
             for step, agent in enumerate(agents, start=1):
                 await val.on_checkpoint(
-                    WorkflowCheckpointed(envelope=env, workflow_type=spec.name, state="running", snapshot=cp), record
+                    WorkflowCheckpointed(
+                        envelope=env, workflow_type=spec.name, state="running", next_agent=agent, snapshot=cp
+                    ),
+                    record,
                 )
                 after = make_snapshot(_context(i, step), version=cp.version + 1, parent=cp)
                 proposal = HandoffProposed(

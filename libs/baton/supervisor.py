@@ -30,7 +30,7 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
     stable_event_id,
 )
-from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES
+from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES, verify_snapshot_integrity
 from baton.workflows import END, WorkflowSpec
 
 Status = Literal["running", "completed", "halted", "escalated"]
@@ -411,8 +411,20 @@ class Supervisor:
             return Transition(None)  # duplicate or late verdict
         if state.last_result != f"{state.current_agent}:{state.attempt}":
             return Transition(None, early=True)
+        # Adopted only if it verifies here too: a verdict can be forged or replayed, and the checkpoint
+        # is what every later step is rebuilt from.
+        refused, context = verify_snapshot_integrity(snap, max_bytes=self.max_context_bytes)
+        if refused is not None:
+            return self._finish(
+                state,
+                Outcome(
+                    "halted",
+                    "UNVERIFIED_CONTEXT",
+                    f"the accepted handoff from {event.from_agent} was not adopted: {refused.code}: {refused.reason}",
+                    FailureClass.CONTEXT,
+                ),
+            )
         spec = self.workflows[state.workflow_type]
-        context = json.loads(snap.context_json)
         expected = spec.next_agent(state.current_agent, context)
         if event.to_agent != expected:
             return self._finish(

@@ -89,9 +89,19 @@ class AgentSpec(_Strict):
     confidence_threshold: float | None = None
     fallback_agent: str | None = None
     critical: bool = False
+    may_drop: list[str] = Field(default_factory=list, description="context keys this agent may remove")
+    may_summarise: list[str] = Field(default_factory=list, description="context keys this agent may summarise")
 
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    def owned_keys(self) -> set[str]:
+        """Context keys this agent owns: its declared outputs and its tools' result keys."""
+        return {*self.outputs, *(t.result_key for t in self.tools)}
+
+    def tool_for_key(self, key: str) -> ToolSpec | None:
+        """The tool whose result this agent stores under a context key, if any."""
+        return next((t for t in self.tools if t.result_key == key), None)
 
 
 class Route(_Strict):
@@ -156,7 +166,20 @@ class WorkflowSpec(_Strict):
                 raise ValueError(f"{agent.name}.fallback_agent {agent.fallback_agent!r} is not an agent of {self.name}")
         if self.pattern == "supervisor" and not self.routes:
             raise ValueError("the supervisor pattern needs routes")
+        owners: dict[str, str] = {}
+        for agent in self.agents:
+            for key in sorted(agent.owned_keys()):
+                if key in owners:
+                    raise ValueError(
+                        f"context key {key!r} is an output of both {owners[key]} and {agent.name}; "
+                        "each key has one owner: rename one of them"
+                    )
+                owners[key] = agent.name
         return self
+
+    def key_owners(self) -> dict[str, str]:
+        """Context key -> the agent that owns it (declares it as an output or a tool's result key)."""
+        return {key: agent.name for agent in self.agents for key in agent.owned_keys()}
 
     @property
     def first_agent(self) -> str:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from baton.context import NonCanonicalContextError, canonical_bytes
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,
     country TEXT NOT NULL, risk_score INTEGER NOT NULL, checksum TEXT NOT NULL);
@@ -38,6 +40,13 @@ CREATE TABLE IF NOT EXISTS step_ledger (step_key TEXT PRIMARY KEY, workflow_id T
     started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, result_json TEXT,
     owner TEXT NOT NULL DEFAULT '', lease_until REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS workflow_tenants (workflow_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL);
+"""
+
+# What every tool call returned, by the idempotency key it ran under: the record the handoff validator
+# checks a context's tool values against (tool_calls keeps the write tools' results, for idempotency).
+_RECEIPTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tool_receipts (idempotency_key TEXT NOT NULL, tool TEXT NOT NULL,
+    result_sha256 TEXT NOT NULL, PRIMARY KEY (idempotency_key, result_sha256));
 """
 
 _CHECKED = {
@@ -115,6 +124,7 @@ class World:
                 f"{path} was created before world records belonged to tenants (customers has no tenant_id): "
                 "delete it and seed a new world"
             )
+        self._db.executescript(_RECEIPTS_SCHEMA)
 
     def close(self) -> None:
         # Under the lock: a tool call still running in a worker thread finishes first.
@@ -327,7 +337,23 @@ class World:
                 )
 
     def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str, tenant_id: str) -> dict[str, Any]:
-        """Run a tool by name for a tenant; ToolError for unknown tools, bad arguments, other tenants' rows."""
+        """Run a tool by name for a tenant, recording its result's hash; ToolError for unknown tools, bad arguments
+        and other tenants' rows."""
+        result = self._run_tool(tool, arguments, idempotency_key=idempotency_key, tenant_id=tenant_id)
+        try:
+            sha = hashlib.sha256(canonical_bytes(result)).hexdigest()
+        except NonCanonicalContextError as exc:
+            raise ToolError("BAD_RESULT", f"{tool} returned a result with no RFC 8785 encoding: {exc}") from exc
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO tool_receipts (idempotency_key, tool, result_sha256) VALUES (?, ?, ?)",
+                (idempotency_key, tool, sha),
+            )
+        return result
+
+    def _run_tool(
+        self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str, tenant_id: str
+    ) -> dict[str, Any]:
         reads: dict[str, Callable[..., dict[str, Any]]] = {
             "lookup_customer": self.lookup_customer,
             "verify_identity": self.verify_identity,

@@ -23,7 +23,7 @@ from baton.contracts.models import (
     StepRequested,
     stable_event_id,
 )
-from baton.faults import HANDOFF_FAULTS, FaultPlan, corrupt_handoff
+from baton.faults import ATTACK_FAULTS, HANDOFF_FAULTS, FaultPlan, attack_handoff, corrupt_handoff
 from baton.handoff import verify_snapshot_integrity
 from baton.messaging import EventBus, RejectedEvent
 from baton.model import ModelClient
@@ -189,15 +189,15 @@ class AgentHandlers:
             if fault in HANDOFF_FAULTS:
                 assert fault is not None
                 proposed = corrupt_handoff(fault, proposed, snapshot)
-            out.append(
-                (
-                    topics.HANDOFF_PROPOSALS,
-                    HandoffProposed(
-                        envelope=self._envelope(cause, step_key, "handoff", seq),
-                        from_agent=self._agent.name,
-                        to_agent=self._workflow.next_agent(self._agent.name, outcome.context),
-                        snapshot=proposed,
-                    ),
-                )
+            proposal = HandoffProposed(
+                envelope=self._envelope(cause, step_key, "handoff", seq),
+                from_agent=self._agent.name,
+                to_agent=self._workflow.next_agent(self._agent.name, outcome.context),
+                snapshot=proposed,
+                provenance=[outcome.provenance[k] for k in sorted(outcome.provenance)],
             )
+            if fault in ATTACK_FAULTS:
+                assert fault is not None
+                proposal = attack_handoff(fault, proposal, received=snapshot, owned=self._agent.owned_keys())
+            out.append((topics.HANDOFF_PROPOSALS, proposal))
         return [(topic, await self._events.serde.encode(ev)) for topic, ev in out]

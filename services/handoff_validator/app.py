@@ -8,6 +8,7 @@ from baton import topics
 from baton.bus.base import BusRecord, Subscription
 from baton.handoff import CheckpointView
 from baton.messaging import EventBus, EventConsumer, consume
+from baton.receipts import WorldToolReceipts
 from baton.workflows import agent_kinds, load_workflows
 from services.handoff_validator.config import Settings
 from services.handoff_validator.handlers import HandoffValidatorHandlers
@@ -25,6 +26,8 @@ class HandoffValidatorApp:
     async def stop(self) -> None:
         for sub in self.subscriptions:
             await sub.stop()
+        if isinstance(self.handlers.receipts, WorldToolReceipts):
+            self.handlers.receipts.close()
 
 
 def declared_inputs() -> dict[str, list[str]]:
@@ -40,7 +43,10 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
         events,
         view=CheckpointView(capacity=settings.checkpoint_capacity),
         required_inputs={**declared_inputs(), **settings.required_inputs},
+        workflows=load_workflows(),
+        receipts=WorldToolReceipts(settings.world_db) if settings.world_db is not None else None,
         max_context_bytes=settings.max_context_bytes,
+        max_context_depth=settings.max_context_depth,
         checkpoint_wait_s=settings.checkpoint_wait_s,
         judged_capacity=settings.judged_capacity,
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from baton.context import DEFAULT_MAX_CONTEXT_DEPTH
 from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES
 from baton.runtime import RuntimeSettings
 
@@ -16,6 +19,10 @@ class Settings(BaseSettings):
 
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    max_context_depth: int = DEFAULT_MAX_CONTEXT_DEPTH
+    # The world database the agents' tools run against, read-only: a tool value in a context must match
+    # the result recorded there. Unset: only the hash each proposal declares is checked (docs/context-hashing.md).
+    world_db: Path | None = None
     # Longest wait for the checkpoint feed to catch up before a proposal is retried later.
     checkpoint_wait_s: float = 5.0
     checkpoint_capacity: int = 100_000

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from baton import topics
 from baton.bus.base import BusRecord, RetryLaterError
+from baton.context import DEFAULT_MAX_CONTEXT_DEPTH
 from baton.contracts.models import (
-    ContextSnapshot,
     Event,
     FailureClass,
     HandoffAccepted,
@@ -17,8 +17,10 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
     stable_event_id,
 )
-from baton.handoff import CheckpointView, verify_handoff
+from baton.handoff import CheckpointFacts, CheckpointView, HandoffVerdict, verify_handoff
 from baton.messaging import EventBus, RejectedEvent
+from baton.receipts import ToolReceipts
+from baton.workflows import WorkflowSpec
 
 
 class HandoffValidatorHandlers:
@@ -30,14 +32,20 @@ class HandoffValidatorHandlers:
         *,
         view: CheckpointView,
         required_inputs: Mapping[str, Sequence[str]],
+        workflows: Mapping[str, WorkflowSpec],
         max_context_bytes: int,
         checkpoint_wait_s: float,
+        receipts: ToolReceipts | None = None,
+        max_context_depth: int = DEFAULT_MAX_CONTEXT_DEPTH,
         judged_capacity: int = 10_000,
     ) -> None:
         self._events = events
         self._view = view
         self._required = required_inputs
+        self._workflows = workflows
+        self.receipts = receipts
         self._max_bytes = max_context_bytes
+        self._max_depth = max_context_depth
         self._wait_s = checkpoint_wait_s
         self.accepted = 0
         self.rejected = 0
@@ -60,18 +68,32 @@ class HandoffValidatorHandlers:
         if isinstance(event, WorkflowCheckpointed):
             self._view.update(event)
 
-    async def _checkpoint_of(self, proposal: HandoffProposed) -> ContextSnapshot | None:
+    async def _checkpoint_of(self, proposal: HandoffProposed) -> CheckpointFacts | None:
         """The proposal's parent checkpoint: known already, or read by the feed up to now (never a fixed wait)."""
         wf, parent_version = proposal.envelope.workflow_id, proposal.snapshot.version - 1
-        known = self._view.latest(wf)
-        if known is not None and known.version >= parent_version:
+        known = self._view.facts(wf)
+        if known is not None and known.snapshot.version >= parent_version:
             return known
         # The checkpoint was acknowledged before the step ran, so it is in the log by now: wait only
         # until the feed has read that far, then the view's answer is final.
         ends = await self._events.bus.end_offsets(topics.CHECKPOINTS)
         if not await self._view.wait_caught_up(ends, self._wait_s):
             raise RetryLaterError(f"checkpoint feed still behind after {self._wait_s}s; judging {wf} later")
-        return self._view.latest(wf)
+        return self._view.facts(wf)
+
+    async def _verify(self, proposal: HandoffProposed, checkpoint: CheckpointFacts | None) -> HandoffVerdict:
+        receipts = None
+        if self.receipts is not None:
+            receipts = await self.receipts.find({p.call_id for p in proposal.provenance})
+        return verify_handoff(
+            proposal,
+            checkpoint=checkpoint,
+            workflow=self._workflows.get(checkpoint.workflow_type) if checkpoint is not None else None,
+            required_inputs=self._required.get(proposal.to_agent, ()),
+            receipts=receipts,
+            max_bytes=self._max_bytes,
+            max_depth=self._max_depth,
+        )
 
     async def on_proposal(self, event: Event, record: BusRecord) -> None:
         """Verify one handoff proposal and publish its verdict."""
@@ -88,12 +110,7 @@ class HandoffValidatorHandlers:
             return
         snap = event.snapshot
         checkpoint = await self._checkpoint_of(event)
-        verdict = verify_handoff(
-            event,
-            checkpoint=checkpoint,
-            required_inputs=self._required.get(event.to_agent, ()),
-            max_bytes=self._max_bytes,
-        )
+        verdict = await self._verify(event, checkpoint)
         # Deterministic ids: a redelivered proposal yields the same verdict event, which consumers dedupe.
         envelope = self._events.envelope(cause=event).model_copy(
             update={"event_id": stable_event_id("verdict", event.envelope.event_id)}
@@ -121,6 +138,6 @@ class HandoffValidatorHandlers:
                 reason=verdict.reason,
                 failure_class=FailureClass.CONTEXT,
                 proposed_sha256=snap.sha256,
-                expected_parent_sha256=checkpoint.sha256 if checkpoint is not None else None,
+                expected_parent_sha256=checkpoint.snapshot.sha256 if checkpoint is not None else None,
             ),
         )

@@ -6,7 +6,7 @@ import pytest
 
 from baton import topics
 from baton.bus.base import Bus, BusRecord
-from baton.context import make_snapshot
+from baton.context import context_sha256, make_snapshot
 from baton.contracts.models import (
     DeadLettered,
     Envelope,
@@ -15,6 +15,7 @@ from baton.contracts.models import (
     HandoffProposed,
     HandoffRejected,
     HandoffRejectionCode,
+    ToolProvenance,
     WorkflowCheckpointed,
 )
 from baton.contracts.serde import AvroSerde
@@ -25,6 +26,16 @@ from tests.harness.collect import Collector
 from tests.harness.identities import events_as, publish_signed, trust
 
 PROPOSER = "agent:identity_verification"
+
+IDENTITY = {"verified": True, "method": "document_match"}
+
+
+def _provenance(workflow_id: str) -> list[ToolProvenance]:
+    """What identity_verification's runtime records for the identity its tool returned (no world configured)."""
+    call_id = f"{workflow_id}:identity_verification:verify_identity:0"
+    return [
+        ToolProvenance(key="identity", tool="verify_identity", call_id=call_id, result_sha256=context_sha256(IDENTITY))
+    ]
 
 
 @pytest.fixture
@@ -55,7 +66,13 @@ async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettere
     cp = make_snapshot({"customer_id": "c-1", "name": "Ada"}, version=1)
     await events_as("supervisor", bus, serde=serde).publish(
         topics.CHECKPOINTS,
-        WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=cp),
+        WorkflowCheckpointed(
+            envelope=env,
+            workflow_type="customer_onboarding",
+            state="running",
+            next_agent="identity_verification",
+            snapshot=cp,
+        ),
     )
 
     def propose(snapshot_ctx: dict[str, object], **kw: object) -> HandoffProposed:
@@ -64,16 +81,17 @@ async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettere
             from_agent="identity_verification",
             to_agent="document_verification",
             snapshot=make_snapshot(snapshot_ctx, version=2, parent=cp),
+            provenance=_provenance(wf),
         )
 
-    good = propose({"customer_id": "c-1", "name": "Ada", "identity_verified": True}, tag="good")
+    good = propose({"customer_id": "c-1", "name": "Ada", "identity": IDENTITY}, tag="good")
     await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, good)
     await publish_signed(
         bus, PROPOSER, topics.HANDOFF_PROPOSALS, b"\x00\x00\x00\x00\x01garbage that claims schema id 1", key=wf.encode()
     )
-    lost = propose({"identity_verified": True, "customer_id": "c-1"}, tag="lost")
+    lost = propose({"identity": IDENTITY, "customer_id": "c-1"}, tag="lost")
     await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, lost)
-    tampered = propose({"customer_id": "c-1", "name": "Ada", "identity_verified": True}, tag="tampered")
+    tampered = propose({"customer_id": "c-1", "name": "Ada", "identity": IDENTITY}, tag="tampered")
     forged = tampered.snapshot.model_copy(update={"context_json": tampered.snapshot.context_json.replace("Ada", "Eve")})
     await events_as(PROPOSER, bus, serde=serde).publish(
         topics.HANDOFF_PROPOSALS, tampered.model_copy(update={"snapshot": forged})
@@ -82,7 +100,7 @@ async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettere
     mine = await verdicts.wait_until(lambda items: len([e for e in items if e.envelope.workflow_id == wf]) >= 3)
     mine = [e for e in mine if e.envelope.workflow_id == wf]
     assert isinstance(mine[0], HandoffAccepted)
-    assert mine[0].diff.added == ["identity_verified"]
+    assert mine[0].diff.added == ["identity"]
     assert mine[0].envelope.causation_id == good.envelope.event_id
     assert isinstance(mine[1], HandoffRejected) and mine[1].reason_code == HandoffRejectionCode.CONTEXT_LOST
     assert isinstance(mine[2], HandoffRejected) and mine[2].reason_code == HandoffRejectionCode.HASH_MISMATCH
@@ -109,18 +127,25 @@ async def test_a_redelivered_proposal_gets_the_same_verdict(
     wf = f"wf-{unique}"
     env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
     cp = make_snapshot({"customer_id": "c-1"}, version=1)
-    checkpoint = WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=cp)
+    checkpoint = WorkflowCheckpointed(
+        envelope=env,
+        workflow_type="customer_onboarding",
+        state="running",
+        next_agent="identity_verification",
+        snapshot=cp,
+    )
     await events_as("supervisor", bus, serde=serde).publish(topics.CHECKPOINTS, checkpoint)
     proposal = HandoffProposed(
         envelope=env.model_copy(update={"event_id": f"p-{unique}"}),
         from_agent="identity_verification",
         to_agent="document_verification",
-        snapshot=make_snapshot({"customer_id": "c-1", "ok": 1}, version=2, parent=cp),
+        snapshot=make_snapshot({"customer_id": "c-1", "identity": IDENTITY}, version=2, parent=cp),
+        provenance=_provenance(wf),
     )
     await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, proposal)
     await verdicts.wait_until(lambda items: any(e.envelope.workflow_id == wf for e in items))
     # the workflow moves on, then the old proposal is redelivered: its verdict must not change
-    later = make_snapshot({"customer_id": "c-1", "ok": 1}, version=2, parent=cp)
+    later = make_snapshot({"customer_id": "c-1", "identity": IDENTITY}, version=2, parent=cp)
     await events_as("supervisor", bus, serde=serde).publish(
         topics.CHECKPOINTS,
         checkpoint.model_copy(update={"snapshot": make_snapshot({"x": 1}, version=3, parent=later)}),
@@ -150,13 +175,20 @@ async def test_proposals_of_unknown_workflows_do_not_hold_up_the_others(
                 envelope=Envelope(workflow_id=wf, tenant_id="t1", producer="test"),
                 from_agent="identity_verification",
                 to_agent="document_verification",
-                snapshot=make_snapshot({"customer_id": "c-1", "identity": {"ok": True}}, version=2, parent=parent),
+                snapshot=make_snapshot({"customer_id": "c-1", "identity": IDENTITY}, version=2, parent=parent),
+                provenance=_provenance(wf),
             ),
         )
     env = Envelope(workflow_id=real, tenant_id="t1", producer="test")
     await events_as("supervisor", bus, serde=serde).publish(
         topics.CHECKPOINTS,
-        WorkflowCheckpointed(envelope=env, workflow_type="customer_onboarding", state="running", snapshot=parent),
+        WorkflowCheckpointed(
+            envelope=env,
+            workflow_type="customer_onboarding",
+            state="running",
+            next_agent="identity_verification",
+            snapshot=parent,
+        ),
     )
     await events_as(PROPOSER, bus, serde=serde).publish(
         topics.HANDOFF_PROPOSALS,
@@ -164,7 +196,8 @@ async def test_proposals_of_unknown_workflows_do_not_hold_up_the_others(
             envelope=env,
             from_agent="identity_verification",
             to_agent="document_verification",
-            snapshot=make_snapshot({"customer_id": "c-1", "identity": {"ok": True}}, version=2, parent=parent),
+            snapshot=make_snapshot({"customer_id": "c-1", "identity": IDENTITY}, version=2, parent=parent),
+            provenance=_provenance(real),
         ),
     )
     mine = {*ghosts, real}

@@ -84,6 +84,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
         "BATON_LOG_LEVEL": "WARNING",
         "BATON_AGENT_WORLD_DB": str(tmp_path / "world.db"),
+        "BATON_HANDOFF_VALIDATOR_WORLD_DB": str(tmp_path / "world.db"),
         "BATON_AGENT_FAULT_PLAN": str(tmp_path / "faults.json"),
         "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
         # Every service: this share of its publishes fails, as a broker timing out would.

@@ -7,15 +7,16 @@ import unicodedata
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baton.context import NonCanonicalContextError, canonical_bytes, context_sha256, make_snapshot
+from baton.context import NonCanonicalContextError, canonical_bytes, context_sha256, make_snapshot, parse_canonical
 
 json_scalars = (
     st.none()
     | st.booleans()
-    | st.integers(-(2**60), 2**60)
+    | st.integers(-(2**53 - 1), 2**53 - 1)  # RFC 8785 numbers are IEEE doubles: larger integers are refused
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
 )
@@ -77,11 +78,12 @@ def test_numbers_that_differ_hash_differently() -> None:
     assert context_sha256({"n": 0.1 + 0.2}) != context_sha256({"n": 0.3})
 
 
-def test_unicode_normalization_forms_hash_the_same() -> None:
+def test_unicode_normalization_forms_are_different_content() -> None:
+    # RFC 8785 keeps strings as they are (Baton no longer normalises to NFC): other bytes, another hash.
     composed = "Zo\u00eb"
     decomposed = unicodedata.normalize("NFD", composed)
     assert composed != decomposed
-    assert context_sha256({decomposed: decomposed}) == context_sha256({composed: composed})
+    assert context_sha256({decomposed: decomposed}) != context_sha256({composed: composed})
     assert context_sha256({"name": "Zoe"}) != context_sha256({"name": composed})
 
 
@@ -110,3 +112,60 @@ def test_snapshot_carries_hash_size_version_and_parent() -> None:
     assert first.parent_sha256 is None
     assert second.parent_sha256 == first.sha256
     assert second.sha256 == context_sha256(json.loads(second.context_json))
+
+
+@settings(max_examples=300)
+@given(contexts)
+def test_the_canonical_check_agrees_with_rfc8785_on_any_bytes(ctx: dict[str, Any]) -> None:
+    # parse_canonical decides most contexts with Python's C encoder: it must accept exactly RFC 8785's bytes.
+    jcs = rfc8785.dumps(ctx)
+    assert canonical_bytes(parse_canonical(jcs)) == jcs
+    for other in (
+        json.dumps(ctx, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(),
+        json.dumps(ctx, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode(),
+        json.dumps(ctx, ensure_ascii=False, separators=(",", ":")).encode(),
+    ):
+        try:
+            parse_canonical(other)
+            accepted = True
+        except NonCanonicalContextError:
+            accepted = False
+        assert accepted == (other == jcs), other
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1,"a":1}',
+        b'{"a":NaN}',
+        b'{"a":1E400}',
+        b'{"a":-0}',
+        b'{"a":1.0}',
+        b'{"a":5.0}',
+        b'{"a":1.50}',
+        b'{"a":1e-05}',
+        b'{"a":1e+16}',
+        b'{"a":0.0}',
+        b'{"a":"\\u00e9"}',
+        b'{"a":"\\/"}',
+        b'{"a":9007199254740993}',  # no double is this integer
+        b'{"\xef\xbc\xa1":2,"\xf0\x9f\x98\x80":1}',  # code-point order, not RFC 8785's UTF-16 order
+        b'{"a":"\\ud800"}',
+        b'{"a":' + b"[" * 33 + b"]" * 33 + b"}",
+    ],
+)
+def test_bytes_rfc8785_would_not_write_are_refused(raw: bytes) -> None:
+    with pytest.raises(NonCanonicalContextError):
+        parse_canonical(raw)
+
+
+@pytest.mark.parametrize("number", [0.75, 12.5, 1e-4, 123456.789, 1e-7, 1e21, 2.0**60, -0.1, 9007199254740992.0])
+def test_floats_rfc8785_writes_are_accepted(number: float) -> None:
+    raw = rfc8785.dumps({"x": number})
+    assert canonical_bytes(parse_canonical(raw)) == raw
+
+
+def test_characters_beyond_the_bmp_sort_by_utf16_code_units() -> None:
+    raw = rfc8785.dumps({"\U0001f600": 1, "\uff21": 2})
+    assert raw.index("\U0001f600".encode()) < raw.index("\uff21".encode())
+    assert parse_canonical(raw) == {"\U0001f600": 1, "\uff21": 2}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import pytest
 
-from baton.context import make_snapshot
+from baton.context import context_sha256, make_snapshot
 from baton.contracts.models import (
     ContextSnapshot,
     Envelope,
@@ -15,9 +16,37 @@ from baton.contracts.models import (
     HandoffRejectionCode,
     WorkflowCheckpointed,
 )
-from baton.handoff import CheckpointView, verify_handoff
+from baton.handoff import CheckpointFacts, CheckpointView, HandoffVerdict, verify_handoff
+from baton.workflows import WorkflowSpec
 
 BEFORE = {"customer_id": "c-42", "name": "Zoë", "documents": ["passport"], "notes": "long history"}
+# identity_verification owns what it writes here; notes and documents may be dropped and summarised by it.
+SPEC = WorkflowSpec.model_validate(
+    {
+        "name": "test_flow",
+        "pattern": "pipeline",
+        "autonomy_level": 3,
+        "escalation": {"queue": "q"},
+        "agents": [
+            {
+                "name": "identity_verification",
+                "outputs": ["identity_verified", "name", "amount", "extra", "blob"],
+                "may_drop": ["notes"],
+                "may_summarise": ["documents"],
+            },
+            {"name": "document_verification", "inputs": ["customer_id"]},
+        ],
+    }
+)
+
+
+def _verify(proposal: HandoffProposed, cp: ContextSnapshot | None, **kw: Any) -> HandoffVerdict:
+    facts = None
+    if cp is not None:
+        facts = CheckpointFacts(
+            snapshot=cp, workflow_type=SPEC.name, tenant_id="t1", running_agent="identity_verification"
+        )
+    return verify_handoff(proposal, checkpoint=facts, workflow=SPEC, **kw)
 
 
 def _checkpoint(ctx: dict[str, Any] | None = None, version: int = 3) -> ContextSnapshot:
@@ -37,9 +66,7 @@ def _proposal(snapshot: ContextSnapshot, **kw: Any) -> HandoffProposed:
 def test_a_faithful_handoff_is_accepted_with_its_diff() -> None:
     cp = _checkpoint()
     after = dict(BEFORE, identity_verified=True, name="Zoë Q.")
-    verdict = verify_handoff(
-        _proposal(make_snapshot(after, version=4, parent=cp)), checkpoint=cp, required_inputs=["customer_id"]
-    )
+    verdict = _verify(_proposal(make_snapshot(after, version=4, parent=cp)), cp, required_inputs=["customer_id"])
     assert verdict.accepted
     assert verdict.diff is not None
     assert verdict.diff.added == ["identity_verified"] and verdict.diff.changed == ["name"]
@@ -49,7 +76,7 @@ def test_truncated_context_is_rejected() -> None:
     cp = _checkpoint()
     good = make_snapshot(dict(BEFORE, extra="x" * 100), version=4, parent=cp)
     cut = good.model_copy(update={"context_json": good.context_json[:-40]})
-    verdict = verify_handoff(_proposal(cut), checkpoint=cp, required_inputs=[])
+    verdict = _verify(_proposal(cut), cp, required_inputs=[])
     assert verdict.code == HandoffRejectionCode.TRUNCATED
     assert "truncated" in verdict.reason
 
@@ -60,58 +87,60 @@ def test_tampered_context_with_unchanged_hash_is_rejected() -> None:
     tampered_json = good.context_json.replace('"amount":100', '"amount":900')
     tampered = good.model_copy(update={"context_json": tampered_json})
     assert tampered.size_bytes == len(tampered_json.encode())
-    verdict = verify_handoff(_proposal(tampered), checkpoint=cp, required_inputs=[])
+    verdict = _verify(_proposal(tampered), cp, required_inputs=[])
     assert verdict.code == HandoffRejectionCode.HASH_MISMATCH
 
 
 def test_context_derived_from_an_old_checkpoint_is_stale() -> None:
     old = _checkpoint(version=2)
     current = _checkpoint(dict(BEFORE, step="newer"), version=3)
-    verdict = verify_handoff(
-        _proposal(make_snapshot(BEFORE, version=3, parent=old)), checkpoint=current, required_inputs=[]
-    )
+    verdict = _verify(_proposal(make_snapshot(BEFORE, version=3, parent=old)), current, required_inputs=[])
     assert verdict.code == HandoffRejectionCode.STALE
     assert "outdated" in verdict.reason
 
 
 def test_missing_checkpoint_is_stale_not_accepted() -> None:
-    verdict = verify_handoff(_proposal(make_snapshot(BEFORE, version=1)), checkpoint=None, required_inputs=[])
+    verdict = _verify(_proposal(make_snapshot(BEFORE, version=1)), None, required_inputs=[])
     assert verdict.code == HandoffRejectionCode.STALE
 
 
 @pytest.mark.parametrize("empty", [None, "", [], {}])
 def test_missing_or_empty_required_input_is_incomplete(empty: Any) -> None:
     cp = _checkpoint()
-    after = dict(BEFORE, documents=empty)
-    verdict = verify_handoff(
-        _proposal(make_snapshot(after, version=4, parent=cp)), checkpoint=cp, required_inputs=["documents"]
-    )
+    after = dict(BEFORE, identity_verified=empty)
+    verdict = _verify(_proposal(make_snapshot(after, version=4, parent=cp)), cp, required_inputs=["identity_verified"])
     assert verdict.code == HandoffRejectionCode.INCOMPLETE
-    assert "documents" in verdict.reason
+    assert "identity_verified" in verdict.reason
 
 
 def test_keys_dropped_silently_are_context_loss_but_declared_ones_are_not() -> None:
     cp = _checkpoint()
     after = {k: v for k, v in BEFORE.items() if k not in ("notes", "name")}
-    silent = verify_handoff(_proposal(make_snapshot(after, version=4, parent=cp)), checkpoint=cp, required_inputs=[])
+    silent = _verify(_proposal(make_snapshot(after, version=4, parent=cp)), cp, required_inputs=[])
     assert silent.code == HandoffRejectionCode.CONTEXT_LOST
     assert "['name', 'notes']" in silent.reason
-    declared = verify_handoff(
-        _proposal(make_snapshot(after, version=4, parent=cp), dropped_keys=["notes"], summarised_keys=["name"]),
-        checkpoint=cp,
+    summary = dict(after, documents="1 document", name=BEFORE["name"])
+    declared = _verify(
+        _proposal(
+            make_snapshot(summary, version=4, parent=cp),
+            dropped_keys=["notes"],
+            summarised_keys=["documents"],
+            summary_sources={"documents": context_sha256(BEFORE["documents"])},
+        ),
+        cp,
         required_inputs=[],
     )
-    assert declared.accepted
+    assert declared.accepted, declared.reason
+    assert declared.diff is not None and declared.diff.removed == ["notes"] and declared.diff.changed == ["documents"]
 
 
 def test_oversized_and_malformed_contexts_are_rejected() -> None:
     cp = _checkpoint()
     big = make_snapshot(dict(BEFORE, blob="x" * 5000), version=4, parent=cp)
-    assert verify_handoff(_proposal(big), checkpoint=cp, required_inputs=[], max_bytes=1000).code == (
-        HandoffRejectionCode.OVERSIZED
-    )
-    garbage = ContextSnapshot(context_json="[1,2]", sha256="0" * 64, size_bytes=5, version=4, parent_sha256=cp.sha256)
-    assert verify_handoff(_proposal(garbage), checkpoint=cp, required_inputs=[]).code == HandoffRejectionCode.MALFORMED
+    assert _verify(_proposal(big), cp, required_inputs=[], max_bytes=1000).code == (HandoffRejectionCode.OVERSIZED)
+    sha = hashlib.sha256(b"[1,2]").hexdigest()
+    garbage = ContextSnapshot(context_json="[1,2]", sha256=sha, size_bytes=5, version=4, parent_sha256=cp.sha256)
+    assert _verify(_proposal(garbage), cp, required_inputs=[]).code == HandoffRejectionCode.MALFORMED
 
 
 async def test_checkpoint_view_answers_once_the_feed_has_read_up_to_a_moment() -> None:

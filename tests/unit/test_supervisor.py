@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -404,3 +405,42 @@ def test_a_checkpointed_state_with_a_mistyped_field_is_refused(sup: Supervisor) 
     )
     with pytest.raises(ValueError, match="started_at"):
         WorkflowState.from_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("forged_part", ["context_json", "sha256"])
+def test_an_accepted_context_whose_hash_does_not_hold_is_not_adopted(sup: Supervisor, forged_part: str) -> None:
+    sup.handle(task(), now=0.0)
+    verdict = accept(sup, "refund_preview", {"ticket": {"id": "tkt-1"}})
+    assert isinstance(verdict, HandoffAccepted)
+    snap = verdict.snapshot
+    forge = (
+        {"context_json": snap.context_json.replace("tkt-1", "tkt-9")}  # another ticket, same length
+        if forged_part == "context_json"
+        else {"sha256": "0" * 64}
+    )
+    why = "HASH_MISMATCH"
+    forged = verdict.model_copy(update={"snapshot": snap.model_copy(update=forge)})
+    t = sup.handle(forged, now=1.0)
+    [outcome] = t.effects
+    assert isinstance(outcome, Outcome) and outcome.kind == "halted" and outcome.reason_code == "UNVERIFIED_CONTEXT"
+    assert why in outcome.reason and "ticket_lookup" in outcome.reason
+    assert WF not in sup.states  # finished: nothing after it runs on that context
+
+
+def test_an_accepted_context_that_is_not_canonical_is_not_adopted(sup: Supervisor) -> None:
+    sup.handle(task(), now=0.0)
+    verdict = accept(sup, "refund_preview", {"ticket": {"id": "tkt-1"}})
+    assert isinstance(verdict, HandoffAccepted)
+    pretty = json.dumps(json.loads(verdict.snapshot.context_json), indent=1)
+    snapshot = verdict.snapshot.model_copy(
+        update={
+            "context_json": pretty,
+            "sha256": hashlib.sha256(pretty.encode()).hexdigest(),
+            "size_bytes": len(pretty.encode()),
+        }
+    )
+    t = sup.handle(verdict.model_copy(update={"snapshot": snapshot}), now=1.0)
+    [outcome] = t.effects
+    assert (
+        isinstance(outcome, Outcome) and outcome.reason_code == "UNVERIFIED_CONTEXT" and "MALFORMED" in outcome.reason
+    )

@@ -60,6 +60,13 @@ class HandoffRejectionCode(StrEnum):
     CONTEXT_LOST = "CONTEXT_LOST"
     OVERSIZED = "OVERSIZED"
     MALFORMED = "MALFORMED"
+    TENANT_MISMATCH = "TENANT_MISMATCH"
+    NOT_RUNNING_AGENT = "NOT_RUNNING_AGENT"
+    NOT_OWNER = "NOT_OWNER"
+    DROP_NOT_ALLOWED = "DROP_NOT_ALLOWED"
+    SUMMARY_INVALID = "SUMMARY_INVALID"
+    HOLLOW_CONTEXT = "HOLLOW_CONTEXT"
+    TOOL_PROVENANCE = "TOOL_PROVENANCE"
 
 
 class Record(BaseModel):
@@ -106,6 +113,14 @@ class ContextDiff(Record):
     added: list[str] = Field(default_factory=list)
     removed: list[str] = Field(default_factory=list)
     changed: list[str] = Field(default_factory=list)
+
+
+class ToolProvenance(Record):
+    avro_name: ClassVar[str] = "io.baton.common.v1.ToolProvenance"
+    key: str
+    tool: str
+    call_id: str
+    result_sha256: str
 
 
 class Event(Record):
@@ -165,13 +180,15 @@ class AgentDecision(Event):
 
 
 class HandoffProposed(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.HandoffProposed"
+    avro_name: ClassVar[str] = "io.baton.events.v2.HandoffProposed"
     event_type: ClassVar[str] = "HandoffProposed"
     from_agent: str
     to_agent: str
     snapshot: ContextSnapshot
     dropped_keys: list[str] = Field(default_factory=list)
     summarised_keys: list[str] = Field(default_factory=list)
+    provenance: list[ToolProvenance] = Field(default_factory=list)
+    summary_sources: dict[str, str] = Field(default_factory=dict)
 
 
 class HandoffAccepted(Event):
@@ -184,7 +201,7 @@ class HandoffAccepted(Event):
 
 
 class HandoffRejected(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.HandoffRejected"
+    avro_name: ClassVar[str] = "io.baton.events.v2.HandoffRejected"
     event_type: ClassVar[str] = "HandoffRejected"
     from_agent: str
     to_agent: str
@@ -331,4 +348,4 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     DeadLettered,
 )
 
-RECORD_MODELS: tuple[type[Record], ...] = (Envelope, ContextSnapshot, ContextDiff, *EVENT_MODELS)
+RECORD_MODELS: tuple[type[Record], ...] = (Envelope, ContextSnapshot, ContextDiff, ToolProvenance, *EVENT_MODELS)
