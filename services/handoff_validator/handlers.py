@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -57,9 +58,9 @@ class HandoffValidatorHandlers:
     def view(self) -> CheckpointView:
         return self._view
 
-    async def _publish_verdict(self, proposal: HandoffProposed, verdict: Event) -> None:
+    async def _publish_verdict(self, judged_as: str, verdict: Event) -> None:
         data = await self._events.publish(topics.HANDOFF_VERDICTS, verdict)
-        self._judged[proposal.envelope.event_id] = data
+        self._judged[judged_as] = data
         while len(self._judged) > self._judged_capacity:
             self._judged.popitem(last=False)
 
@@ -103,7 +104,10 @@ class HandoffValidatorHandlers:
                 f"{record.topic} carries HandoffProposed events only, got {event.event_type}: "
                 "publish it to its own topic",
             )
-        judged = self._judged.get(event.envelope.event_id)
+        # A proposal is known by its id *and* its exact bytes: another agent reusing a genuine proposal's
+        # (predictable) id gets a verdict of its own, and never the genuine proposal's answered for it.
+        judged_as = f"{event.envelope.event_id}:{hashlib.sha256(record.value).hexdigest()[:32]}"
+        judged = self._judged.get(judged_as)
         if judged is not None:
             # A redelivered or replayed proposal gets the verdict it already got, byte for byte.
             await self._events.publish_encoded(topics.HANDOFF_VERDICTS, judged, workflow_id=event.envelope.workflow_id)
@@ -113,7 +117,7 @@ class HandoffValidatorHandlers:
         verdict = await self._verify(event, checkpoint)
         # Deterministic ids: a redelivered proposal yields the same verdict event, which consumers dedupe.
         envelope = self._events.envelope(cause=event).model_copy(
-            update={"event_id": stable_event_id("verdict", event.envelope.event_id)}
+            update={"event_id": stable_event_id("verdict", judged_as)}
         )
         if verdict.accepted and verdict.diff is not None:
             self.accepted += 1
@@ -124,12 +128,12 @@ class HandoffValidatorHandlers:
                 snapshot=snap,
                 diff=verdict.diff,
             )
-            await self._publish_verdict(event, accepted)
+            await self._publish_verdict(judged_as, accepted)
             return
         self.rejected += 1
         assert verdict.code is not None
         await self._publish_verdict(
-            event,
+            judged_as,
             HandoffRejected(
                 envelope=envelope,
                 from_agent=event.from_agent,

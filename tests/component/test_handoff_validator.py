@@ -157,6 +157,43 @@ async def test_a_redelivered_proposal_gets_the_same_verdict(
     await app.stop()
 
 
+async def test_an_agent_reusing_a_genuine_proposals_id_does_not_get_its_verdict_answered_for_it(
+    bus: Bus, serde: AvroSerde, settings: Settings, unique: str
+) -> None:
+    # Proposal ids are predictable; an agent that sends one first must not make the genuine proposal
+    # receive the impostor's (rejected) verdict, which would stall the workflow.
+    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
+    app = await start(events, settings)
+    verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
+    wf = f"wf-{unique}"
+    env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
+    cp = make_snapshot({"customer_id": "c-1"}, version=1)
+    checkpoint = WorkflowCheckpointed(
+        envelope=env,
+        workflow_type="customer_onboarding",
+        state="running",
+        next_agent="identity_verification",
+        snapshot=cp,
+    )
+    await events_as("supervisor", bus, serde=serde).publish(topics.CHECKPOINTS, checkpoint)
+    genuine = HandoffProposed(
+        envelope=env.model_copy(update={"event_id": f"p-{unique}"}),
+        from_agent="identity_verification",
+        to_agent="document_verification",
+        snapshot=make_snapshot({"customer_id": "c-1", "identity": IDENTITY}, version=2, parent=cp),
+        provenance=_provenance(wf),
+    )
+    impostor = genuine.model_copy(update={"from_agent": "compliance_check"})
+    await events_as("agent:compliance_check", bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, impostor)
+    await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, genuine)
+    mine = await verdicts.wait_until(lambda items: len([e for e in items if e.envelope.workflow_id == wf]) >= 2)
+    first, second = [e for e in mine if e.envelope.workflow_id == wf][:2]
+    assert isinstance(first, HandoffRejected) and first.from_agent == "compliance_check"
+    assert isinstance(second, HandoffAccepted) and second.from_agent == "identity_verification"
+    assert first.envelope.event_id != second.envelope.event_id
+    await app.stop()
+
+
 async def test_proposals_of_unknown_workflows_do_not_hold_up_the_others(
     bus: Bus, serde: AvroSerde, unique: str
 ) -> None:
