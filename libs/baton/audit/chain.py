@@ -95,8 +95,8 @@ def _text(value: str, limit: int) -> str:
 def describe(record: BusRecord, event: Event | None, error: str | None) -> Record:
     """The audit content of one consumed message (before chaining); never raises.
 
-    An event that decoded but has no canonical JSON description (a NaN, keys that collide after NFC
-    normalization, ...) is recorded as undecodable, with the reason, like bytes that did not decode.
+    An event that decoded but has no canonical JSON description (a NaN, an integer beyond
+    2^53, ...) is recorded as undecodable, with the reason, like bytes that did not decode.
     """
     if event is not None:
         try:
