@@ -20,7 +20,6 @@ from baton import topics
 from baton.audit.anchors import StoreAnchorSink
 from baton.audit.chain import Record
 from baton.audit.keys import encode_signing_key, generate_signing_key
-from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.store import AuditStore
 from baton.audit.verify import verify_store
@@ -40,18 +39,6 @@ from tests.harness.identities import trust
 KEY = generate_signing_key()
 PUBLIC = KEY.public_key()
 NOT_UTF8 = b"\xff\xfe\x80wf\xc3("
-
-
-@pytest.fixture(params=["embedded", pytest.param("mongodb", marks=pytest.mark.integration)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditStore]:
-    s: AuditStore
-    if request.param == "mongodb":
-        s = MongoAuditStore(request.getfixturevalue("mongodb_url"), database=f"audit_{uuid.uuid4().hex[:8]}")
-    else:
-        s = SqliteAuditStore(tmp_path / "audit.db")
-    await s.setup()
-    yield s
-    await s.close()
 
 
 def _auditor(store: AuditStore, serde: AvroSerde) -> AuditorHandlers:
