@@ -3,10 +3,15 @@ with their reason and never acted on (issue 8, authenticated events)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
 
 from baton import identity, topics
+from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient
@@ -29,6 +34,8 @@ from baton.messaging import EventConsumer
 from baton.workflows import agent_kinds, load_workflows
 from services.agent import app as agent_app
 from services.agent.config import Settings as AgentSettings
+from services.auditor import app as auditor_app
+from services.auditor.config import Settings as AuditorSettings
 from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
 from tests.harness.collect import Collector
@@ -63,6 +70,14 @@ async def test_a_forged_step_sent_straight_to_an_agent_is_never_executed(tmp_pat
     bus = EmbeddedBus(partitions=2)
     await bus.start()
     dead = await _dead_letters(bus)
+    auditor = await auditor_app.start(
+        events_as(identity.AUDITOR, bus, serde=SERDE),
+        AuditorSettings(
+            store="embedded",
+            sqlite_path=tmp_path / "audit.db",
+            signing_key=SecretStr(encode_signing_key(generate_signing_key())),
+        ),
+    )
     issuer = await agent_app.start(
         events_as(identity.agent_role("refund_issuer"), bus, serde=SERDE),
         AgentSettings(kind="refund_issuer", world_db=tmp_path / "world.db"),
@@ -85,7 +100,22 @@ async def test_a_forged_step_sent_straight_to_an_agent_is_never_executed(tmp_pat
     not_allowed = next(d for d in letters if d.reason_code == "NOT_AUTHORIZED")
     assert "agent:ticket_lookup may not produce StepRequested" in not_allowed.reason
     assert issuer.handlers.steps_run == 0 and issuer.handlers.steps_replayed == 0
+
+    # The audit shows each forgery for what it is, and why it was refused.
+    async def audited() -> list[dict[str, Any]]:
+        while True:
+            docs = [doc async for doc in auditor.store.stream()]
+            if len([d for d in docs if d["topic"] in (topic, topics.DEAD_LETTER)]) >= 6:
+                return docs
+            await asyncio.sleep(0.05)
+
+    docs = await asyncio.wait_for(audited(), 30)
+    signers = sorted(d["signer"] for d in docs if d["topic"] == topic)
+    assert signers == ["UNAUTHENTICATED:UNKNOWN_SIGNER", "UNAUTHENTICATED:UNSIGNED", "agent:ticket_lookup"]
+    reasons = sorted(d["payload"]["reason_code"] for d in docs if d["topic"] == topics.DEAD_LETTER)
+    assert reasons == ["NOT_AUTHORIZED", "UNKNOWN_SIGNER", "UNSIGNED"]
     await issuer.stop()
+    await auditor.stop()
     await bus.stop()
 
 
