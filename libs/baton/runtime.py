@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from baton.bus.base import Bus
 from baton.contracts.registry import ConfluentSchemaRegistry, LocalSchemaRegistry, SchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.identity import Trust, load_trust, role_of_service
+from baton.identity import KEYRING_FILE, Trust, load_trust, role_of_service
 from baton.messaging import EventBus
 
 
@@ -37,7 +37,8 @@ class RuntimeSettings(BaseSettings):
     signing_key: str | None = None
     signing_key_file: Path | None = None
     keys_dir: Path | None = None
-    # The public keyring (BATON_KEYRING), distributed with the declarations; default <BATON_KEYS_DIR>/keyring.json.
+    # The public keyring (BATON_KEYRING); default <BATON_KEYS_DIR>/keyring.json, else the keyring.json shipped
+    # with the workflow declarations (BATON_WORKFLOW_DIR).
     keyring: Path | None = None
 
     @field_validator("signing_key", "signing_key_file", "keys_dir", "keyring", mode="before")
@@ -73,13 +74,26 @@ def build_bus(settings: RuntimeSettings, *, client_id: str) -> Bus:
 
 
 def build_trust(settings: RuntimeSettings, *, role: str) -> Trust:
-    """This process's identity (to sign) and the keyring (to check others), from configuration."""
+    """This process's identity (to sign) and the keyring (to check others), from configuration.
+
+    The keyring is BATON_KEYRING, else the keys directory's, else the one shipped with the workflow
+    declarations (`<workflow dir>/keyring.json`), when there is one.
+    """
+    keyring = settings.keyring
+    if keyring is None and settings.keys_dir is None:
+        from baton.workflows import WorkflowDeclarationError, default_workflow_dir
+
+        try:
+            shipped = default_workflow_dir() / KEYRING_FILE
+        except WorkflowDeclarationError:
+            shipped = None
+        keyring = shipped if shipped is not None and shipped.is_file() else None
     return load_trust(
         role,
         signing_key=settings.signing_key,
         signing_key_file=settings.signing_key_file,
         keys_dir=settings.keys_dir,
-        keyring_path=settings.keyring,
+        keyring_path=keyring,
     )
 
 

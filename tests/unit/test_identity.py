@@ -119,3 +119,16 @@ def test_a_keyring_binds_each_key_to_one_well_formed_role() -> None:
     for bad in ("agent:*", "agent:", "Supervisor", ""):
         with pytest.raises(IdentityConfigError, match="is not a role"):
             Keyring([(bad, Identity.generate("x").public_key)])
+
+
+def test_the_keyring_shipped_with_the_declarations_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from baton.runtime import RuntimeSettings, build_trust
+
+    DOMAIN.write(tmp_path / "keys")
+    declarations = tmp_path / "workflows"
+    declarations.mkdir()
+    (declarations / "keyring.json").write_text((tmp_path / "keys" / "keyring.json").read_text())
+    monkeypatch.setenv("BATON_WORKFLOW_DIR", str(declarations))
+    seed = (tmp_path / "keys" / "client.key").read_text()
+    trust = build_trust(RuntimeSettings(signing_key=seed), role=identity.CLIENT)
+    assert trust.identity.key_id == DOMAIN.identities[identity.CLIENT].key_id
