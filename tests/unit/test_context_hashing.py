@@ -169,3 +169,23 @@ def test_characters_beyond_the_bmp_sort_by_utf16_code_units() -> None:
     raw = rfc8785.dumps({"\U0001f600": 1, "\uff21": 2})
     assert raw.index("\U0001f600".encode()) < raw.index("\uff21".encode())
     assert parse_canonical(raw) == {"\U0001f600": 1, "\uff21": 2}
+
+
+@settings(max_examples=500)
+@given(contexts)
+def test_the_fast_encoder_writes_exactly_rfc8785s_bytes(ctx: dict[str, Any]) -> None:
+    # canonical_bytes writes with Python's C encoder when it can prove the bytes are the same.
+    assert canonical_bytes(ctx) == rfc8785.dumps(ctx)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1.0, "b": 1e21, "c": 1e-7, "d": 0.5, "e": -0.0, "f": 123456789012345.6},
+        {"\U0001f600": 1, "\uffff": 2, "z": 3},  # UTF-16 order puts the emoji before U+FFFF
+        {"k": ["\u2028\u2029", "\x00\x1f\x7f", 'q"\\']},
+        {"n": 2**53 - 1, "m": -(2**53 - 1)},
+    ],
+)
+def test_the_fast_encoder_hands_what_differs_to_rfc8785(value: dict[str, Any]) -> None:
+    assert canonical_bytes(value) == rfc8785.dumps(value)
