@@ -111,6 +111,9 @@ def compose() -> dict[str, Any]:
                 BATON_AUDITOR_SIGNING_KEY="${BATON_AUDITOR_SIGNING_KEY:?set a signing key}",
             )
             if name == "auditor"
+            # The agents share one world volume here, so the validator checks tool values against its receipts.
+            else dict(RUNTIME_ENV, **identity_env, BATON_HANDOFF_VALIDATOR_WORLD_DB="/data/world.db")
+            if name == "handoff-validator"
             else dict(RUNTIME_ENV, **identity_env),
             # `baton keys generate --out keys` makes these files; each service sees only its own key.
             "secrets": ["baton-keyring", f"baton-{slug(role)}"],
@@ -120,7 +123,7 @@ def compose() -> dict[str, Any]:
             }
             | ({"mongodb": {"condition": "service_started"}} if name == "auditor" else {}),
             "restart": "unless-stopped",
-        } | ({"volumes": ["world:/data"]} if name.startswith("agent-") else {})
+        } | ({"volumes": ["world:/data"]} if name.startswith("agent-") or name == "handoff-validator" else {})
     return {"name": "baton", "services": svc, "volumes": {"mongodb": {}, "world": {}}, "secrets": secrets}
 
 
@@ -152,6 +155,10 @@ def kubernetes() -> list[dict[str, Any]]:
                 }
             ]
             if name == "auditor"
+            # Each agent pod keeps its own world (emptyDir): there are no receipts for the validator to read,
+            # and it says so explicitly rather than skipping the check silently (docs/security.md).
+            else [{"name": "BATON_HANDOFF_VALIDATOR_WITHOUT_TOOL_RECEIPTS", "value": "true"}]
+            if name == "handoff-validator"
             else []
         )
         container: dict[str, Any] = {

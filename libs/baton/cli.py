@@ -183,12 +183,14 @@ def schemas_check() -> None:
 
 
 def _run(main: Any) -> Any:
-    """asyncio.run(main), turning a missing or unusable identity into its message and exit code 2."""
+    """asyncio.run(main), turning a missing identity or a configuration a service refuses into its message
+    and exit code 2."""
     from baton.identity import IdentityConfigError
+    from baton.runtime import ServiceConfigError
 
     try:
         return asyncio.run(main)
-    except IdentityConfigError as exc:
+    except (IdentityConfigError, ServiceConfigError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 

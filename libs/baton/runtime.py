@@ -50,6 +50,11 @@ class RuntimeSettings(BaseSettings):
     chaos_publish_failure_rate: float = 0.0
 
 
+class ServiceConfigError(ValueError):
+    """A service's configuration would leave it running without a check it must make; the message says
+    what to set."""
+
+
 def instance_id(service: str) -> str:
     """Producer identity of this process: service@host/pid."""
     return f"{service}@{socket.gethostname()}/{os.getpid()}"

@@ -9,6 +9,7 @@ from baton.bus.base import BusRecord, Subscription
 from baton.handoff import CheckpointView
 from baton.messaging import EventBus, EventConsumer, consume
 from baton.receipts import WorldToolReceipts
+from baton.runtime import ServiceConfigError
 from baton.workflows import agent_kinds, load_workflows
 from services.handoff_validator.config import Settings
 from services.handoff_validator.handlers import HandoffValidatorHandlers
@@ -37,6 +38,12 @@ def declared_inputs() -> dict[str, list[str]]:
 
 async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
     """Subscribe the validator on a started bus."""
+    if settings.runtime.bus == "kafka" and settings.world_db is None and not settings.without_tool_receipts:
+        raise ServiceConfigError(
+            "the handoff validator has no record of tool results to check tool values against: set "
+            "BATON_HANDOFF_VALIDATOR_WORLD_DB to the database the agents' tools record receipts in, or set "
+            "BATON_HANDOFF_VALIDATOR_WITHOUT_TOOL_RECEIPTS=true to run knowingly without that check"
+        )
     await events.bus.create_topics([topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.DEAD_LETTER])
     await events.bus.create_topics([topics.CHECKPOINTS], compacted=True)
     handlers = HandoffValidatorHandlers(

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     # The world database the agents' tools run against, read-only: a tool value in a context must match
     # the result recorded there. Unset: only the hash each proposal declares is checked (docs/context-hashing.md).
     world_db: Path | None = None
+    # On Kafka the validator refuses to start without world_db, unless this says the deployment knowingly
+    # has no record of tool results to check against (then a rewritten tool value with a rewritten hash
+    # passes; docs/security.md).
+    without_tool_receipts: bool = False
     # Longest wait for the checkpoint feed to catch up before a proposal is retried later.
     checkpoint_wait_s: float = 5.0
     checkpoint_capacity: int = 100_000

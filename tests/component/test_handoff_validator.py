@@ -246,3 +246,16 @@ async def test_proposals_of_unknown_workflows_do_not_hold_up_the_others(
         assert isinstance(verdict, HandoffRejected) and verdict.reason_code == HandoffRejectionCode.STALE
         assert "no checkpoint is known" in verdict.reason
     await app.stop()
+
+
+async def test_on_kafka_the_validator_refuses_to_run_without_tool_receipts_unless_told(serde: AvroSerde) -> None:
+    from baton.bus.embedded import EmbeddedBus
+    from baton.runtime import RuntimeSettings, ServiceConfigError
+
+    bus = EmbeddedBus(partitions=1)
+    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
+    with pytest.raises(ServiceConfigError, match="BATON_HANDOFF_VALIDATOR_WORLD_DB"):
+        await start(events, Settings(runtime=RuntimeSettings(bus="kafka")))
+    app = await start(events, Settings(runtime=RuntimeSettings(bus="kafka"), without_tool_receipts=True))
+    await app.stop()
+    await bus.stop()
