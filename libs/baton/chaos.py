@@ -24,6 +24,8 @@ from baton.contracts.models import (
     StepRequested,
     TaskRequested,
     WorkflowCheckpointed,
+    WorkflowCompleted,
+    WorkflowHalted,
 )
 from baton.contracts.serde import AvroSerde
 from baton.identity import Identity, TrustDomain
@@ -139,6 +141,7 @@ async def _typical_events(serde: AvroSerde) -> dict[str, Event]:
             envelope=env, workflow_type="support_refund", state="running", snapshot=snap
         ),
         "StepRequested": StepRequested(envelope=env, agent="ticket_lookup", attempt=1, snapshot=snap),
+        "WorkflowCompleted": WorkflowCompleted(envelope=env, workflow_type="support_refund", snapshot=snap, steps=1),
     }
 
 
@@ -292,4 +295,25 @@ def _signed_by_insider(poison: Poison, trust: TrustDomain) -> Poison:
         poison.value,
         poison.expect,
         _sign(signer, poison.topic, poison.key, poison.value),
+    )
+
+
+async def forged_outcome(serde: AvroSerde, trust: TrustDomain, *, workflow_id: str, workflow_type: str) -> Poison:
+    """A halt of a live workflow, signed by an agent: what an upstream system must never be told."""
+    halted = WorkflowHalted(
+        envelope=_envelope(workflow_id, tenant_id="tenant-0"),
+        workflow_type=workflow_type,
+        reason_code="FORGED",
+        reason="an agent posing as the supervisor",
+    )
+    value = await serde.encode(halted)
+    key = workflow_id.encode()
+    signer = trust.identities[identity.agent_role("ticket_lookup")]
+    return Poison(
+        f"forged halt of {workflow_id}",
+        topics.OUTCOMES,
+        key,
+        value,
+        "NOT_AUTHORIZED",
+        _sign(signer, topics.OUTCOMES, key, value),
     )

@@ -17,7 +17,7 @@ import pytest
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.bus.kafka import KafkaBus
-from baton.chaos import consumed_topics, poison_records
+from baton.chaos import consumed_topics, forged_outcome, poison_records
 from baton.client import BatonClient, Outcome
 from baton.contracts.models import DeadLettered, Event, HandoffAccepted, HandoffRejected, StepCompleted
 from baton.contracts.registry import LocalSchemaRegistry
@@ -148,13 +148,22 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         await outcomes_of(submissions)
         assert killed
 
-        # Poison of every kind on every topic a service consumes; then more work, which must still get done.
-        consumed = consumed_topics(agent_kinds(specs))
+        # Poison and forgeries of every kind on every topic a service (or the client) consumes; a supervisor
+        # restarted after them restores past the forged checkpoints; then more work, which must still get
+        # done, with a forged halt of one of those workflows sent to the client before its true outcome.
+        consumed = [*consumed_topics(agent_kinds(specs)), topics.OUTCOMES]
         poison = await poison_records(serde, consumed, DOMAIN)
         for p in poison:
             await bus.publish(p.topic, p.value, key=p.key, headers=p.headers)
+        procs.kill("supervisor-2")
+        procs.start("supervisor-4", "supervisor")
         for sub in later:
             await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
+        forged = await forged_outcome(
+            serde, DOMAIN, workflow_id=later[0].workflow_id, workflow_type=later[0].workflow_type
+        )
+        await bus.publish(forged.topic, forged.value, key=forged.key, headers=forged.headers)
+        poison.append(forged)
         await outcomes_of(later)
         collector.cancel()
 
@@ -167,8 +176,11 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         # exactly the dead letters the poison deserves (a re-sent one has the same event id too).
         outcome_ids: dict[str, set[str]] = {}
         dead: dict[str, DeadLettered] = {}
+        injected = {(p.key, p.value) for p in poison}
 
         async def tally(record: BusRecord) -> None:
+            if (record.key, record.value) in injected:
+                return  # what the poison phase put there
             event = await serde.decode(record.value)
             if isinstance(event, DeadLettered):
                 dead[event.envelope.event_id] = event
@@ -182,7 +194,6 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
 
         # What crossed the broker: every verdict and step result.
         seen: list[Event] = []
-        injected = {(p.key, p.value) for p in poison}
 
         async def keep(record: BusRecord) -> None:
             if (record.key, record.value) in injected:
@@ -215,13 +226,17 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         assert not procs.dead(), procs.dead()
         # The stall guard re-sends what a workflow waits on when an answer went missing: here nothing may
         # have gone missing (it once caught a step request lost to a failed publish).
-        nudges = [
+        logs = [
             line
-            for name in ("supervisor-2", "supervisor-3")
+            for name in ("supervisor-2", "supervisor-3", "supervisor-4")
             for line in (tmp_path / f"{name}.log").read_text().splitlines()
-            if "has not moved" in line
         ]
+        nudges = [line for line in logs if "has not moved" in line]
         assert nudges == [], nudges
+        # The restore after the forgeries read the forged checkpoints and adopted none of them.
+        refused = [line for line in logs if "not adopted" in line]
+        codes = ("UNSIGNED", "UNKNOWN_SIGNER", "BAD_SIGNATURE", "NOT_AUTHORIZED")
+        assert len(refused) >= 3 and all(any(code in line for code in codes) for line in refused), refused
     finally:
         procs.stop_all()
         await bus.stop()
