@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,7 +45,8 @@ def audit_verify(
     """Check every hash, chain link, offset and signed anchor; exit 1 naming what is missing or wrong."""
     from baton.audit.completeness import KafkaAuditedLog, verify_audit
     from baton.audit.keys import AuditKeyError
-    from baton.audit.store import StoreNotFoundError
+    from baton.audit.sqlite_store import SqliteAuditStore
+    from baton.audit.store import AuditStore, StoreNotFoundError
     from baton.bus.kafka import KafkaBus
     from services.auditor.app import audited_topics
     from services.auditor.config import Settings
@@ -58,17 +60,27 @@ def audit_verify(
     where = settings.sqlite_path if settings.store == "embedded" else settings.mongodb_url + settings.mongodb_database
     no_store = f"audit FAILED: no audit store at {where} (BATON_AUDITOR_STORE={settings.store}): nothing to verify"
 
-    async def go() -> int:
+    async def go(scratch: Path) -> int:
+        found: AuditStore | None = None
         try:
-            store = settings.build_store(create=False)
+            found = settings.build_store(create=False)
+            missing = None if await found.exists() else no_store
         except StoreNotFoundError as exc:
-            typer.echo(f"{no_store} ({exc}); nothing was created", err=True)
-            return 1
+            missing = f"{no_store} ({exc})"
+        if missing is None and found is not None:
+            store = found
+        else:
+            if found is not None:
+                await found.close()
+            if not against_kafka:
+                typer.echo(f"{missing}; nothing was created", err=True)
+                return 1
+            # The broker still holds the log: name what the audit lacks, against an empty scratch store.
+            typer.echo(f"{missing}; nothing was created there; checking the broker's log against nothing", err=True)
+            store = SqliteAuditStore(scratch / "empty.db")
+            await store.setup()
         bus = KafkaBus(settings.runtime.kafka_bootstrap, client_id="baton-audit-verify") if against_kafka else None
         try:
-            if not await store.exists():
-                typer.echo(f"{no_store}; nothing was created", err=True)
-                return 1
             if bus is not None:
                 await bus.start()
             report, sources = await verify_audit(
@@ -101,7 +113,8 @@ def audit_verify(
             typer.echo(f"  also: {problem}", err=True)
         return 1
 
-    raise typer.Exit(asyncio.run(go()))
+    with tempfile.TemporaryDirectory(prefix="baton-audit-verify-") as scratch:
+        raise typer.Exit(asyncio.run(go(Path(scratch))))
 
 
 @audit_app.command("keygen")
