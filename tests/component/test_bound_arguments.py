@@ -65,7 +65,7 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
     )
     bus = EmbeddedBus(partitions=2)
     await bus.start()
-    mesh = await start_mesh(bus, world_db=tmp_path / "world.db", faults=plan)
+    mesh = await start_mesh(bus, world_db=tmp_path / "world.db", audit_db=tmp_path / "audit.db", faults=plan)
     client = BatonClient(mesh.events("test-client"))
     onboarding_customer = next(  # low risk: its filing needs no approval, so the filing step really runs
         c for c in world.customer_ids() if world.lookup_customer(c)["risk_score"] < 70 and c != victim
@@ -92,6 +92,27 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
                 return
 
     await asyncio.wait_for(collect(), timeout=60)
+
+    # Each refusal is in the audit with its code: the step's result and the workflow's outcome.
+    refused = {"other-ticket", "understated", "other-filing", "cross-tenant", "cross-tenant-refund"}
+
+    async def audited() -> dict[str, set[str]]:
+        while True:
+            codes: dict[str, set[str]] = {}
+            async for doc in mesh.apps["auditor"].store.stream():
+                payload = doc.get("payload") or {}
+                code = payload.get("error_code") or payload.get("reason_code")
+                if doc.get("event_type") in ("StepCompleted", "WorkflowEscalated") and code:
+                    codes.setdefault(doc["workflow_id"], set()).add(code)
+            if set(codes) >= refused and all(len(codes[wf]) >= 1 for wf in refused):
+                return codes
+            await asyncio.sleep(0.05)
+
+    in_audit = await asyncio.wait_for(audited(), 30)
+    for wf in ("other-ticket", "understated", "other-filing"):
+        assert "ARGUMENT_NOT_BOUND" in in_audit[wf], in_audit[wf]
+    for wf in ("cross-tenant", "cross-tenant-refund"):
+        assert {"TENANT_MISMATCH", "TOOL_TENANT_MISMATCH"} & in_audit[wf], in_audit[wf]
     await mesh.stop()
     await bus.stop()
     got = {wf: outcome_key(o) for wf, o in outcomes.items()}

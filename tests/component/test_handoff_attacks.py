@@ -3,6 +3,7 @@ next agent acts, the next agent never sees the attacked context, and nothing of 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -49,7 +50,7 @@ async def test_attacks_by_an_agent_that_rehashes_are_rejected_before_the_next_ag
     plan = FaultPlan({wf: (agent, fault) for wf, (_k, agent, fault, _c, _w) in ATTACKS.items()})
     bus = EmbeddedBus(partitions=4)
     await bus.start()
-    mesh = await start_mesh(bus, world_db=tmp_path / "world.db", faults=plan)
+    mesh = await start_mesh(bus, world_db=tmp_path / "world.db", audit_db=tmp_path / "audit.db", faults=plan)
     serde = mesh.serde
     seen: Collector[Event] = Collector()
 
@@ -74,6 +75,21 @@ async def test_attacks_by_an_agent_that_rehashes_are_rejected_before_the_next_ag
         return ended >= set(ATTACKS)
 
     items = await seen.wait_until(finished, within=60)
+
+    # The audit holds each rejection with its reason: what an investigator reads, not only the bus.
+    async def audited_rejections() -> dict[str, str]:
+        while True:
+            found = {
+                doc["workflow_id"]: doc["payload"]["reason_code"]
+                async for doc in mesh.apps["auditor"].store.stream()
+                if doc.get("event_type") == "HandoffRejected"
+            }
+            if set(found) >= set(ATTACKS):
+                return found
+            await asyncio.sleep(0.05)
+
+    in_audit = await asyncio.wait_for(audited_rejections(), 30)
+    assert {wf: in_audit[wf] for wf in ATTACKS} == {wf: code.value for wf, (*_r, code, _n) in ATTACKS.items()}
     await mesh.stop()
     await bus.stop()
 
