@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from baton import topics
 from baton.audit.anchors import AnchorSink, make_anchors
 from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_event_id, record_id
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
 from baton.contracts.serde import AvroSerde, DecodeError
-from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Keyring, signed_message
+from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Keyring, agent_kind, signed_message
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +173,31 @@ class AuditorHandlers:
         what cannot be decoded or described is recorded as undecodable; only an outage (the registry) raises."""
         content = await self._content(record)
         if self._keyring is not None:
-            content["signer"] = self._signer(record)
+            content["signer"] = self._signer(record, content)
         return content
 
-    def _signer(self, record: BusRecord) -> str:
-        """The role that signed the message, or why its signature proves nobody (recorded, never refused:
-        the audit keeps everything that was on the bus, forgeries included, marked as such)."""
+    def _signer(self, record: BusRecord, content: Record) -> str:
+        """The role that signed the message; or why its signature proves nobody (UNAUTHENTICATED:<code>), or
+        that its signer had no right to produce it (NOT_AUTHORIZED:<role>). Recorded, never refused: the
+        audit keeps everything that was on the bus, forgeries included, marked as such."""
         assert self._keyring is not None
         message = signed_message(record.topic, record.key, record.value)
         try:
-            return self._keyring.verify(record.header(SIGNER_HEADER), record.header(SIGNATURE_HEADER), message)
+            role = self._keyring.verify(record.header(SIGNER_HEADER), record.header(SIGNATURE_HEADER), message)
         except AuthenticationError as exc:
             return f"UNAUTHENTICATED:{exc.code}"
+        event_type = content.get("event_type")
+        if not isinstance(event_type, str) or not topics.carries(record.topic):
+            return role
+        acting = topics.ACTING_AGENT_FIELD.get(event_type)
+        kind = agent_kind(role)
+        payload = content.get("payload")
+        speaks_for_another = (
+            kind is not None and acting is not None and isinstance(payload, dict) and payload.get(acting) != kind
+        )
+        if not topics.may_produce(role, record.topic, event_type) or speaks_for_another:
+            return f"NOT_AUTHORIZED:{role}"
+        return role
 
     async def _content(self, record: BusRecord) -> Record:
         try:

@@ -108,3 +108,30 @@ def test_baton_audit_verify_fails_naming_the_tampered_record(demo_dir: Path, tmp
     result = _audit_cli(copy, "verify", demo=demo_dir)
     assert result.returncode == 1
     assert f"first problem: record {record_id}" in result.stderr and "modified" in result.stderr
+
+
+def test_a_forgery_is_marked_in_the_lineage() -> None:
+    from baton.audit.trace import render_timeline
+
+    step = {"agent": "refund_issuer", "attempt": 1, "snapshot": {"version": 3}}
+    docs = [
+        {
+            "workflow_seq": 1,
+            "occurred_at": "",
+            "topic": "baton.agents.refund_issuer.steps",
+            "event_type": "StepRequested",
+            "payload": step,
+            "signer": "supervisor",
+        },
+        {
+            "workflow_seq": 2,
+            "occurred_at": "",
+            "topic": "baton.agents.refund_issuer.steps",
+            "event_type": "StepRequested",
+            "payload": step,
+            "signer": "UNAUTHENTICATED:UNKNOWN_SIGNER",
+        },
+    ]
+    genuine, forged = render_timeline("wf", docs).splitlines()[1:]
+    assert "not acted on" not in genuine
+    assert forged.endswith("[UNAUTHENTICATED:UNKNOWN_SIGNER: not acted on]")

@@ -111,7 +111,11 @@ async def test_a_forged_step_sent_straight_to_an_agent_is_never_executed(tmp_pat
 
     docs = await asyncio.wait_for(audited(), 30)
     signers = sorted(d["signer"] for d in docs if d["topic"] == topic)
-    assert signers == ["UNAUTHENTICATED:UNKNOWN_SIGNER", "UNAUTHENTICATED:UNSIGNED", "agent:ticket_lookup"]
+    assert signers == [
+        "NOT_AUTHORIZED:agent:ticket_lookup",
+        "UNAUTHENTICATED:UNKNOWN_SIGNER",
+        "UNAUTHENTICATED:UNSIGNED",
+    ]
     reasons = sorted(d["payload"]["reason_code"] for d in docs if d["topic"] == topics.DEAD_LETTER)
     assert reasons == ["NOT_AUTHORIZED", "UNKNOWN_SIGNER", "UNSIGNED"]
     await issuer.stop()

@@ -86,8 +86,11 @@ def render_timeline(workflow_id: str, records: list[Record]) -> str:
     lines = [f"workflow {workflow_id}: {len(records)} audited events"]
     for doc in records:
         dup = " [duplicate delivery]" if doc.get("duplicate_of") else ""
+        signer = str(doc.get("signer") or "")
+        # A forgery stands out in the lineage: who the bus could not vouch for is marked on its line.
+        forged = f" [{signer}: not acted on]" if signer.startswith(("UNAUTHENTICATED", "NOT_AUTHORIZED")) else ""
         lines.append(
             f"{doc['workflow_seq']:>4}  {str(doc.get('occurred_at') or '')[11:23]:<12} {doc.get('topic'):<34}"
-            f" {describe_step(doc)}{dup}"
+            f" {describe_step(doc)}{dup}{forged}"
         )
     return "\n".join(lines)
