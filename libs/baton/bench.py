@@ -20,7 +20,7 @@ from baton.contracts.models import Envelope, HandoffProposed
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.identity import TrustDomain
-from baton.messaging import EventBus, accept
+from baton.messaging import EventBus, unauthorized
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ async def signing_cost(*, events: int = 5_000, reps: int = 3) -> list[Comparison
 
     async def verify_and_decode(i: int) -> None:
         event = await serde.decode(records[i].value)
-        accept(validator, records[i], event)
+        assert unauthorized(event, records[i].topic, validator.authenticate(records[i])) is None
 
     async def decode(i: int) -> None:
         await serde.decode(records[i].value)

@@ -181,17 +181,6 @@ def unauthorized(event: Event, topic: str, role: str) -> str | None:
     return None
 
 
-def accept(events: EventBus, record: BusRecord, event: Event) -> None:
-    """Raise RejectedEvent unless the record is signed by a role allowed to produce this event on its topic."""
-    try:
-        role = events.authenticate(record)
-    except AuthenticationError as exc:
-        raise RejectedEvent(exc.code, str(exc)) from exc
-    problem = unauthorized(event, record.topic, role)
-    if problem is not None:
-        raise RejectedEvent("NOT_AUTHORIZED", problem)
-
-
 class EventConsumer:
     """Bus handler that decodes, checks, calls the typed handler, and dead-letters what it cannot process.
 

@@ -10,13 +10,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from baton import topics
 from baton.audit.anchors import AnchorSink, make_anchors
 from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_event_id, record_id
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
+from baton.contracts.models import Event
 from baton.contracts.serde import AvroSerde, DecodeError
-from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Keyring, agent_kind, signed_message
+from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Keyring, signed_message
+from baton.messaging import unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -171,45 +172,34 @@ class AuditorHandlers:
     async def _describe(self, record: BusRecord) -> Record:
         """One message's audit content, with who signed it. Nothing about the message fails the batch:
         what cannot be decoded or described is recorded as undecodable; only an outage (the registry) raises."""
-        content = await self._content(record)
+        try:
+            event: Event | None = await self._serde.decode(record.value)
+            error = None
+        except DecodeError as exc:
+            if exc.transient:
+                raise
+            event, error = None, f"{exc.code}: {exc}"
+        except Exception as exc:
+            log.warning("%s@%d/%d does not decode: %r", record.topic, record.partition, record.offset, exc)
+            event, error = None, f"DECODE_FAILED: {type(exc).__name__}: {exc}"
+        content = describe(record, event, error)
         if self._keyring is not None:
-            content["signer"] = self._signer(record, content)
+            content["signer"] = self._signer(record, event)
         return content
 
-    def _signer(self, record: BusRecord, content: Record) -> str:
+    def _signer(self, record: BusRecord, event: Event | None) -> str:
         """The role that signed the message; or why its signature proves nobody (UNAUTHENTICATED:<code>), or
-        that its signer had no right to produce it (NOT_AUTHORIZED:<role>). Recorded, never refused: the
-        audit keeps everything that was on the bus, forgeries included, marked as such."""
+        that the producer matrix gives its signer no right to it (NOT_AUTHORIZED:<role>). Recorded, never
+        refused: the audit keeps everything that was on the bus, forgeries included, marked as such."""
         assert self._keyring is not None
         message = signed_message(record.topic, record.key, record.value)
         try:
             role = self._keyring.verify(record.header(SIGNER_HEADER), record.header(SIGNATURE_HEADER), message)
         except AuthenticationError as exc:
             return f"UNAUTHENTICATED:{exc.code}"
-        event_type = content.get("event_type")
-        if not isinstance(event_type, str) or not topics.carries(record.topic):
-            return role
-        acting = topics.ACTING_AGENT_FIELD.get(event_type)
-        kind = agent_kind(role)
-        payload = content.get("payload")
-        speaks_for_another = (
-            kind is not None and acting is not None and isinstance(payload, dict) and payload.get(acting) != kind
-        )
-        if not topics.may_produce(role, record.topic, event_type) or speaks_for_another:
+        if event is not None and unauthorized(event, record.topic, role) is not None:
             return f"NOT_AUTHORIZED:{role}"
         return role
-
-    async def _content(self, record: BusRecord) -> Record:
-        try:
-            event = await self._serde.decode(record.value)
-        except DecodeError as exc:
-            if exc.transient:
-                raise
-            return describe(record, None, f"{exc.code}: {exc}")
-        except Exception as exc:
-            log.warning("%s@%d/%d does not decode: %r", record.topic, record.partition, record.offset, exc)
-            return describe(record, None, f"DECODE_FAILED: {type(exc).__name__}: {exc}")
-        return describe(record, event, None)
 
     async def _final_ids(self, contents: Sequence[Record], stored: set[str]) -> list[tuple[str, str | None]]:
         """Each record's event id in the store, and the id it repeats when it is a redelivered event."""
