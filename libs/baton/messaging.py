@@ -210,8 +210,8 @@ class EventConsumer:
 
     async def __call__(self, record: BusRecord) -> None:
         raw_trace = record.header(TRACEPARENT)
-        parent = raw_trace.decode(errors="replace") if raw_trace and len(raw_trace) == 55 else None
-        token = _trace.set(parent if parent and _TRACEPARENT.fullmatch(parent) else new_traceparent())
+        parent = raw_trace.decode(errors="replace") if raw_trace else ""
+        token = _trace.set(parent if _TRACEPARENT.fullmatch(parent) else new_traceparent())
         try:
             await self._handle(record)
             self.handled += 1
