@@ -118,12 +118,11 @@ async def test_proposals_go_in_and_verdicts_come_out_and_garbage_is_dead_lettere
     await app.stop()
 
 
-async def test_a_redelivered_proposal_gets_the_same_verdict(
-    bus: Bus, serde: AvroSerde, settings: Settings, unique: str
-) -> None:
-    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
-    app = await start(events, settings)
-    verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
+async def _identity_step_running(
+    bus: Bus, serde: AvroSerde, unique: str
+) -> tuple[WorkflowCheckpointed, HandoffProposed]:
+    """A workflow whose identity_verification step runs (its checkpoint published), and the proposal that
+    step honestly makes."""
     wf = f"wf-{unique}"
     env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
     cp = make_snapshot({"customer_id": "c-1"}, version=1)
@@ -142,6 +141,17 @@ async def test_a_redelivered_proposal_gets_the_same_verdict(
         snapshot=make_snapshot({"customer_id": "c-1", "identity": IDENTITY}, version=2, parent=cp),
         provenance=_provenance(wf),
     )
+    return checkpoint, proposal
+
+
+async def test_a_redelivered_proposal_gets_the_same_verdict(
+    bus: Bus, serde: AvroSerde, settings: Settings, unique: str
+) -> None:
+    events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
+    app = await start(events, settings)
+    verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
+    checkpoint, proposal = await _identity_step_running(bus, serde, unique)
+    wf, cp = checkpoint.envelope.workflow_id, checkpoint.snapshot
     await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, proposal)
     await verdicts.wait_until(lambda items: any(e.envelope.workflow_id == wf for e in items))
     # the workflow moves on, then the old proposal is redelivered: its verdict must not change
@@ -165,24 +175,8 @@ async def test_an_agent_reusing_a_genuine_proposals_id_does_not_get_its_verdict_
     events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
     app = await start(events, settings)
     verdicts = await _listen(events, topics.HANDOFF_VERDICTS, f"verdicts.{unique}")
-    wf = f"wf-{unique}"
-    env = Envelope(workflow_id=wf, tenant_id="t1", producer="test")
-    cp = make_snapshot({"customer_id": "c-1"}, version=1)
-    checkpoint = WorkflowCheckpointed(
-        envelope=env,
-        workflow_type="customer_onboarding",
-        state="running",
-        next_agent="identity_verification",
-        snapshot=cp,
-    )
-    await events_as("supervisor", bus, serde=serde).publish(topics.CHECKPOINTS, checkpoint)
-    genuine = HandoffProposed(
-        envelope=env.model_copy(update={"event_id": f"p-{unique}"}),
-        from_agent="identity_verification",
-        to_agent="document_verification",
-        snapshot=make_snapshot({"customer_id": "c-1", "identity": IDENTITY}, version=2, parent=cp),
-        provenance=_provenance(wf),
-    )
+    _checkpoint, genuine = await _identity_step_running(bus, serde, unique)
+    wf = genuine.envelope.workflow_id
     impostor = genuine.model_copy(update={"from_agent": "compliance_check"})
     await events_as("agent:compliance_check", bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, impostor)
     await events_as(PROPOSER, bus, serde=serde).publish(topics.HANDOFF_PROPOSALS, genuine)
