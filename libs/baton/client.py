@@ -76,14 +76,21 @@ class BatonClient:
         """
         queue: asyncio.Queue[tuple[Outcome, asyncio.Future[None]]] = asyncio.Queue(maxsize=1)
         seen: OrderedDict[str, None] = OrderedDict()
+        closed = False
 
         async def on_outcome(event: Event, record: BusRecord) -> None:
             if not isinstance(event, WorkflowCompleted | WorkflowHalted | WorkflowEscalated):
                 return
             if event.envelope.event_id in seen:
                 return
+            if closed:
+                raise RetryLaterError("the caller stopped taking outcomes")
             taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            # Outcomes of different workflows are handed over concurrently and wait here for their turn.
             await queue.put((event, taken))
+            if closed and not taken.done():
+                # Queued only after the caller stopped (its drain made room): nobody will take it.
+                taken.set_exception(RetryLaterError("the caller stopped before taking this outcome"))
             await taken  # raises when the caller stopped without finishing with it: not committed
             seen[event.envelope.event_id] = None
             while len(seen) > _SEEN_CAPACITY:
@@ -99,6 +106,7 @@ class BatonClient:
                 pending.set_result(None)
                 pending = None
         finally:
+            closed = True
             if pending is not None and not pending.done():
                 pending.set_exception(RetryLaterError("the caller stopped before finishing with this outcome"))
             while not queue.empty():

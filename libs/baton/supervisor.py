@@ -515,21 +515,24 @@ class Supervisor:
                 return Outcome("halted", code, f"budget exceeded: {detail}; escalated to {spec.escalation.queue}")
         return None
 
+    def wall_clock_halt(self, workflow_id: str, now: float) -> Transition | None:
+        """The halt of a held workflow past its wall-clock budget (commit it), or None while it is within."""
+        held = self.states.get(workflow_id)
+        if held is None or held.pending_outcome is not None:
+            return None  # not held, or decided already: finishing it is owed, not a new decision
+        spec = self.workflows[held.workflow_type]
+        if now - held.started_at <= spec.budgets.wall_clock_s:
+            return None
+        outcome = Outcome(
+            "halted",
+            "BUDGET_WALL_CLOCK",
+            f"no outcome within {spec.budgets.wall_clock_s:.0f}s; escalated to {spec.escalation.queue}",
+        )
+        return self._finish(held.copy(), outcome)
+
     def check_wall_clock(self, now: float) -> list[Transition]:
         """Halts of running workflows past their wall-clock budget (called periodically; commit each)."""
-        out: list[Transition] = []
-        for held in self.states.values():
-            if held.pending_outcome is not None:
-                continue  # decided already; finishing it is owed, not a new decision
-            spec = self.workflows[held.workflow_type]
-            if now - held.started_at > spec.budgets.wall_clock_s:
-                outcome = Outcome(
-                    "halted",
-                    "BUDGET_WALL_CLOCK",
-                    f"no outcome within {spec.budgets.wall_clock_s:.0f}s; escalated to {spec.escalation.queue}",
-                )
-                out.append(self._finish(held.copy(), outcome))
-        return out
+        return [t for wf in list(self.states) if (t := self.wall_clock_halt(wf, now)) is not None]
 
     def _advance(self, state: WorkflowState, *effects: Effect) -> Transition:
         state.seq += 1

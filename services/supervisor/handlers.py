@@ -25,6 +25,7 @@ from baton.contracts.models import (
 from baton.contracts.serde import DecodeError
 from baton.identity import AuthenticationError
 from baton.messaging import EventBus, RejectedEvent, unauthorized
+from baton.runtime import KeyedLocks
 from baton.supervisor import (
     Effect,
     Outcome,
@@ -45,8 +46,10 @@ _RETRY_AFTER_FAILED_PUBLISH_S = 0.5
 class SupervisorHandlers:
     """Publishes what the state machine decides; restores the workflows of the partitions it is assigned.
 
-    Every change of the held state (an event, a wall-clock halt, a due retry) runs under one lock, so
-    two of them never decide from the same state.
+    Every change of a workflow's held state (an event, a wall-clock halt, a due retry) runs under that
+    workflow's lock, so two of them never decide from the same state; different workflows proceed
+    concurrently (the bus hands over different workflows' events at once), which is what lets their
+    publishes share the producer's requests.
     """
 
     def __init__(
@@ -62,7 +65,7 @@ class SupervisorHandlers:
         self._moved_at: dict[str, float] = {}  # when each held workflow last changed or was nudged
         self.supervisor = supervisor
         self._clock = clock
-        self._lock = asyncio.Lock()
+        self._locks = KeyedLocks()
         self._partition_of: dict[str, int] = {}
         self._retries: list[tuple[float, str]] = []  # (due, workflow id), a heap
         self._retry_wake = asyncio.Event()
@@ -125,23 +128,29 @@ class SupervisorHandlers:
         partitions = {p for _t, p in assigned}
         if not partitions:
             return
-        async with self._lock:
-            try:
-                await self._events.bus.replay([topics.CHECKPOINTS], self.restore, partitions=partitions)
-            except BaseException:
-                # Not restored whole: hold none of it, the bus retries the assignment.
-                self._forget_partitions(partitions)
-                raise
-            owed = await self._resume(partitions)
+        # No record of these partitions reaches on_event before this returns, and the sweep and the
+        # retry loop only act on workflows already held, so the restore needs no workflow's lock.
+        try:
+            await self._events.bus.replay([topics.CHECKPOINTS], self.restore, partitions=partitions)
+        except BaseException:
+            # Not restored whole: hold none of it, the bus retries the assignment.
+            self._forget_partitions(partitions)
+            raise
+        owed = await self._resume(partitions)
         log.info("partitions %s assigned: %d workflows running, %d steps re-issued", sorted(partitions), owed, owed)
 
     async def on_revoke(self, revoked: frozenset[tuple[str, int]]) -> None:
         """Forget the workflows of partitions another replica now owns: only the owner acts on a workflow."""
-        async with self._lock:
-            self._forget_partitions({p for _t, p in revoked})
+        partitions = {p for _t, p in revoked}
+        gone = [wf for wf, p in self._partition_of.items() if p in partitions]
+        for wf in gone:
+            # Waits for a retry or a sweep in hand on that workflow: it must not hold it again afterwards.
+            async with self._locks.hold(wf):
+                self._forget_partitions(partitions, only={wf})
+        self._forget_partitions(partitions)
 
-    def _forget_partitions(self, partitions: Collection[int]) -> None:
-        gone = {wf for wf, p in self._partition_of.items() if p in partitions}
+    def _forget_partitions(self, partitions: Collection[int], *, only: Collection[str] | None = None) -> None:
+        gone = {wf for wf, p in self._partition_of.items() if p in partitions and (only is None or wf in only)}
         self.supervisor.forget(gone)
         for wf in gone:
             del self._partition_of[wf]
@@ -165,8 +174,8 @@ class SupervisorHandlers:
     # -- events ------------------------------------------------------------------------------------
 
     async def on_event(self, event: Event, record: BusRecord) -> None:
-        async with self._lock:
-            wf = event.envelope.workflow_id
+        wf = event.envelope.workflow_id
+        async with self._locks.hold(wf):
             try:
                 transition = self.supervisor.handle(event, self._clock())
             except UnknownWorkflowError as exc:
@@ -196,20 +205,23 @@ class SupervisorHandlers:
     async def sweep(self) -> None:
         """Halt owned workflows past their wall-clock budget, and nudge those that stopped moving.
 
-        Each workflow on its own: one that fails (a publish not acknowledged) is tried next sweep and
-        does not hold up the others.
+        Each workflow on its own, under its lock: one that fails (a publish not acknowledged) is tried
+        next sweep and does not hold up the others.
         """
-        async with self._lock:
-            now = self._clock()
-            for transition in self.supervisor.check_wall_clock(now):
-                try:
-                    await self._apply(transition, None)
-                except Exception:
-                    assert transition.state is not None
-                    log.exception("wall-clock halt of %s not published; next sweep", transition.state.workflow_id)
-            for state in list(self.supervisor.states.values()):
-                wf = state.workflow_id
-                if state.retry_at is not None or now - self._moved_at.setdefault(wf, now) < self._stall_after_s:
+        now = self._clock()
+        for wf in list(self.supervisor.states):
+            if self.supervisor.wall_clock_halt(wf, now) is None and not self._stalled(wf, now):
+                continue  # the common case, decided without taking the lock
+            async with self._locks.hold(wf):
+                transition = self.supervisor.wall_clock_halt(wf, now)  # again: it may have moved meanwhile
+                if transition is not None:
+                    try:
+                        await self._apply(transition, None)
+                    except Exception:
+                        log.exception("wall-clock halt of %s not published; next sweep", wf)
+                    continue
+                state = self.supervisor.states.get(wf)
+                if state is None or not self._stalled(wf, now):
                     continue
                 # Nothing came back for what it waits on: a message was lost somewhere. Asking again is
                 # safe (the agent's ledger replays a finished step's events, the validator its verdict,
@@ -227,13 +239,20 @@ class SupervisorHandlers:
                 except Exception:
                     log.exception("nudge of %s not published; next sweep", wf)
 
+    def _stalled(self, workflow_id: str, now: float) -> bool:
+        """Held, not waiting for a delayed retry, and unchanged for stall_after_s."""
+        state = self.supervisor.states.get(workflow_id)
+        if state is None or state.retry_at is not None:
+            return False
+        return now - self._moved_at.setdefault(workflow_id, now) >= self._stall_after_s
+
     async def run_retries(self) -> None:
         """Issue delayed retries when due; one whose publish fails is tried again, never dropped."""
         while True:
             now = self._clock()
             while self._retries and self._retries[0][0] <= now:
                 _due, wf = heapq.heappop(self._retries)
-                async with self._lock:
+                async with self._locks.hold(wf):
                     held = self.supervisor.states.get(wf)
                     if held is None or held.retry_at is None or held.retry_at > now:
                         continue  # moved on, finished, revoked, or rescheduled later

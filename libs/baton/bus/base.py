@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -74,6 +75,106 @@ class BusRecord:
 Handler = Callable[[BusRecord], Awaitable[None]]
 BatchHandler = Callable[[Sequence[BusRecord]], Awaitable[None]]
 PartitionsCallback = Callable[[frozenset[tuple[str, int]]], Awaitable[None]]
+
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class Handled:
+    """What became of one poll's records after handle_by_key.
+
+    commit: per partition, the offset to commit (every record before it was handled); absent when the
+    partition's first record was not. reread: per partition, the first offset not handled (a failure,
+    or a stop between two records), from where the partition is read again. failed: a handler raised.
+    """
+
+    commit: dict[TopicPartition, int] = field(default_factory=dict)
+    reread: dict[TopicPartition, int] = field(default_factory=dict)
+    failed: bool = False
+
+
+def lanes_of(records: Sequence[BusRecord]) -> list[list[BusRecord]]:
+    """The records grouped into lanes: one per key (a workflow's events, on every topic, in one lane, each
+    partition's in offset order); a keyless partition's records form one lane."""
+    lanes: dict[tuple[bytes, str, int] | bytes, list[BusRecord]] = {}
+    for record in records:
+        lane = record.key if record.key is not None else (b"", record.topic, record.partition)
+        lanes.setdefault(lane, []).append(record)
+    return list(lanes.values())
+
+
+class KeyLanes:
+    """Handles one poll's records at a time: records of one key in order, different keys concurrently.
+
+    Each handler still awaits what it publishes, so a state change still follows its acknowledgements;
+    what overlaps is the waiting, which the producer turns into batched requests. A lane stops at a
+    failed record (the key's later records wait for it) and when stopping() turns true between two
+    records (a revocation or stop: hand over now). Offsets are committed only up to the first record of
+    each partition not handled. Records handled after that one are remembered (a bounded number), so
+    when the partition is read again from the failed record they are not handled a second time: their
+    effects were acknowledged already. Past the bound, or after forget(), they are handled again, which
+    idempotent handlers allow.
+    """
+
+    def __init__(self, handler: Handler, log: logging.Logger, *, remember: int = 10_000) -> None:
+        self._handler = handler
+        self._log = log
+        self._remember = remember
+        self._done: dict[TopicPartition, set[int]] = {}
+
+    def forget(self, partitions: Collection[TopicPartition] | None = None) -> None:
+        """Drop what is remembered of these partitions (all when None), e.g. when they are revoked."""
+        if partitions is None:
+            self._done.clear()
+        for tp in partitions or ():
+            self._done.pop(tp, None)
+
+    async def handle(self, records: Sequence[BusRecord], *, stopping: Callable[[], bool]) -> Handled:
+        """Handle records (one poll's, each partition's in offset order); what to commit and re-read."""
+        done: set[tuple[str, int, int]] = set()
+        failed = False
+
+        async def run(lane: list[BusRecord]) -> None:
+            nonlocal failed
+            for record in lane:
+                if stopping():
+                    return
+                try:
+                    await self._handler(record)
+                except Exception as exc:
+                    # Handlers dead-letter what they cannot process; an exception here is an outage (the
+                    # bus cannot acknowledge, the registry is down): re-read from this record later.
+                    where = f"handler failed on {record.topic}/{record.partition}@{record.offset}"
+                    log_handler_failure(self._log, where, exc)
+                    failed = True
+                    return
+                done.add((record.topic, record.partition, record.offset))
+
+        todo = [r for r in records if r.offset not in self._done.get((r.topic, r.partition), ())]
+        lanes = lanes_of(todo)
+        if len(lanes) == 1:
+            await run(lanes[0])
+        elif lanes:
+            await asyncio.gather(*(run(lane) for lane in lanes))
+        result = Handled(failed=failed)
+        by_partition: dict[TopicPartition, list[int]] = {}
+        for record in records:
+            by_partition.setdefault((record.topic, record.partition), []).append(record.offset)
+        for tp, offsets in by_partition.items():
+            offsets.sort()
+            handled = self._done.get(tp, set()) | {o for o in offsets if (tp[0], tp[1], o) in done}
+            first_missing = next((o for o in offsets if o not in handled), None)
+            if first_missing is None:
+                result.commit[tp] = offsets[-1] + 1
+                self._done.pop(tp, None)
+                continue
+            if first_missing > offsets[0]:
+                result.commit[tp] = first_missing
+            result.reread[tp] = first_missing
+            ahead = {o for o in handled if o > first_missing}
+            self._done[tp] = ahead if len(ahead) <= self._remember else set()
+        return result
 
 
 class Backoff:
@@ -197,10 +298,14 @@ class Bus(Protocol):
         *,
         group_id: str | None,
         handler: Handler,
-        max_records: int = 100,
+        max_records: int = 500,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
     ) -> Subscription:
-        """Consume as a member of group_id (None: every partition from the start); a failed record is retried."""
+        """Consume as a member of group_id (None: every partition from the start); a failed record is retried.
+
+        Up to max_records per poll: one key's records in order, different keys concurrently (see
+        handle_by_key); each partition is committed up to its first record not yet handled.
+        """
         ...

@@ -16,15 +16,14 @@ from baton.bus.base import (
     BusRecord,
     Handler,
     Headers,
+    KeyLanes,
     LoopHealth,
     PartitionsCallback,
+    TopicPartition,
     check_message_size,
-    log_handler_failure,
 )
 
 log = logging.getLogger(__name__)
-
-TopicPartition = tuple[str, int]
 
 # An idle member still wakes this often, so its last_poll shows it is alive.
 _IDLE_WAIT_S = 1.0
@@ -70,6 +69,7 @@ class EmbeddedSubscription:
         self.topics = tuple(topics)
         self.group_id = group_id
         self._handler = handler
+        self._lanes = KeyLanes(handler, log) if handler is not None else None
         self._batch_handler = batch_handler
         self._max_records = max_records
         self._on_assign = on_assign
@@ -175,6 +175,8 @@ class EmbeddedSubscription:
         finally:
             for tp in partitions:
                 self._positions.pop(tp, None)
+            if self._lanes is not None:
+                self._lanes.forget(partitions)
             self._bus.release(self.group_id, partitions, self)
 
     def _readable(self) -> list[TopicPartition]:
@@ -193,39 +195,36 @@ class EmbeddedSubscription:
             for tp in self._owned:
                 self._positions[tp] = self._bus.committed(self.group_id, tp)
 
-    async def _step(self) -> tuple[bool, bool]:
-        """One record of each readable partition; returns (read anything, a handler failed)."""
-        assert self._handler is not None
-        read = failed = False
-        for tp in self._readable():
-            if self._closing or self._owned - self._assigned:
-                break
-            log_ = self._bus.log_of(tp)
+    def _take(self) -> tuple[list[BusRecord], dict[TopicPartition, int]]:
+        """Up to max_records unread records, shared out across the readable partitions; and where each ends."""
+        readable = self._readable()
+        batch: list[BusRecord] = []
+        ends: dict[TopicPartition, int] = {}
+        share = max(1, -(-self._max_records // max(1, len(readable))))
+        for tp in readable:
             pos = self._positions[tp]
-            if pos >= len(log_):
-                continue
-            read = True
-            try:
-                await self._handler(log_[pos])
-            except Exception as exc:
-                # As on Kafka: an outage, not a bad message; re-read this offset after a backoff.
-                log_handler_failure(log, f"handler failed on {tp[0]}/{tp[1]}@{pos}", exc)
-                failed = True
-                continue
-            self._commit(tp, pos + 1)
-        return read, failed
+            take = self._bus.log_of(tp)[pos : pos + min(share, self._max_records - len(batch))]
+            if take:
+                batch.extend(take)
+                ends[tp] = pos + len(take)
+        return batch, ends
+
+    async def _step(self) -> tuple[bool, bool]:
+        """One poll: records of one key in order, different keys concurrently; returns (read anything, a
+        handler failed)."""
+        assert self._lanes is not None
+        batch, _ends = self._take()
+        if not batch:
+            return False, False
+        handled = await self._lanes.handle(batch, stopping=lambda: self._closing or bool(self._owned - self._assigned))
+        for tp, offset in handled.commit.items():
+            self._commit(tp, offset)
+        return True, handled.failed
 
     async def _step_batch(self) -> tuple[bool, bool]:
         """Up to max_records across readable partitions, handed over at once; committed after the handler."""
         assert self._batch_handler is not None
-        batch: list[BusRecord] = []
-        ends: dict[TopicPartition, int] = {}
-        for tp in self._readable():
-            pos = self._positions[tp]
-            take = self._bus.log_of(tp)[pos : pos + self._max_records - len(batch)]
-            if take:
-                batch.extend(take)
-                ends[tp] = pos + len(take)
+        batch, ends = self._take()
         if not batch:
             return False, False
         try:
@@ -402,12 +401,12 @@ class EmbeddedBus:
         *,
         group_id: str | None,
         handler: Handler,
-        max_records: int = 100,
+        max_records: int = 500,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
     ) -> EmbeddedSubscription:
-        # max_records bounds a Kafka poll; this bus hands over one record of each partition per round.
+        # As on Kafka: up to max_records per round, shared out across the partitions, handled by key.
         return self._join(
             EmbeddedSubscription(
                 self,

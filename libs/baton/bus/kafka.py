@@ -27,19 +27,19 @@ from baton.bus.base import (
     BusUnavailableError,
     Handler,
     Headers,
+    KeyLanes,
     LoopHealth,
     MessageTooLargeError,
     PartitionsCallback,
     check_message_size,
-    log_handler_failure,
 )
 
 log = logging.getLogger(__name__)
 
 _POLL_TIMEOUT_MS = 200
 # A member that does not poll for this long is taken out of the group (aiokafka leaves it). Handling
-# one poll's records (at most max_records) must fit in it, hence the small default max_records of
-# subscribe: a slow handler then delays the next poll, it does not trigger a rebalance storm. The
+# one poll's records (at most max_records, different keys concurrently) must fit in it: a slow handler
+# then delays the next poll, it does not trigger a rebalance storm. The
 # rebalance timeout (how long the broker waits for members to re-join) is the same figure, because a
 # member re-joins only after its record in hand finished and on_revoke ran.
 _MAX_POLL_INTERVAL_MS = 300_000
@@ -99,7 +99,7 @@ class KafkaSubscription:
         *,
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
-        max_records: int = 100,
+        max_records: int = 500,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
@@ -123,6 +123,7 @@ class KafkaSubscription:
         self._topics = tuple(topics)
         self._group_id = group_id
         self._handler = handler
+        self._lanes = KeyLanes(handler, log) if handler is not None else None
         self._batch_handler = batch_handler
         self._max_records = max_records
         self._on_assign = on_assign
@@ -202,6 +203,8 @@ class KafkaSubscription:
         self._owned -= mine
         for tp in partitions:
             self._resume_at.pop(tp, None)
+        if self._lanes is not None:
+            self._lanes.forget([(tp.topic, tp.partition) for tp in partitions])
         if not mine or self._on_revoke is None:
             return
         try:
@@ -297,42 +300,23 @@ class KafkaSubscription:
         self._resume_at.update(offsets)
 
     async def _step(self) -> bool:
-        """One poll, handled record by record; returns whether a handler failed."""
+        """One poll: records of one key in order, different keys concurrently; returns whether a handler failed."""
+        assert self._lanes is not None
         revocations, batches = await self._poll()
         async with self._handling:
-            pending = list((await self._mine(revocations, batches)).items())
-            failed = False
-            while pending:
-                tp, messages = pending.pop(0)
-                done, ok = await self._handle_partition(tp, messages)
-                failed = failed or not ok
-                if done is not None:
-                    await self._commit({tp: done})
-                if self._closing or self._revoking:
-                    # Hand over now: the rest of this poll is read again by whoever owns it next.
-                    for rest_tp, rest in pending:
-                        self._put_back(rest_tp, rest[0].offset)
-                    break
-        return failed
-
-    async def _handle_partition(self, tp: TopicPartition, messages: list[Any]) -> tuple[int | None, bool]:
-        """Handle a partition's records in order; returns (offset to commit next, all handled)."""
-        assert self._handler is not None
-        next_offset: int | None = None
-        for msg in messages:
-            if self._closing or self._revoking:
-                self._put_back(tp, msg.offset)
-                break
-            try:
-                await self._handler(_record(msg))
-            except Exception as exc:
-                # Handlers dead-letter what they cannot process; an exception here is an outage
-                # (e.g. the bus itself is down): do not commit, re-read from this message later.
-                log_handler_failure(log, f"handler failed on {tp.topic}/{tp.partition}@{msg.offset}", exc)
-                self._put_back(tp, msg.offset)
-                return next_offset, False
-            next_offset = msg.offset + 1
-        return next_offset, True
+            mine = await self._mine(revocations, batches)
+            if not mine:
+                return False
+            handled = await self._lanes.handle(
+                [_record(m) for messages in mine.values() for m in messages],
+                stopping=lambda: self._closing or self._revoking,
+            )
+            if handled.commit:
+                await self._commit({TopicPartition(t, p): offset for (t, p), offset in handled.commit.items()})
+            for (t, p), offset in handled.reread.items():
+                # Not handled (a failure, or a hand-over): read again from here, by this member or the next owner.
+                self._put_back(TopicPartition(t, p), offset)
+        return handled.failed
 
     async def _step_batch(self) -> bool:
         """One poll, handed to the batch handler at once; returns whether it failed."""
@@ -376,8 +360,11 @@ class KafkaSubscription:
 class KafkaBus:
     """Bus on a Kafka-protocol broker."""
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str = "baton", partitions: int = 4) -> None:
+    def __init__(
+        self, bootstrap_servers: str, *, client_id: str = "baton", partitions: int = 4, linger_ms: int = 0
+    ) -> None:
         self._bootstrap = bootstrap_servers
+        self._linger_ms = linger_ms
         self._client_id = client_id
         self.default_partitions = partitions
         self._producer: AIOKafkaProducer | None = None
@@ -391,7 +378,7 @@ class KafkaBus:
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=2,
+            linger_ms=self._linger_ms,
             max_request_size=MAX_MESSAGE_BYTES,
         )
         await self._producer.start()
@@ -536,7 +523,7 @@ class KafkaBus:
         *,
         group_id: str | None,
         handler: Handler,
-        max_records: int = 100,
+        max_records: int = 500,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
