@@ -42,6 +42,7 @@ class MeshRun:
 
 def seed_world(path: Path, workflows: int) -> World:
     """A world with a customer and a ticket for every workflow."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     world = World(path)
     world.seed(customers=max(300, workflows), seed=7)
     return world

@@ -145,12 +145,12 @@ def _n(value: float, unit: str) -> str:
     if unit == "x":
         return f"{value:.3f}x"
     if abs(value) >= 100:
-        return f"{value:,.0f} {unit}"
-    return f"{value:,.2f} {unit}"
+        return f"{value:,.0f} {unit}".strip()
+    return f"{value:,.2f} {unit}".strip()
 
 
 def _side(series: Any, unit: str) -> str:
-    return f"{_n(series.median, unit)} ({_n(series.min, '')}-{_n(series.max, '')})".replace(" )", ")")
+    return f"{_n(series.median, unit)} ({_n(series.min, '')}-{_n(series.max, '')})"
 
 
 def markdown(report: BenchReport, plots: list[str]) -> str:
@@ -186,8 +186,8 @@ def markdown(report: BenchReport, plots: list[str]) -> str:
             "## Handoff latency against load (Kafka, every service a process; "
             f"maximum {report.max_workflows_per_s:,.1f} workflows/s)",
             "",
-            "Proposal to verdict, by the two producers' clocks (millisecond resolution). The top row is the "
-            "closed-loop runs (every workflow submitted at once: the maximum load).",
+            "Proposal to verdict, by the two producers' clocks (millisecond resolution). The highest load is "
+            "the closed-loop runs (every workflow submitted at once: the maximum), the others offered steadily.",
             "",
             "| offered workflows/s | achieved | workflows | p50 ms | p99 ms | max ms |",
             "|---|---|---|---|---|---|",

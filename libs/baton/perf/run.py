@@ -64,6 +64,7 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
         return cmp
 
     ferret = start_ferretdb()
+    (work / "kafka").mkdir()
     broker = start_broker(work / "kafka")
     report.machine.update(kafka=broker.version, ferretdb=ferret.version)
     try:
