@@ -370,11 +370,14 @@ def outcomes(
 def bench(
     quick: Annotated[bool, typer.Option(help="small sizes for development (still 3 alternating repetitions)")] = False,
     out: Annotated[Path, typer.Option(help="directory for report.md, report.json and the plots")] = Path("bench"),
+    memory_marks: Annotated[
+        str, typer.Option(help="workflow counts at which to sample each service's RSS (default: by mode)")
+    ] = "",
 ) -> None:
     """Start Kafka and FerretDB, measure every figure against a baseline run alongside, write the report."""
     from baton.perf.run import run_bench
 
-    run_bench(out, quick=quick)
+    run_bench(out, quick=quick, memory_marks=tuple(int(m) for m in memory_marks.split(",") if m.strip()))
 
 
 @app.command("soak")
