@@ -54,9 +54,12 @@ soak: deps ## memory soak: RSS of the supervisor, the validator and the auditor 
 	$(BIN)/baton soak handoff-validator --workflows 100000 --report-at 10000,100000 | tee -a reports/memory.txt
 	$(BIN)/baton soak auditor --workflows 100000 --report-at 10000,100000 | tee -a reports/memory.txt
 
-bench: deps ## performance figures as ratios against baselines measured in the same run -> reports/bench.md
-	@mkdir -p reports
-	$(BIN)/baton bench | tee reports/bench.md
+$(VENV)/.bench-extra: pyproject.toml $(BIN)/baton
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@
+
+bench: deps kafka ferretdb $(VENV)/.bench-extra ## starts Kafka + FerretDB, every figure against a baseline run alongside -> bench/report.md (BENCH_ARGS=--quick: small sizes)
+	$(BIN)/baton bench --out bench $(BENCH_ARGS)
 
 deploy: deps ## regenerate docker-compose.yml and deploy/k8s from the workflow declarations
 	$(BIN)/python deploy/generate.py

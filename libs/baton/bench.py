@@ -1,16 +1,10 @@
-"""`make bench`: what Baton's layers cost, each as a ratio against a baseline measured in the same run.
-
-Timings alternate A and B and report medians of several repetitions, so a noisy shared machine
-moves both sides alike; no test asserts a timing.
-"""
+"""What signing costs: Ed25519 per event on both sides, against encoding and decoding alone (one figure of
+`make bench`, see baton.perf)."""
 
 from __future__ import annotations
 
-import asyncio
-import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from baton import identity, topics
 from baton.bus.base import BusRecord
@@ -21,48 +15,7 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.identity import TrustDomain
 from baton.messaging import EventBus, unauthorized
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One figure: Baton's rate against its baseline's, both in operations per second (medians)."""
-
-    what: str
-    baton_per_s: float
-    baseline_per_s: float
-    baseline: str
-
-    @property
-    def ratio(self) -> float:
-        return self.baton_per_s / self.baseline_per_s
-
-    def row(self) -> str:
-        return (
-            f"| {self.what} | {self.baton_per_s:,.0f} /s | {self.baseline}: {self.baseline_per_s:,.0f} /s "
-            f"| {self.ratio:.2f}x |"
-        )
-
-
-async def _rate(n: int, one: Callable[[int], Awaitable[None]]) -> float:
-    started = time.perf_counter()
-    for i in range(n):
-        await one(i)
-    return n / (time.perf_counter() - started)
-
-
-async def _compare(
-    what: str,
-    baseline: str,
-    n: int,
-    reps: int,
-    a: Callable[[int], Awaitable[None]],
-    b: Callable[[int], Awaitable[None]],
-) -> Comparison:
-    baton, base = [], []
-    for _ in range(reps):
-        baton.append(await _rate(n, a))
-        base.append(await _rate(n, b))
-    return Comparison(what, statistics.median(baton), statistics.median(base), baseline)
+from baton.perf.stats import Comparison, alternate
 
 
 async def signing_cost(*, events: int = 5_000, reps: int = 3) -> list[Comparison]:
@@ -116,23 +69,18 @@ async def signing_cost(*, events: int = 5_000, reps: int = 3) -> list[Comparison
     async def decode(i: int) -> None:
         await serde.decode(records[i].value)
 
+    def rate(one: Callable[[int], Awaitable[None]]) -> Callable[[int], Awaitable[float]]:
+        async def run(_rep: int) -> float:
+            started = time.perf_counter()
+            for i in range(events):
+                await one(i)
+            return events / (time.perf_counter() - started)
+
+        return run
+
+    sign = Comparison("signing", "encode + sign a 2 KB proposal", "encode only", "events/s", True)
+    verify = Comparison("verifying", "verify + authorize + decode a 2 KB proposal", "decode only", "events/s", True)
     return [
-        await _compare("encode + sign a 2 KB proposal", "encode only", events, reps, encode_and_sign, encode),
-        await _compare(
-            "verify + authorize + decode a 2 KB proposal", "decode only", events, reps, verify_and_decode, decode
-        ),
+        await alternate(sign, reps, rate(encode_and_sign), rate(encode)),
+        await alternate(verify, reps, rate(verify_and_decode), rate(decode)),
     ]
-
-
-def report(comparisons: list[Comparison]) -> str:
-    rows = ["| what | Baton | baseline | ratio |", "|---|---|---|---|", *(c.row() for c in comparisons)]
-    return "\n".join(rows)
-
-
-def run_all(*, events: int, reps: int) -> str:
-    """Every benchmark, as the Markdown report `make bench` writes."""
-    figures = asyncio.run(signing_cost(events=events, reps=reps))
-    return (
-        f"## Authenticated events (Ed25519 per event)\n\nMedians of {reps} alternating runs of {events:,} events, "
-        "in one process, on records in memory.\n\n" + report(figures) + "\n"
-    )

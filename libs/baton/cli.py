@@ -368,13 +368,16 @@ def outcomes(
 
 @app.command("bench")
 def bench(
-    events: Annotated[int, typer.Option(help="events per run")] = 5_000,
-    reps: Annotated[int, typer.Option(help="alternating repetitions (medians are reported)")] = 3,
+    quick: Annotated[bool, typer.Option(help="small sizes for development (still 3 alternating repetitions)")] = False,
+    out: Annotated[Path, typer.Option(help="directory for report.md, report.json and the plots")] = Path("bench"),
+    memory_marks: Annotated[
+        str, typer.Option(help="workflow counts at which to sample each service's RSS (default: by mode)")
+    ] = "",
 ) -> None:
-    """Measure what Baton's layers cost as ratios against baselines run alongside; print a Markdown report."""
-    from baton.bench import run_all
+    """Start Kafka and FerretDB, measure every figure against a baseline run alongside, write the report."""
+    from baton.perf.run import run_bench
 
-    typer.echo(run_all(events=events, reps=reps))
+    run_bench(out, quick=quick, memory_marks=tuple(int(m) for m in memory_marks.split(",") if m.strip()))
 
 
 @app.command("soak")

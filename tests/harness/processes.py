@@ -1,55 +1,5 @@
-"""Baton services as separate OS processes (`python -m baton run ...`), for end-to-end tests."""
+"""The service-process launcher lives in baton.testbed (shared with `make bench`); tests import it from here too."""
 
-from __future__ import annotations
+from baton.testbed.processes import ServiceProcesses
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-
-
-@dataclass
-class ServiceProcesses:
-    """Starts, kills and stops service processes; their output goes to files under logdir."""
-
-    env: Mapping[str, str]
-    logdir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.logdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "baton", "run", *args],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs[name] = proc
-        return proc
-
-    def kill(self, name: str) -> None:
-        """SIGKILL: no shutdown hook runs, nothing is committed."""
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
-
-    def dead(self) -> list[str]:
-        """Names of processes that exited on their own, with their exit codes."""
-        return [f"{n} (exit {p.returncode})" for n, p in self.procs.items() if p.poll() is not None]
-
-    def tail(self, name: str, lines: int = 30) -> str:
-        path = self.logdir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+__all__ = ["ServiceProcesses"]
