@@ -66,7 +66,8 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
         handlers.view.advance(record.partition, record.offset + 1)
 
     # Every replica reads every running workflow's checkpoint (no group), so any replica can judge any proposal.
-    checkpoints = await events.bus.subscribe([topics.CHECKPOINTS], group_id=None, handler=feed)
+    # In offset order (not by key): the feed's position says every checkpoint before it was applied.
+    checkpoints = await events.bus.subscribe([topics.CHECKPOINTS], group_id=None, handler=feed, by_key=False)
     proposals, _ = await consume(
         events, [topics.HANDOFF_PROPOSALS], group_id=topics.GROUP_HANDOFF_VALIDATOR, handler=handlers.on_proposal
     )

@@ -94,12 +94,16 @@ class Handled:
     failed: bool = False
 
 
-def lanes_of(records: Sequence[BusRecord]) -> list[list[BusRecord]]:
+def lanes_of(records: Sequence[BusRecord], *, by_key: bool = True) -> list[list[BusRecord]]:
     """The records grouped into lanes: one per key (a workflow's events, on every topic, in one lane, each
-    partition's in offset order); a keyless partition's records form one lane."""
+    partition's in offset order); a keyless partition's records form one lane. Without by_key, one lane
+    per partition: every record strictly in offset order."""
     lanes: dict[tuple[bytes, str, int] | bytes, list[BusRecord]] = {}
     for record in records:
-        lane = record.key if record.key is not None else (b"", record.topic, record.partition)
+        if by_key and record.key is not None:
+            lane: tuple[bytes, str, int] | bytes = record.key
+        else:
+            lane = (b"", record.topic, record.partition)
         lanes.setdefault(lane, []).append(record)
     return list(lanes.values())
 
@@ -117,8 +121,9 @@ class KeyLanes:
     idempotent handlers allow.
     """
 
-    def __init__(self, handler: Handler, log: logging.Logger, *, remember: int = 10_000) -> None:
+    def __init__(self, handler: Handler, log: logging.Logger, *, by_key: bool = True, remember: int = 10_000) -> None:
         self._handler = handler
+        self._by_key = by_key
         self._log = log
         self._remember = remember
         self._done: dict[TopicPartition, set[int]] = {}
@@ -152,7 +157,7 @@ class KeyLanes:
                 done.add((record.topic, record.partition, record.offset))
 
         todo = [r for r in records if r.offset not in self._done.get((r.topic, r.partition), ())]
-        lanes = lanes_of(todo)
+        lanes = lanes_of(todo, by_key=self._by_key)
         if len(lanes) == 1:
             await run(lanes[0])
         elif lanes:
@@ -302,10 +307,12 @@ class Bus(Protocol):
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+        by_key: bool = True,
     ) -> Subscription:
         """Consume as a member of group_id (None: every partition from the start); a failed record is retried.
 
         Up to max_records per poll: one key's records in order, different keys concurrently (see
-        handle_by_key); each partition is committed up to its first record not yet handled.
+        KeyLanes); each partition is committed up to its first record not yet handled. by_key=False: every
+        partition strictly in offset order (for a reader whose progress is an offset, e.g. a feed).
         """
         ...

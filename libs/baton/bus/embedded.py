@@ -64,12 +64,13 @@ class EmbeddedSubscription:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+        by_key: bool = True,
     ) -> None:
         self._bus = bus
         self.topics = tuple(topics)
         self.group_id = group_id
         self._handler = handler
-        self._lanes = KeyLanes(handler, log) if handler is not None else None
+        self._lanes = KeyLanes(handler, log, by_key=by_key) if handler is not None else None
         self._batch_handler = batch_handler
         self._max_records = max_records
         self._on_assign = on_assign
@@ -405,6 +406,7 @@ class EmbeddedBus:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+        by_key: bool = True,
     ) -> EmbeddedSubscription:
         # As on Kafka: up to max_records per round, shared out across the partitions, handled by key.
         return self._join(
@@ -413,6 +415,7 @@ class EmbeddedBus:
                 topics,
                 group_id,
                 handler=handler,
+                by_key=by_key,
                 max_records=max_records,
                 on_assign=on_assign,
                 on_revoke=on_revoke,

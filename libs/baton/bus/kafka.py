@@ -103,6 +103,7 @@ class KafkaSubscription:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+        by_key: bool = True,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -123,7 +124,7 @@ class KafkaSubscription:
         self._topics = tuple(topics)
         self._group_id = group_id
         self._handler = handler
-        self._lanes = KeyLanes(handler, log) if handler is not None else None
+        self._lanes = KeyLanes(handler, log, by_key=by_key) if handler is not None else None
         self._batch_handler = batch_handler
         self._max_records = max_records
         self._on_assign = on_assign
@@ -527,6 +528,7 @@ class KafkaBus:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+        by_key: bool = True,
     ) -> KafkaSubscription:
         sub = KafkaSubscription(
             self._bootstrap,
@@ -534,6 +536,7 @@ class KafkaBus:
             group_id,
             self._client_id,
             handler=handler,
+            by_key=by_key,
             max_records=max_records,
             on_assign=on_assign,
             on_revoke=on_revoke,
