@@ -3,7 +3,6 @@ exactly-once append with two hash chains, and `verify` catches every kind of tam
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from baton.audit.anchors import StoreAnchorSink
 from baton.audit.chain import Record, record_hash
 from baton.audit.keys import generate_signing_key
 from baton.audit.mongo_store import MongoAuditStore
-from baton.audit.sqlite_store import SqliteAuditStore
+from baton.audit.sqlite_store import SqliteAuditStore, stored_row
 from baton.audit.store import AuditStore
 from baton.audit.verify import verify_store
 from baton.bus.base import BusRecord
@@ -41,8 +40,14 @@ class Tamper:
         if isinstance(self.store, SqliteAuditStore):
             db = sqlite3.connect(self.store.path)
             db.execute("DROP TRIGGER IF EXISTS audit_records_no_update")
-            body = {k: v for k, v in doc.items() if k != "_id"}
-            db.execute("UPDATE audit_records SET doc = ? WHERE record_id = ?", (json.dumps(body), record_id))
+            # Written exactly as the store writes a row: bytes, hash and chain columns agree.
+            row = stored_row(doc | {"_id": record_id})
+            db.execute(
+                'UPDATE audit_records SET topic = ?, partition = ?, "offset" = ?, event_id = ?, workflow_id = ?, '
+                "workflow_seq = ?, doc = ?, hash = ?, workflow_prev_hash = ?, payload_at = ?, payload_end = ? "
+                "WHERE record_id = ?",
+                (*row[1:], record_id),
+            )
             db.commit()
             db.close()
         else:

@@ -40,9 +40,14 @@ def record_id(topic: str, partition: int, offset: int) -> str:
     return f"{topic}/{partition}/{offset}"
 
 
+def record_body(record: Record) -> bytes:
+    """The bytes a record's hash covers: the canonical encoding of every field but hash (and a legacy mac)."""
+    return canonical_bytes({k: v for k, v in record.items() if k not in _UNHASHED})
+
+
 def record_hash(record: Record) -> str:
-    """SHA-256 of the canonical encoding of every field but hash (and a legacy mac)."""
-    return hashlib.sha256(canonical_bytes({k: v for k, v in record.items() if k not in _UNHASHED})).hexdigest()
+    """SHA-256 of record_body."""
+    return hashlib.sha256(record_body(record)).hexdigest()
 
 
 def duplicate_event_id(event_id: str, position: str, attempt: int = 0) -> str:
@@ -155,7 +160,11 @@ def _describe_undecodable(record: BusRecord, error: str) -> Record:
 
 
 class AuditChain:
-    """Links records into both chains; heads must be loaded from the store before appending."""
+    """Links records into both chains; heads must be loaded from the store before appending.
+
+    `workflows` is kept in least-recently-linked order (a dict's insertion order), so the oldest
+    entry is the first to evict.
+    """
 
     def __init__(self) -> None:
         self.partitions: dict[tuple[str, int], Head] = {}
@@ -176,5 +185,6 @@ class AuditChain:
         record["workflow_prev_hash"] = w_head.hash if w_head else None
         record["hash"] = record_hash(record)
         self.partitions[tp] = Head(offset, record["hash"])
+        self.workflows.pop(content["workflow_id"], None)
         self.workflows[content["workflow_id"]] = Head(record["workflow_seq"], record["hash"])
         return record

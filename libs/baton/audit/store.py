@@ -43,6 +43,11 @@ class AuditStore(Protocol):
         """Sequence and hash of the last stored record of each workflow that has one."""
         ...
 
+    def chain_links(self) -> AsyncIterator[list[tuple[str, int, str, str, int]]]:
+        """Pages of (workflow id, workflow sequence, hash, topic, partition) of every record, ordered by
+        workflow and sequence: one streaming pass restores the workflow heads."""
+        ...
+
     async def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids are stored already."""
         ...

@@ -9,13 +9,16 @@ is unauthenticated (forged, re-chained, or newer than the last anchor) and fails
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from baton.audit.anchors import signature_problem
 from baton.audit.chain import Record, record_hash, record_id
+from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.store import AuditStore
 
 _MAX_PROBLEMS = 50
@@ -90,6 +93,38 @@ def check_anchors(
     return claims
 
 
+_PAYLOAD_MARK = b',"payload":'
+_AFTER_PAYLOAD_MARK = b',"producer":'
+
+
+def _fields_of(body: bytes, payload_at: int | None, payload_end: int | None) -> Record | None:
+    """The record's top-level fields but its payload, parsed from its stored canonical bytes; None if
+    they do not parse (then the bytes cannot be what the auditor wrote, which the hash check reports).
+
+    Only the two small parts around the payload are parsed. The split points come from the store and
+    are not trusted: the part before must end with `,"payload":` and the part after start with
+    `,"producer":`, and both must parse as whole JSON objects, which holds only at the top level (a
+    split inside the payload leaves a bracket open or one too many closed), so the fields read are
+    the record's own. Anything else falls back to parsing the whole document.
+    """
+    try:
+        if (
+            payload_at is not None
+            and payload_end is not None
+            and len(_PAYLOAD_MARK) <= payload_at <= payload_end < len(body)
+            and body.startswith(_PAYLOAD_MARK, payload_at - len(_PAYLOAD_MARK))
+            and body.startswith(_AFTER_PAYLOAD_MARK, payload_end)
+        ):
+            head = json.loads(body[: payload_at - len(_PAYLOAD_MARK)] + b"}")
+            tail = json.loads(b"{" + body[payload_end + 1 :])
+            if isinstance(head, dict) and isinstance(tail, dict):
+                return head | tail
+        whole = json.loads(body)
+    except ValueError:
+        return None
+    return whole if isinstance(whole, dict) else None
+
+
 async def verify_store(
     store: AuditStore, public_key: Ed25519PublicKey, *, anchors: Sequence[Record] | None = None
 ) -> VerifyReport:
@@ -134,19 +169,20 @@ async def verify_store(
                 "anchoring them; a running auditor anchors after BATON_AUDITOR_ANCHOR_IDLE_S without traffic)"
             )
 
-    async for doc in store.stream():
+    def check(doc: Record, intact: bool) -> None:
+        nonlocal prev, pending, last_tp
         report.records += 1
-        tp = (doc["topic"], doc["partition"])
+        tp = (doc.get("topic"), doc.get("partition"))
         if tp != last_tp:
             if last_tp is not None and prev is not None:
                 close_partition(last_tp, prev["offset"])
-            last_tp, prev = tp, None
-            pending = dict(claims.pop(tp, {}))
+            last_tp, prev = tp, None  # type: ignore[assignment]
+            pending = dict(claims.pop(tp, {}))  # type: ignore[arg-type]
             report.partitions += 1
         where = _where(doc)
-        if doc.get("_id") not in (None, record_id(tp[0], tp[1], doc["offset"])):
+        if doc.get("_id") not in (None, record_id(tp[0], tp[1], doc["offset"])):  # type: ignore[arg-type]
             report.add(f"{where}: stored under id {doc.get('_id')}, not its position: moved or forged")
-        if record_hash(doc) != doc.get("hash"):
+        if not intact:
             report.add(f"{where}: content does not match its hash: the record was modified after it was written")
         event_digest = hashlib.sha1(str(doc.get("event_id")).encode()).digest()
         if event_digest in seen_ids:
@@ -175,6 +211,37 @@ async def verify_store(
                 "rewritten (re-chained) after it was anchored"
             )
         prev = doc
+
+    fast = isinstance(store, SqliteAuditStore)
+    if isinstance(store, SqliteAuditStore):
+        # The stored bytes are what the hash covers: hash them as they are, parse only the chain fields.
+        async for rows in store.verification_pages():
+            for rid, stored_hash, body, payload_at, payload_end, wf_id, wf_seq, wf_prev in rows:
+                doc: Record | None
+                if stored_hash is None:  # written before the bytes were stored as hashed: the slow way
+                    doc = _fields_of(body, None, None)
+                    intact = doc is not None and record_hash(doc) == doc.get("hash")
+                else:
+                    intact = hashlib.sha256(body).hexdigest() == stored_hash
+                    doc = _fields_of(body, payload_at, payload_end)
+                    if doc is not None:
+                        doc["hash"] = stored_hash
+                if doc is None or not isinstance(doc.get("offset"), int):
+                    report.records += 1
+                    report.add(f"record {rid}: its stored bytes are not an audit record: modified or forged")
+                    continue
+                doc["_id"] = rid
+                # The workflow pass reads these columns: they must say what the hashed bytes say.
+                if (doc.get("workflow_id"), doc.get("workflow_seq"), doc.get("workflow_prev_hash")) != (
+                    wf_id,
+                    wf_seq,
+                    wf_prev,
+                ):
+                    report.add(f"{_where(doc)}: its workflow columns differ from its hashed content: modified")
+                check(doc, intact)
+    else:
+        async for doc in store.stream():
+            check(doc, record_hash(doc) == doc.get("hash"))
     if last_tp is not None and prev is not None:
         close_partition(last_tp, prev["offset"])
     for tp, offsets in sorted(claims.items()):
@@ -183,21 +250,42 @@ async def verify_store(
             f"of this partition is stored: records 0-{max(offsets)} were deleted"
         )
 
-    wf_prev: Record | None = None
-    async for doc in store.stream_by_workflow():
-        if wf_prev is None or wf_prev["workflow_id"] != doc["workflow_id"]:
-            report.workflows += 1
-            if doc.get("workflow_seq") != 1 or doc.get("workflow_prev_hash") is not None:
-                report.add(
-                    f"{_where(doc)}: workflow {doc['workflow_id']} starts at sequence "
-                    f"{doc.get('workflow_seq')}: its first records are missing"
-                )
-        elif doc.get("workflow_seq") != wf_prev["workflow_seq"] + 1:
-            report.add(
-                f"{_where(doc)}: workflow {doc['workflow_id']} jumps from sequence {wf_prev['workflow_seq']} "
-                f"to {doc.get('workflow_seq')}"
+    if fast:
+        assert isinstance(store, SqliteAuditStore)
+        last: tuple[str, int, str | None] | None = None  # workflow id, sequence, hash
+        async for link_rows in store.workflow_link_pages():
+            for rid, event_id, wf_id, wf_seq, wf_prev, wf_hash in link_rows:
+                _link(report, f"record {rid} (event {event_id})", last, wf_id, wf_seq, wf_prev)
+                last = (wf_id, wf_seq, wf_hash)
+    else:
+        previous: tuple[str, int, str | None] | None = None
+        async for doc in store.stream_by_workflow():
+            _link(
+                report,
+                _where(doc),
+                previous,
+                doc["workflow_id"],
+                doc.get("workflow_seq"),
+                doc.get("workflow_prev_hash"),
             )
-        elif doc.get("workflow_prev_hash") != wf_prev.get("hash"):
-            report.add(f"{_where(doc)}: does not link to the workflow's previous record (workflow chain broken)")
-        wf_prev = doc
+            previous = (doc["workflow_id"], doc.get("workflow_seq"), doc.get("hash"))  # type: ignore[assignment]
     return report
+
+
+def _link(
+    report: VerifyReport,
+    where: str,
+    previous: tuple[str, int, str | None] | None,
+    workflow_id: str,
+    seq: Any,
+    prev_hash: str | None,
+) -> None:
+    """Check one record against the one before it in its workflow's chain."""
+    if previous is None or previous[0] != workflow_id:
+        report.workflows += 1
+        if seq != 1 or prev_hash is not None:
+            report.add(f"{where}: workflow {workflow_id} starts at sequence {seq}: its first records are missing")
+    elif seq != previous[1] + 1:
+        report.add(f"{where}: workflow {workflow_id} jumps from sequence {previous[1]} to {seq}")
+    elif prev_hash != previous[2]:
+        report.add(f"{where}: does not link to the workflow's previous record (workflow chain broken)")

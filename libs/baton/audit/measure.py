@@ -1,0 +1,221 @@
+"""Small measurement entry points for `make bench`: the auditor and `verify` against their bare baselines.
+
+Each returns a Rate (items, seconds); only the measured loop is timed (encoding the synthetic events
+and building the baseline documents are not). The store is the caller's, set up and empty for the
+append measurement; the bare baselines write to a scratch collection/table of the same database and
+drop it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from baton import topics
+from baton.audit.anchors import StoreAnchorSink
+from baton.audit.chain import AuditChain, Record, describe, record_id
+from baton.audit.keys import generate_signing_key
+from baton.audit.store import AuditStore
+from baton.audit.verify import VerifyReport, verify_store
+from baton.bus.base import BusRecord
+from baton.context import make_snapshot
+from baton.contracts.models import Envelope, Event, HandoffProposed, StepRequested, TaskRequested
+from baton.contracts.registry import LocalSchemaRegistry
+from baton.contracts.serde import AvroSerde
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How many items a measured loop handled, in how many seconds."""
+
+    items: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _partition(workflow_id: str, partitions: int) -> int:
+    return zlib.crc32(workflow_id.encode()) % partitions
+
+
+async def synthetic_records(
+    n: int, *, workflows: int = 1000, partitions: int = 4, context_bytes: int = 512, serde: AvroSerde | None = None
+) -> list[BusRecord]:
+    """n encoded events (task, step request with a context, handoff) over `workflows` workflows, keyed by
+    workflow over three topics of `partitions` partitions, with consecutive offsets per partition."""
+    serde = serde or AvroSerde(LocalSchemaRegistry())
+    offsets: dict[tuple[str, int], int] = {}
+    out: list[BusRecord] = []
+    step_topic = topics.agent_steps("ticket_lookup")
+    i = 0
+    while len(out) < n:
+        wf = f"wf-{i % workflows}"
+        env = Envelope(workflow_id=wf, tenant_id=f"t{i % 3}", producer="bench", step_seq=i)
+        snap = make_snapshot({"customer_id": f"c-{i}", "notes": "x" * context_bytes}, version=1)
+        kind = (i // workflows) % 3
+        event: Event
+        if kind == 0:
+            topic, event = (
+                topics.TASKS,
+                TaskRequested(envelope=env, workflow_type="support_refund", input_json="{}", requested_by="bench"),
+            )
+        elif kind == 1:
+            topic, event = step_topic, StepRequested(envelope=env, agent="ticket_lookup", attempt=1, snapshot=snap)
+        else:
+            topic = topics.HANDOFF_PROPOSALS
+            event = HandoffProposed(envelope=env, from_agent="ticket_lookup", to_agent="refund", snapshot=snap)
+        p = _partition(wf, partitions)
+        offset = offsets.get((topic, p), 0)
+        offsets[(topic, p)] = offset + 1
+        out.append(BusRecord(topic, p, offset, wf.encode(), await serde.encode(event)))
+        i += 1
+    return out
+
+
+async def audit_documents(records: Sequence[BusRecord], serde: AvroSerde | None = None) -> list[Record]:
+    """The documents the auditor stores for these records (decoded, described, chained), built without a store."""
+    serde = serde or AvroSerde(LocalSchemaRegistry())
+    chain = AuditChain()
+    docs: list[Record] = []
+    for r in records:
+        content = describe(r, await serde.decode(r.value), None)
+        linked = chain.link(content, duplicate_of=None)
+        linked["_id"] = record_id(r.topic, r.partition, r.offset)
+        docs.append(linked)
+    return docs
+
+
+async def auditor_append_rate(
+    store: AuditStore,
+    n: int,
+    *,
+    batch_size: int = 2000,
+    workflows: int = 1000,
+    partitions: int = 4,
+    signing_key: Ed25519PrivateKey | None = None,
+) -> Rate:
+    """The auditor's handler appending n synthetic events in batches of batch_size to a set-up, empty store
+    (anchors signed with signing_key, so verify_rate can check the store afterwards)."""
+    from services.auditor.handlers import AuditorHandlers
+
+    serde = AvroSerde(LocalSchemaRegistry())
+    records = await synthetic_records(n, workflows=workflows, partitions=partitions, serde=serde)
+    handlers = AuditorHandlers(
+        store,
+        serde,
+        signing_key=signing_key or generate_signing_key(),
+        anchor_every=1000,
+        auditor_id="bench",
+        sinks=[StoreAnchorSink(store)],
+    )
+    started = time.perf_counter()
+    for i in range(0, len(records), batch_size):
+        await handlers.on_batch(records[i : i + batch_size])
+    await handlers.anchor()
+    seconds = time.perf_counter() - started
+    if handlers.appended != n:
+        raise RuntimeError(f"the auditor appended {handlers.appended} of {n} records: the store was not empty?")
+    return Rate(n, seconds)
+
+
+async def bare_insert_rate(
+    store: AuditStore, n: int, *, batch_size: int = 2000, workflows: int = 1000, partitions: int = 4
+) -> Rate:
+    """The baseline of auditor_append_rate: the same documents inserted in the same batches into a scratch
+    collection (MongoDB: insert_many, ordered, the store's write concern) or table (SQLite: one transaction
+    per batch, the store's synchronous mode) of the same database, with no index but the id."""
+    docs = await audit_documents(await synthetic_records(n, workflows=workflows, partitions=partitions))
+    scratch = f"bare_insert_{uuid.uuid4().hex[:8]}"
+    from baton.audit.mongo_store import MongoAuditStore, stored_document
+    from baton.audit.sqlite_store import SqliteAuditStore
+
+    if isinstance(store, MongoAuditStore):
+        collection = store.records.database.get_collection(scratch, write_concern=store.records.write_concern)
+        prepared = [stored_document(d) for d in docs]
+        try:
+            started = time.perf_counter()
+            for i in range(0, len(prepared), batch_size):
+                await collection.insert_many(prepared[i : i + batch_size], ordered=True)
+            seconds = time.perf_counter() - started
+        finally:
+            await collection.drop()
+        return Rate(n, seconds)
+    if isinstance(store, SqliteAuditStore):
+        return await asyncio.to_thread(_sqlite_bare_insert, store, scratch, docs, batch_size)
+    raise TypeError(f"no bare insert baseline for {type(store).__name__}")
+
+
+def _sqlite_bare_insert(store: object, table: str, docs: list[Record], batch_size: int) -> Rate:
+    import sqlite3
+
+    from baton.audit.sqlite_store import SqliteAuditStore
+
+    assert isinstance(store, SqliteAuditStore)
+    db = sqlite3.connect(store.path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"CREATE TABLE {table} (record_id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+        started = time.perf_counter()
+        for i in range(0, len(docs), batch_size):
+            rows = [
+                (d["_id"], json.dumps({k: v for k, v in d.items() if k != "_id"})) for d in docs[i : i + batch_size]
+            ]
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(f"INSERT INTO {table} (record_id, doc) VALUES (?, ?)", rows)
+            db.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        db.execute(f"DROP TABLE {table}")
+        return Rate(len(docs), seconds)
+    finally:
+        db.close()
+
+
+async def verify_rate(store: AuditStore, public_key: Ed25519PublicKey) -> tuple[Rate, VerifyReport]:
+    """`baton audit verify`'s check of the whole store (both chains, hashes, the store's own anchors)."""
+    started = time.perf_counter()
+    report = await verify_store(store, public_key)
+    return Rate(report.records, time.perf_counter() - started), report
+
+
+async def bare_scan_rate(store: AuditStore) -> Rate:
+    """The baseline of verify_rate: read every stored record's bytes once in verify's order, checking nothing
+    (SQLite: the rows as stored; MongoDB: the documents decoded by the driver)."""
+    from baton.audit.mongo_store import MongoAuditStore
+    from baton.audit.sqlite_store import SqliteAuditStore
+
+    if isinstance(store, MongoAuditStore):
+        started = time.perf_counter()
+        count = 0
+        async for _ in store.records.find({}).sort([("topic", 1), ("partition", 1), ("offset", 1)]).batch_size(5000):
+            count += 1
+        return Rate(count, time.perf_counter() - started)
+    if isinstance(store, SqliteAuditStore):
+        return await asyncio.to_thread(_sqlite_bare_scan, store.path)
+    raise TypeError(f"no bare scan baseline for {type(store).__name__}")
+
+
+def _sqlite_bare_scan(path: object) -> Rate:
+    import sqlite3
+
+    db = sqlite3.connect(f"{path}", timeout=30)
+    try:
+        started = time.perf_counter()
+        cursor = db.execute('SELECT record_id, doc FROM audit_records ORDER BY topic, partition, "offset"')
+        count = 0
+        digest = hashlib.sha256()  # touch the bytes, as a reader must
+        while rows := cursor.fetchmany(5000):
+            count += len(rows)
+            digest.update(rows[-1][1].encode() if isinstance(rows[-1][1], str) else rows[-1][1])
+        return Rate(count, time.perf_counter() - started)
+    finally:
+        db.close()
