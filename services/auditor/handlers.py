@@ -118,6 +118,7 @@ class AuditorHandlers:
             # restored nor looked up is new. On failure the first batch restores them (or is retried).
             self._restore_scope = (self._restore_scope or set()) | set(partitions)
             self._restore_needed = True
+            self._careful = True  # another member may have stored event ids this one never saw
             try:
                 await self._restore_workflows()
             except Exception as exc:
