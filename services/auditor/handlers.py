@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from baton.audit.anchors import AnchorSink, make_anchors
-from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_event_id, record_id
+from baton.audit.chain import AuditChain, Head, Record, describe_plain, duplicate_event_id, record_id
 from baton.audit.heads import MaybeStored
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
@@ -29,23 +29,26 @@ log = logging.getLogger(__name__)
 # once (MaybeStored). Sized so memory is flat past ~10,000 workflows (make soak).
 _RECENT_IDS = 20_000
 _CACHED_WORKFLOWS = 10_000
+# Records linked per store write: a batch is written in chunks so the next chunk's CPU work overlaps the
+# previous chunk's store round trip.
+_CHUNK = 500
 
 
 EndOffsets = Callable[[str], Awaitable[dict[int, int]]]
 
 
-def _in_time_order(contents: list[Record]) -> list[Record]:
+def _in_time_order(contents: list[tuple[Record, bool]]) -> list[tuple[Record, bool]]:
     """A batch's records merged across partitions by event time, each partition's kept in offset order.
 
     A workflow's chain is the order the auditor links its records in; a large batch holds several
     topics' records, and linking them partition after partition would put a step before its task.
     """
-    by_partition: dict[tuple[str, int], list[Record]] = {}
-    for content in contents:
-        by_partition.setdefault((content["topic"], content["partition"]), []).append(content)
+    by_partition: dict[tuple[str, int], list[tuple[Record, bool]]] = {}
+    for pair in contents:
+        by_partition.setdefault((pair[0]["topic"], pair[0]["partition"]), []).append(pair)
     if len(by_partition) < 2:
         return contents
-    return list(heapq.merge(*by_partition.values(), key=lambda c: c["occurred_at"] or ""))
+    return list(heapq.merge(*by_partition.values(), key=lambda pair: pair[0]["occurred_at"] or ""))
 
 
 class AuditorHandlers:
@@ -99,9 +102,11 @@ class AuditorHandlers:
                     await self._restore_workflows()
                 await self._append(records)
             except Exception:
-                # Part of the batch may be stored; forget the heads so the retry re-reads them from the store.
+                # Part of the batch may be stored; forget the heads so the retry re-reads them from the store,
+                # and the ids taken in memory, some of which were never stored: ask the store instead.
                 self._chain.partitions.clear()
                 self._forget_workflows()
+                self._recent.clear()
                 self._careful = True
                 raise
             if self._since_anchor >= self._anchor_every:
@@ -203,7 +208,29 @@ class AuditorHandlers:
             self._unanchored_since = time.monotonic()
 
     async def _append(self, records: Sequence[BusRecord]) -> None:
-        contents: list[Record] = []
+        """Chain and store a batch in chunks, in order: a chunk is described and linked (CPU) while the one
+        before it is being written (store I/O), and the batch returns only once every chunk is stored."""
+        writing: tuple[asyncio.Task[None], list[Record]] | None = None
+        try:
+            for i in range(0, len(records), _CHUNK):
+                batch = await self._link_chunk(records[i : i + _CHUNK])
+                if writing is not None:
+                    await writing[0]
+                    self._stored(writing[1])
+                    writing = None
+                if batch:
+                    writing = (asyncio.ensure_future(self._store.append(batch)), batch)
+            if writing is not None:
+                await writing[0]
+                self._stored(writing[1])
+                writing = None
+        finally:
+            if writing is not None:  # failing: never leave a write running behind the retry
+                await asyncio.gather(writing[0], return_exceptions=True)
+
+    async def _link_chunk(self, records: Sequence[BusRecord]) -> list[Record]:
+        """Describe and link the records not stored yet; heads and recent ids move on (reset on failure)."""
+        described: list[tuple[Record, bool]] = []
         by_partition: dict[tuple[str, int], list[int]] = {}
         for r in records:
             by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
@@ -218,10 +245,11 @@ class AuditorHandlers:
             if head is not None and record.offset <= head.position:
                 self.skipped += 1  # redelivered after a restart: already in the log
                 continue
-            contents.append(await self._describe(record))
-        if not contents:
-            return
-        contents = _in_time_order(contents)
+            described.append(await self._describe(record))
+        if not described:
+            return []
+        described = _in_time_order(described)
+        contents = [content for content, _ in described]
         ids = [c["event_id"] for c in contents]
         stored = {i for i in ids if i in self._recent}
         if self._careful:
@@ -233,16 +261,20 @@ class AuditorHandlers:
             self._chain.workflows.update(await self._store.workflow_heads(stored_before))
         batch: list[Record] = []
         final_ids = await self._final_ids(contents, stored)
-        for content, (event_id, duplicate_of) in zip(contents, final_ids, strict=True):
-            linked = self._chain.link(content | {"event_id": event_id}, duplicate_of=duplicate_of)
+        for (content, plain), (event_id, duplicate_of) in zip(described, final_ids, strict=True):
+            linked = self._chain.link(content | {"event_id": event_id}, duplicate_of=duplicate_of, plain=plain)
             linked["_id"] = record_id(content["topic"], content["partition"], content["offset"])
             batch.append(linked)
-        await self._store.append(batch)
-        self._careful = False
+        # The next chunk must see these ids as taken before this one is acknowledged; a failure clears them.
         for eid in [*ids, *(event_id for event_id, _ in final_ids)]:
             self._recent[eid] = None
         while len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
+        return batch
+
+    def _stored(self, batch: list[Record]) -> None:
+        """Account for a chunk the store acknowledged."""
+        self._careful = False
         self._evict_workflows()
         self.appended += len(batch)
         self._since_anchor += len(batch)
@@ -250,7 +282,7 @@ class AuditorHandlers:
         for linked in batch:
             self._mark_unanchored((linked["topic"], linked["partition"]))
 
-    async def _describe(self, record: BusRecord) -> Record:
+    async def _describe(self, record: BusRecord) -> tuple[Record, bool]:
         """One message's audit content, with who signed it. Nothing about the message fails the batch:
         what cannot be decoded or described is recorded as undecodable; only an outage (the registry) raises."""
         try:
@@ -263,10 +295,10 @@ class AuditorHandlers:
         except Exception as exc:
             log.warning("%s@%d/%d does not decode: %r", record.topic, record.partition, record.offset, exc)
             event, error = None, f"DECODE_FAILED: {type(exc).__name__}: {exc}"
-        content = describe(record, event, error)
+        content, plain = describe_plain(record, event, error)
         if self._keyring is not None:
             content["signer"] = self._signer(record, event)
-        return content
+        return content, plain
 
     def _signer(self, record: BusRecord, event: Event | None) -> str:
         """The role that signed the message; or why its signature proves nobody (UNAUTHENTICATED:<code>), or

@@ -387,3 +387,48 @@ async def test_verify_catches_chain_columns_that_disagree_with_the_hashed_bytes(
     report = await verify_store(store, PUBLIC)
     assert report.ok, report.problems
     await store.close()
+
+
+async def test_a_write_failing_mid_batch_while_the_next_chunk_is_linked_loses_and_duplicates_nothing(
+    store: AuditStore, serde: AvroSerde, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.auditor.handlers as handlers_module
+
+    monkeypatch.setattr(handlers_module, "_CHUNK", 3)
+    records = await _traffic(serde, workflows=4)
+    writes: list[int] = []
+
+    class SecondWriteFails:
+        def __init__(self, inner: AuditStore) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def append(self, batch: Sequence[Record]) -> None:
+            writes.append(len(batch))
+            if len(writes) == 2:
+                await self.inner.append(batch[:1])  # the store took one record, then the connection broke
+                raise ConnectionError("connection reset mid-write")
+            await self.inner.append(batch)
+
+    handlers = AuditorHandlers(
+        SecondWriteFails(store),
+        serde,
+        signing_key=KEY,
+        anchor_every=1000,
+        auditor_id="a",
+        sinks=[StoreAnchorSink(store)],
+    )
+    with pytest.raises(ConnectionError):
+        await handlers.on_batch(records[:12])
+    assert len(writes) == 2  # the third chunk was never written: nothing runs behind the failure
+    assert await store.count() == 3 + 1
+    await handlers.on_batch(records[:12])  # the bus did not commit: the whole batch again
+    await handlers.on_batch(records[12:])
+    await handlers.anchor()
+    # 4 records were stored before the failure, 3 acknowledged (counted) and one not: skipped on the retry
+    assert handlers.skipped == 4 and handlers.appended == len(records) - 1
+    assert await store.count() == len(records)
+    report = await verify_store(store, PUBLIC)
+    assert report.ok, report.problems

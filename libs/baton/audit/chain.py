@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,34 @@ def record_id(topic: str, partition: int, offset: int) -> str:
 def record_body(record: Record) -> bytes:
     """The bytes a record's hash covers: the canonical encoding of every field but hash (and a legacy mac)."""
     return canonical_bytes({k: v for k, v in record.items() if k not in _UNHASHED})
+
+
+def _plain_json(value: Any) -> bytes:
+    """Python's JSON in RFC 8785's layout: the canonical bytes whenever canonical_bytes takes its own fast path."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+
+
+def _plain_scalar(value: Any) -> bool:
+    """A value both encoders write alike: null, a boolean, an exactly representable integer, an ASCII string."""
+    return (
+        value is None
+        or type(value) is bool
+        or (type(value) is int and -(2**53) < value < 2**53)
+        or (type(value) is str and value.isascii())
+    )
+
+
+def stored_body(record: Record) -> bytes:
+    """record_body of a chained record, cheaply: its plain JSON when that hashes to the record's hash
+    (then it is the canonical encoding), the canonical encoding otherwise."""
+    fields = {k: v for k, v in record.items() if k not in _UNHASHED}
+    try:
+        plain = _plain_json(fields)
+        if hashlib.sha256(plain).hexdigest() == record.get("hash"):
+            return plain
+    except (TypeError, ValueError):
+        pass
+    return canonical_bytes(fields)
 
 
 def record_hash(record: Record) -> str:
@@ -103,17 +132,23 @@ def describe(record: BusRecord, event: Event | None, error: str | None) -> Recor
     An event that decoded but has no canonical JSON description (a NaN, an integer beyond
     2^53, ...) is recorded as undecodable, with the reason, like bytes that did not decode.
     """
+    return describe_plain(record, event, error)[0]
+
+
+def describe_plain(record: BusRecord, event: Event | None, error: str | None) -> tuple[Record, bool]:
+    """describe, and whether Python's JSON writes the content's canonical encoding (see AuditChain.link)."""
     if event is not None:
         try:
             content = _describe_event(record, event)
-            canonical_bytes(content)  # what record_hash will encode: refuse it here, not in the chain
-            return content
+            body = canonical_bytes(content)  # what record_hash will encode: refuse it here, not in the chain
+            return content, body == _plain_json(content)
         except Exception as exc:
             error = (
                 f"UNDESCRIBABLE: decoded as {type(event).__name__} but has no canonical JSON description: "
                 f"{type(exc).__name__}: {exc}"
             )
-    return _describe_undecodable(record, error or "UNKNOWN: no decoded event and no error given")
+    content = _describe_undecodable(record, error or "UNKNOWN: no decoded event and no error given")
+    return content, False
 
 
 def _source(record: BusRecord) -> Record:
@@ -170,8 +205,13 @@ class AuditChain:
         self.partitions: dict[tuple[str, int], Head] = {}
         self.workflows: dict[str, Head] = {}
 
-    def link(self, content: Record, *, duplicate_of: str | None) -> Record:
-        """Chain one described record and update the heads (a duplicate's content carries its own id)."""
+    def link(self, content: Record, *, duplicate_of: str | None, plain: bool = False) -> Record:
+        """Chain one described record and update the heads (a duplicate's content carries its own id).
+
+        plain: describe_plain found the content's canonical encoding to be Python's JSON; then, when every
+        field but the payload is a plain scalar too, the record's is as well, and hashing skips the walk
+        canonical_bytes makes to prove it.
+        """
         tp = (content["topic"], content["partition"])
         p_head = self.partitions.get(tp)
         w_head = self.workflows.get(content["workflow_id"])
@@ -183,7 +223,12 @@ class AuditChain:
         record["gap_from"] = expected if offset != expected else None
         record["workflow_seq"] = (w_head.position + 1) if w_head else 1
         record["workflow_prev_hash"] = w_head.hash if w_head else None
-        record["hash"] = record_hash(record)
+        if plain and all(_plain_scalar(v) for k, v in record.items() if k != "payload"):
+            record["hash"] = hashlib.sha256(
+                _plain_json({k: v for k, v in record.items() if k not in _UNHASHED})
+            ).hexdigest()
+        else:
+            record["hash"] = record_hash(record)
         self.partitions[tp] = Head(offset, record["hash"])
         self.workflows.pop(content["workflow_id"], None)
         self.workflows[content["workflow_id"]] = Head(record["workflow_seq"], record["hash"])

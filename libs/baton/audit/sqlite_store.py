@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from baton.audit.chain import Head, Record, record_body
+from baton.audit.chain import Head, Record, stored_body
 from baton.audit.store import DuplicateRecordError, StoreNotFoundError
 
 T = TypeVar("T")
@@ -57,7 +57,7 @@ LinkRow = tuple[str, int, str, str, int]
 
 
 def _row(r: Record) -> tuple[Any, ...]:
-    body = record_body(r)
+    body = stored_body(r)
     payload_at = body.find(_PAYLOAD_MARK)
     payload_end = body.rfind(_AFTER_PAYLOAD_MARK)
     split = payload_at >= 0 and payload_end > payload_at

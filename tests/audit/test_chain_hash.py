@@ -1,0 +1,60 @@
+"""The auditor's cheap hash path (Python's JSON when it is provably the canonical encoding) never
+changes a record's hash: it equals record_hash, and the stored bytes are record_body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from baton.audit.chain import AuditChain, Record, _plain_json, record_body, record_hash, stored_body
+from baton.context import canonical_bytes
+
+
+def _content(workflow_id: str, payload: Any, signer: str = "supervisor") -> Record:
+    return {
+        "topic": "baton.tasks",
+        "partition": 0,
+        "offset": 0,
+        "raw_sha256": "ab" * 32,
+        "event_id": f"e-{workflow_id}",
+        "event_type": "TaskRequested",
+        "schema_version": 2,
+        "workflow_id": workflow_id,
+        "tenant_id": "t1",
+        "producer": "client",
+        "occurred_at": "2026-01-01T00:00:00+00:00",
+        "causation_id": None,
+        "payload": payload,
+        "signer": signer,
+    }
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"a": 1, "b": [True, None, "x"]},
+        {"é": "ü", "nested": {"z": 1, "a": {"payload": 1, "producer": 2}}},
+        {"f": 1.5, "g": 1e21, "h": -0.0},
+        {"line": "a\u2028b\x1f\x7f", "emoji": "\U0001f600", "\U0001f600": 1, "\uffff": 2},
+    ],
+    ids=["ascii", "non-ascii-and-nested-marks", "floats", "escapes-and-astral-keys"],
+)
+@pytest.mark.parametrize("workflow_id", ["wf-1", "wf-é", "wf-\U0001f600"])
+def test_the_plain_hash_is_the_canonical_hash(payload: Any, workflow_id: str) -> None:
+    content = _content(workflow_id, payload)
+    plain = canonical_bytes(content) == _plain_json(content)
+    fast, slow = AuditChain(), AuditChain()
+    for offset in range(3):  # linked records carry the previous hashes: every chain field is covered
+        c = content | {"offset": offset, "event_id": f"e-{offset}"}
+        a = fast.link(c, duplicate_of=None, plain=plain)
+        b = slow.link(c, duplicate_of=None, plain=False)
+        assert a["hash"] == b["hash"] == record_hash(a)
+        assert stored_body(a) == record_body(a)
+
+
+def test_a_record_whose_plain_json_is_not_canonical_is_stored_as_its_canonical_bytes() -> None:
+    record = _content("wf-1", {"\U0001f600": 1, "\uffff": 2})  # UTF-16 order differs from code point order
+    assert canonical_bytes(record) != _plain_json(record)
+    record["hash"] = record_hash(record)
+    assert stored_body(record) == record_body(record)
