@@ -213,10 +213,15 @@ class SqliteAuditStore:
     async def _pages(self, sql: str, args: tuple[object, ...]) -> AsyncIterator[list[Any]]:
         """Rows in pages, each fetched on the worker thread; the cursor is that thread's alone."""
         cursor = await self._run(self._db.execute, sql, args)
+        loop = asyncio.get_running_loop()
+        # The worker fetches the next page while the caller works through this one.
+        following = loop.run_in_executor(self._worker, cursor.fetchmany, _PAGE)
         try:
-            while rows := await self._run(cursor.fetchmany, _PAGE):
+            while rows := await following:
+                following = loop.run_in_executor(self._worker, cursor.fetchmany, _PAGE)
                 yield rows
         finally:
+            await asyncio.gather(following, return_exceptions=True)
             await self._run(cursor.close)
 
     async def _records(self, sql: str, args: tuple[object, ...]) -> AsyncIterator[Record]:

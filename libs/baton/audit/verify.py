@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,22 +107,36 @@ def _fields_of(body: bytes, payload_at: int | None, payload_end: int | None) -> 
     split inside the payload leaves a bracket open or one too many closed), so the fields read are
     the record's own. Anything else falls back to parsing the whole document.
     """
+    if (
+        payload_at is not None
+        and payload_end is not None
+        and len(_PAYLOAD_MARK) <= payload_at <= payload_end < len(body)
+        and body.startswith(_PAYLOAD_MARK, payload_at - len(_PAYLOAD_MARK))
+        and body.startswith(_AFTER_PAYLOAD_MARK, payload_end)
+    ):
+        head = _whole_object(body[: payload_at - len(_PAYLOAD_MARK)] + b"}")
+        tail = _whole_object(b"{" + body[payload_end + 1 :])
+        if head is not None and tail is not None:
+            return head | tail
     try:
-        if (
-            payload_at is not None
-            and payload_end is not None
-            and len(_PAYLOAD_MARK) <= payload_at <= payload_end < len(body)
-            and body.startswith(_PAYLOAD_MARK, payload_at - len(_PAYLOAD_MARK))
-            and body.startswith(_AFTER_PAYLOAD_MARK, payload_end)
-        ):
-            head = json.loads(body[: payload_at - len(_PAYLOAD_MARK)] + b"}")
-            tail = json.loads(b"{" + body[payload_end + 1 :])
-            if isinstance(head, dict) and isinstance(tail, dict):
-                return head | tail
         whole = json.loads(body)
     except ValueError:
         return None
     return whole if isinstance(whole, dict) else None
+
+
+# The C scanner json.loads runs, without its wrapper's encoding detection and whitespace skipping.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _whole_object(text: bytes) -> Record | None:
+    """The JSON object that is exactly this text (no whitespace around: canonical bytes have none), or None."""
+    try:
+        decoded = text.decode("utf-8")
+        value, end = _SCAN(decoded, 0)
+    except (ValueError, StopIteration):
+        return None
+    return value if end == len(decoded) and isinstance(value, dict) else None
 
 
 async def verify_store(
@@ -179,35 +193,35 @@ async def verify_store(
             last_tp, prev = tp, None  # type: ignore[assignment]
             pending = dict(claims.pop(tp, {}))  # type: ignore[arg-type]
             report.partitions += 1
-        where = _where(doc)
-        if doc.get("_id") not in (None, record_id(tp[0], tp[1], doc["offset"])):  # type: ignore[arg-type]
-            report.add(f"{where}: stored under id {doc.get('_id')}, not its position: moved or forged")
+        rid = doc.get("_id")
+        if rid is not None and rid != f"{tp[0]}/{tp[1]}/{doc['offset']}":
+            report.add(f"{_where(doc)}: stored under id {rid}, not its position: moved or forged")
         if not intact:
-            report.add(f"{where}: content does not match its hash: the record was modified after it was written")
+            report.add(f"{_where(doc)}: content does not match its hash: the record was modified after it was written")
         event_digest = hashlib.sha1(str(doc.get("event_id")).encode()).digest()
         if event_digest in seen_ids:
-            report.add(f"{where}: event id appears twice")
+            report.add(f"{_where(doc)}: event id appears twice")
         seen_ids.add(event_digest)
         if prev is None:
             if doc.get("partition_prev_hash") is not None or (doc["offset"] != 0 and doc.get("gap_from") is None):
                 report.add(
-                    f"{where}: the partition's first stored record does not start its chain "
+                    f"{_where(doc)}: the partition's first stored record does not start its chain "
                     f"(offset {doc['offset']}): earlier records are missing"
                 )
         else:
             if doc["offset"] == prev["offset"]:
-                report.add(f"{where}: offset {doc['offset']} appears twice")
+                report.add(f"{_where(doc)}: offset {doc['offset']} appears twice")
             elif doc["offset"] != prev["offset"] + 1 and doc.get("gap_from") != prev["offset"] + 1:
                 report.add(
-                    f"{where}: offsets jump from {prev['offset']} to {doc['offset']}: "
+                    f"{_where(doc)}: offsets jump from {prev['offset']} to {doc['offset']}: "
                     f"{doc['offset'] - prev['offset'] - 1} record(s) missing or reordered"
                 )
             elif doc.get("partition_prev_hash") != prev.get("hash"):
-                report.add(f"{where}: does not link to the record before it (partition chain broken)")
+                report.add(f"{_where(doc)}: does not link to the record before it (partition chain broken)")
         expected = pending.pop(doc["offset"], None)
         if expected is not None and expected != doc.get("hash"):
             report.add(
-                f"{where}: differs from the hash a signed anchor recorded for this offset: "
+                f"{_where(doc)}: differs from the hash a signed anchor recorded for this offset: "
                 "rewritten (re-chained) after it was anchored"
             )
         prev = doc
@@ -255,26 +269,30 @@ async def verify_store(
         last: tuple[str, int, str | None] | None = None  # workflow id, sequence, hash
         async for link_rows in store.workflow_link_pages():
             for rid, event_id, wf_id, wf_seq, wf_prev, wf_hash in link_rows:
-                _link(report, f"record {rid} (event {event_id})", last, wf_id, wf_seq, wf_prev)
+                _link(report, rid, event_id, last, wf_id, wf_seq, wf_prev)
                 last = (wf_id, wf_seq, wf_hash)
     else:
         previous: tuple[str, int, str | None] | None = None
         async for doc in store.stream_by_workflow():
+            position = record_id(doc.get("topic", "?"), doc.get("partition", -1), doc.get("offset", -1))
+            seq: Any = doc.get("workflow_seq")
             _link(
                 report,
-                _where(doc),
+                position,
+                doc.get("event_id", "?"),
                 previous,
                 doc["workflow_id"],
-                doc.get("workflow_seq"),
+                seq,
                 doc.get("workflow_prev_hash"),
             )
-            previous = (doc["workflow_id"], doc.get("workflow_seq"), doc.get("hash"))  # type: ignore[assignment]
+            previous = (doc["workflow_id"], seq, doc.get("hash"))
     return report
 
 
 def _link(
     report: VerifyReport,
-    where: str,
+    position: str,
+    event_id: Any,
     previous: tuple[str, int, str | None] | None,
     workflow_id: str,
     seq: Any,
@@ -284,8 +302,16 @@ def _link(
     if previous is None or previous[0] != workflow_id:
         report.workflows += 1
         if seq != 1 or prev_hash is not None:
-            report.add(f"{where}: workflow {workflow_id} starts at sequence {seq}: its first records are missing")
+            report.add(
+                f"record {position} (event {event_id}): workflow {workflow_id} starts at sequence {seq}: "
+                "its first records are missing"
+            )
     elif seq != previous[1] + 1:
-        report.add(f"{where}: workflow {workflow_id} jumps from sequence {previous[1]} to {seq}")
+        report.add(
+            f"record {position} (event {event_id}): workflow {workflow_id} jumps from sequence {previous[1]} to {seq}"
+        )
     elif prev_hash != previous[2]:
-        report.add(f"{where}: does not link to the workflow's previous record (workflow chain broken)")
+        report.add(
+            f"record {position} (event {event_id}): does not link to the workflow's previous record "
+            "(workflow chain broken)"
+        )
