@@ -37,13 +37,13 @@ _CHUNK = 500
 EndOffsets = Callable[[str], Awaitable[dict[int, int]]]
 
 
-def _in_time_order(contents: list[tuple[Record, bool]]) -> list[tuple[Record, bool]]:
+def _in_time_order(contents: list[tuple[Record, bytes | None]]) -> list[tuple[Record, bytes | None]]:
     """A batch's records merged across partitions by event time, each partition's kept in offset order.
 
     A workflow's chain is the order the auditor links its records in; a large batch holds several
     topics' records, and linking them partition after partition would put a step before its task.
     """
-    by_partition: dict[tuple[str, int], list[tuple[Record, bool]]] = {}
+    by_partition: dict[tuple[str, int], list[tuple[Record, bytes | None]]] = {}
     for pair in contents:
         by_partition.setdefault((pair[0]["topic"], pair[0]["partition"]), []).append(pair)
     if len(by_partition) < 2:
@@ -230,7 +230,7 @@ class AuditorHandlers:
 
     async def _link_chunk(self, records: Sequence[BusRecord]) -> list[Record]:
         """Describe and link the records not stored yet; heads and recent ids move on (reset on failure)."""
-        described: list[tuple[Record, bool]] = []
+        described: list[tuple[Record, bytes | None]] = []
         by_partition: dict[tuple[str, int], list[int]] = {}
         for r in records:
             by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
@@ -261,8 +261,8 @@ class AuditorHandlers:
             self._chain.workflows.update(await self._store.workflow_heads(stored_before))
         batch: list[Record] = []
         final_ids = await self._final_ids(contents, stored)
-        for (content, plain), (event_id, duplicate_of) in zip(described, final_ids, strict=True):
-            linked = self._chain.link(content | {"event_id": event_id}, duplicate_of=duplicate_of, plain=plain)
+        for (content, payload), (event_id, duplicate_of) in zip(described, final_ids, strict=True):
+            linked = self._chain.link(content | {"event_id": event_id}, duplicate_of=duplicate_of, payload=payload)
             linked["_id"] = record_id(content["topic"], content["partition"], content["offset"])
             batch.append(linked)
         # The next chunk must see these ids as taken before this one is acknowledged; a failure clears them.
@@ -282,7 +282,7 @@ class AuditorHandlers:
         for linked in batch:
             self._mark_unanchored((linked["topic"], linked["partition"]))
 
-    async def _describe(self, record: BusRecord) -> tuple[Record, bool]:
+    async def _describe(self, record: BusRecord) -> tuple[Record, bytes | None]:
         """One message's audit content, with who signed it. Nothing about the message fails the batch:
         what cannot be decoded or described is recorded as undecodable; only an outage (the registry) raises."""
         try:
@@ -295,10 +295,10 @@ class AuditorHandlers:
         except Exception as exc:
             log.warning("%s@%d/%d does not decode: %r", record.topic, record.partition, record.offset, exc)
             event, error = None, f"DECODE_FAILED: {type(exc).__name__}: {exc}"
-        content, plain = describe_plain(record, event, error)
+        content, payload = describe_plain(record, event, error)
         if self._keyring is not None:
             content["signer"] = self._signer(record, event)
-        return content, plain
+        return content, payload
 
     def _signer(self, record: BusRecord, event: Event | None) -> str:
         """The role that signed the message; or why its signature proves nobody (UNAUTHENTICATED:<code>), or

@@ -61,6 +61,40 @@ def _plain_scalar(value: Any) -> bool:
     )
 
 
+_EXACT = 2**53
+
+
+def _plain_fields(record: Record) -> bool:
+    """Every key is ASCII and every field but the payload a plain scalar (_plain_scalar, inlined: per record)."""
+    return all(
+        k.isascii()
+        and (
+            v is None
+            or ((t := type(v)) is str and v.isascii())
+            or (t is int and -_EXACT < v < _EXACT)
+            or t is bool
+            or k == "payload"
+        )
+        for k, v in record.items()
+    )
+
+
+def _spliced_body(record: Record, payload: bytes) -> bytes:
+    """record_body of a record whose fields but the payload are plain scalars, given the payload's canonical
+    encoding: Python's JSON of the scalars (their canonical encoding: ASCII keys sort alike in both orders)
+    with the payload put in its sorted place. In a flat object of scalars `,"key":` occurs only where that
+    key starts: inside a string every quote is escaped."""
+    scalars = {k: v for k, v in record.items() if k != "payload" and k not in _UNHASHED}
+    encoded = _plain_json(scalars)
+    later = [k for k in scalars if k > "payload"]
+    if not later:
+        return encoded[:-1] + (b"," if scalars else b"") + b'"payload":' + payload + b"}"
+    if not any(k < "payload" for k in scalars):
+        return b'{"payload":' + payload + b"," + encoded[1:]
+    at = encoded.index(b',"' + min(later).encode() + b'":')
+    return encoded[:at] + b',"payload":' + payload + encoded[at:]
+
+
 def stored_body(record: Record) -> bytes:
     """record_body of a chained record, cheaply: its plain JSON when that hashes to the record's hash
     (then it is the canonical encoding), the canonical encoding otherwise."""
@@ -135,20 +169,24 @@ def describe(record: BusRecord, event: Event | None, error: str | None) -> Recor
     return describe_plain(record, event, error)[0]
 
 
-def describe_plain(record: BusRecord, event: Event | None, error: str | None) -> tuple[Record, bool]:
-    """describe, and whether Python's JSON writes the content's canonical encoding (see AuditChain.link)."""
+def describe_plain(record: BusRecord, event: Event | None, error: str | None) -> tuple[Record, bytes | None]:
+    """describe, and the canonical encoding of the content's payload when every other field is a plain scalar
+    (then AuditChain.link encodes the record without encoding the payload again), else None."""
     if event is not None:
         try:
             content = _describe_event(record, event)
-            body = canonical_bytes(content)  # what record_hash will encode: refuse it here, not in the chain
-            return content, body == _plain_json(content)
+            # What record_hash will encode: refuse it here, not in the chain.
+            if _plain_fields(content):
+                return content, canonical_bytes(content["payload"])
+            canonical_bytes(content)
+            return content, None
         except Exception as exc:
             error = (
                 f"UNDESCRIBABLE: decoded as {type(event).__name__} but has no canonical JSON description: "
                 f"{type(exc).__name__}: {exc}"
             )
     content = _describe_undecodable(record, error or "UNKNOWN: no decoded event and no error given")
-    return content, False
+    return content, None
 
 
 def _source(record: BusRecord) -> Record:
@@ -205,12 +243,11 @@ class AuditChain:
         self.partitions: dict[tuple[str, int], Head] = {}
         self.workflows: dict[str, Head] = {}
 
-    def link(self, content: Record, *, duplicate_of: str | None, plain: bool = False) -> Record:
+    def link(self, content: Record, *, duplicate_of: str | None, payload: bytes | None = None) -> Record:
         """Chain one described record and update the heads (a duplicate's content carries its own id).
 
-        plain: describe_plain found the content's canonical encoding to be Python's JSON; then, when every
-        field but the payload is a plain scalar too, the record's is as well, and hashing skips the walk
-        canonical_bytes makes to prove it.
+        payload: the canonical encoding of content["payload"] (describe_plain); when every other field is a
+        plain scalar, the record is hashed without encoding its payload again.
         """
         tp = (content["topic"], content["partition"])
         p_head = self.partitions.get(tp)
@@ -223,10 +260,8 @@ class AuditChain:
         record["gap_from"] = expected if offset != expected else None
         record["workflow_seq"] = (w_head.position + 1) if w_head else 1
         record["workflow_prev_hash"] = w_head.hash if w_head else None
-        if plain and all(_plain_scalar(v) for k, v in record.items() if k != "payload"):
-            record["hash"] = hashlib.sha256(
-                _plain_json({k: v for k, v in record.items() if k not in _UNHASHED})
-            ).hexdigest()
+        if payload is not None and _plain_fields(record):
+            record["hash"] = hashlib.sha256(_spliced_body(record, payload)).hexdigest()
         else:
             record["hash"] = record_hash(record)
         self.partitions[tp] = Head(offset, record["hash"])
