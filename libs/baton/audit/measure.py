@@ -45,6 +45,12 @@ class Rate:
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
+def _default_batch_size() -> int:
+    from services.auditor.config import Settings
+
+    return int(Settings.model_fields["batch_size"].default)
+
+
 def _settle() -> None:
     """Collect the garbage the caller left (the synthetic events of a run before), so a measurement does not
     pay for a full collection of the caller's heap; `baton audit verify` runs in a process of its own."""
@@ -55,21 +61,33 @@ def _partition(workflow_id: str, partitions: int) -> int:
     return zlib.crc32(workflow_id.encode()) % partitions
 
 
+_LIVE_WORKFLOWS = 100
+
+
 async def synthetic_records(
-    n: int, *, workflows: int = 1000, partitions: int = 4, context_bytes: int = 512, serde: AvroSerde | None = None
+    n: int,
+    *,
+    workflows: int | None = None,
+    partitions: int = 4,
+    context_bytes: int = 512,
+    serde: AvroSerde | None = None,
 ) -> list[BusRecord]:
-    """n encoded events (task, step request with a context, handoff) over `workflows` workflows, keyed by
-    workflow over three topics of `partitions` partitions, with consecutive offsets per partition."""
+    """n encoded events (task, step request with a context, handoff), keyed by workflow over three topics of
+    `partitions` partitions, with consecutive offsets per partition.
+
+    workflows=None: as traffic arrives, 100 workflows live at a time, each ends after its three events and
+    new ones start (n/3 workflows in all); workflows=W: round robin over W workflows for the whole run."""
+    live = workflows or min(_LIVE_WORKFLOWS, max(1, n // 3))
     serde = serde or AvroSerde(LocalSchemaRegistry())
     offsets: dict[tuple[str, int], int] = {}
     out: list[BusRecord] = []
     step_topic = topics.agent_steps("ticket_lookup")
     i = 0
     while len(out) < n:
-        wf = f"wf-{i % workflows}"
+        wf = f"wf-{i % workflows}" if workflows else f"wf-{(i // (3 * live)) * live + i % live}"
         env = Envelope(workflow_id=wf, tenant_id=f"t{i % 3}", producer="bench", step_seq=i)
         snap = make_snapshot({"customer_id": f"c-{i}", "notes": "x" * context_bytes}, version=1)
-        kind = (i // workflows) % 3
+        kind = (i // live) % 3
         event: Event
         if kind == 0:
             topic, event = (
@@ -106,15 +124,17 @@ async def auditor_append_rate(
     store: AuditStore,
     n: int,
     *,
-    batch_size: int = 2000,
-    workflows: int = 1000,
+    batch_size: int | None = None,
+    workflows: int | None = None,
     partitions: int = 4,
     signing_key: Ed25519PrivateKey | None = None,
 ) -> Rate:
     """The auditor's handler appending n synthetic events in batches of batch_size to a set-up, empty store
-    (anchors signed with signing_key, so verify_rate can check the store afterwards)."""
+    (anchors signed with signing_key, so verify_rate can check the store afterwards); batch_size None: the
+    auditor's configured default (BATON_AUDITOR_BATCH_SIZE's)."""
     from services.auditor.handlers import AuditorHandlers
 
+    batch_size = batch_size or _default_batch_size()
     serde = AvroSerde(LocalSchemaRegistry())
     records = await synthetic_records(n, workflows=workflows, partitions=partitions, serde=serde)
     handlers = AuditorHandlers(
@@ -136,11 +156,12 @@ async def auditor_append_rate(
 
 
 async def bare_insert_rate(
-    store: AuditStore, n: int, *, batch_size: int = 2000, workflows: int = 1000, partitions: int = 4
+    store: AuditStore, n: int, *, batch_size: int | None = None, workflows: int | None = None, partitions: int = 4
 ) -> Rate:
     """The baseline of auditor_append_rate: the same documents inserted in the same batches into a scratch
     collection (MongoDB: insert_many, ordered, the store's write concern) or table (SQLite: one transaction
     per batch, the store's synchronous mode) of the same database, with no index but the id."""
+    batch_size = batch_size or _default_batch_size()
     docs = await audit_documents(await synthetic_records(n, workflows=workflows, partitions=partitions))
     scratch = f"bare_insert_{uuid.uuid4().hex[:8]}"
     from baton.audit.mongo_store import MongoAuditStore, stored_document
