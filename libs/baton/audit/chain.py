@@ -95,6 +95,23 @@ def _spliced_body(record: Record, payload: bytes) -> bytes:
     return encoded[:at] + b',"payload":' + payload + encoded[at:]
 
 
+def hash_matches(record: Record) -> bool:
+    """Whether record_hash(record) is the record's stored hash, cheaply: Python's JSON of the record hashing
+    to it proves those bytes are the canonical encoding (the hash is SHA-256 of that); else the canonical
+    encoding decides."""
+    stored = record.get("hash")
+    fields = {k: v for k, v in record.items() if k not in _UNHASHED}
+    try:
+        if hashlib.sha256(_plain_json(fields)).hexdigest() == stored:
+            return True
+    except (TypeError, ValueError):
+        pass
+    try:
+        return hashlib.sha256(canonical_bytes(fields)).hexdigest() == stored
+    except ValueError:  # no canonical encoding: not what the auditor wrote
+        return False
+
+
 def stored_body(record: Record) -> bytes:
     """record_body of a chained record, cheaply: its plain JSON when that hashes to the record's hash
     (then it is the canonical encoding), the canonical encoding otherwise."""

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from baton.audit.anchors import signature_problem
-from baton.audit.chain import Record, record_hash, record_id
+from baton.audit.chain import Record, hash_matches, record_hash, record_id
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.store import AuditStore
 
@@ -255,7 +255,7 @@ async def verify_store(
                 check(doc, intact)
     else:
         async for doc in store.stream():
-            check(doc, record_hash(doc) == doc.get("hash"))
+            check(doc, hash_matches(doc))
     if last_tp is not None and prev is not None:
         close_partition(last_tp, prev["offset"])
     for tp, offsets in sorted(claims.items()):
