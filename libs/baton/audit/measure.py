@@ -35,14 +35,30 @@ from baton.contracts.serde import AvroSerde
 
 @dataclass(frozen=True)
 class Rate:
-    """How many items a measured loop handled, in how many seconds."""
+    """How many items a measured loop handled, in how many seconds (wall clock), and how many CPU seconds this
+    process spent meanwhile (its threads included; not a server's: FerretDB's CPU is its own process's)."""
 
     items: int
     seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def per_second(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.items / self.cpu_seconds if self.cpu_seconds > 0 else float("inf")
+
+
+class _Clock:
+    """Wall and process CPU time since it was started."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def rate(self, items: int) -> Rate:
+        return Rate(items, time.perf_counter() - self.wall, time.process_time() - self.cpu)
 
 
 def _default_batch_size() -> int:
@@ -145,14 +161,14 @@ async def auditor_append_rate(
         auditor_id="bench",
         sinks=[StoreAnchorSink(store)],
     )
-    started = time.perf_counter()
+    clock = _Clock()
     for i in range(0, len(records), batch_size):
         await handlers.on_batch(records[i : i + batch_size])
     await handlers.anchor()
-    seconds = time.perf_counter() - started
+    rate = clock.rate(n)
     if handlers.appended != n:
         raise RuntimeError(f"the auditor appended {handlers.appended} of {n} records: the store was not empty?")
-    return Rate(n, seconds)
+    return rate
 
 
 async def bare_insert_rate(
@@ -171,13 +187,13 @@ async def bare_insert_rate(
         collection = store.records.database.get_collection(scratch, write_concern=store.records.write_concern)
         prepared = [stored_document(d) for d in docs]
         try:
-            started = time.perf_counter()
+            clock = _Clock()
             for i in range(0, len(prepared), batch_size):
                 await collection.insert_many(prepared[i : i + batch_size], ordered=True)
-            seconds = time.perf_counter() - started
+            rate = clock.rate(n)
         finally:
             await collection.drop()
-        return Rate(n, seconds)
+        return rate
     if isinstance(store, SqliteAuditStore):
         return await asyncio.to_thread(_sqlite_bare_insert, store, scratch, docs, batch_size)
     raise TypeError(f"no bare insert baseline for {type(store).__name__}")
@@ -193,7 +209,7 @@ def _sqlite_bare_insert(store: object, table: str, docs: list[Record], batch_siz
     try:
         db.execute("PRAGMA synchronous=FULL")
         db.execute(f"CREATE TABLE {table} (record_id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
-        started = time.perf_counter()
+        clock = _Clock()
         for i in range(0, len(docs), batch_size):
             rows = [
                 (d["_id"], json.dumps({k: v for k, v in d.items() if k != "_id"})) for d in docs[i : i + batch_size]
@@ -201,9 +217,9 @@ def _sqlite_bare_insert(store: object, table: str, docs: list[Record], batch_siz
             db.execute("BEGIN IMMEDIATE")
             db.executemany(f"INSERT INTO {table} (record_id, doc) VALUES (?, ?)", rows)
             db.execute("COMMIT")
-        seconds = time.perf_counter() - started
+        rate = clock.rate(len(docs))
         db.execute(f"DROP TABLE {table}")
-        return Rate(len(docs), seconds)
+        return rate
     finally:
         db.close()
 
@@ -211,9 +227,9 @@ def _sqlite_bare_insert(store: object, table: str, docs: list[Record], batch_siz
 async def verify_rate(store: AuditStore, public_key: Ed25519PublicKey) -> tuple[Rate, VerifyReport]:
     """`baton audit verify`'s check of the whole store (both chains, hashes, the store's own anchors)."""
     _settle()
-    started = time.perf_counter()
+    clock = _Clock()
     report = await verify_store(store, public_key)
-    return Rate(report.records, time.perf_counter() - started), report
+    return clock.rate(report.records), report
 
 
 async def bare_scan_rate(store: AuditStore) -> Rate:
@@ -224,11 +240,11 @@ async def bare_scan_rate(store: AuditStore) -> Rate:
 
     _settle()
     if isinstance(store, MongoAuditStore):
-        started = time.perf_counter()
+        clock = _Clock()
         count = 0
         async for _ in store.records.find({}).sort([("topic", 1), ("partition", 1), ("offset", 1)]).batch_size(5000):
             count += 1
-        return Rate(count, time.perf_counter() - started)
+        return clock.rate(count)
     if isinstance(store, SqliteAuditStore):
         return await asyncio.to_thread(_sqlite_bare_scan, store.path)
     raise TypeError(f"no bare scan baseline for {type(store).__name__}")
@@ -239,13 +255,13 @@ def _sqlite_bare_scan(path: object) -> Rate:
 
     db = sqlite3.connect(f"{path}", timeout=30)
     try:
-        started = time.perf_counter()
+        clock = _Clock()
         cursor = db.execute('SELECT record_id, doc FROM audit_records ORDER BY topic, partition, "offset"')
         count = 0
         digest = hashlib.sha256()  # touch the bytes, as a reader must
         while rows := cursor.fetchmany(5000):
             count += len(rows)
             digest.update(rows[-1][1].encode() if isinstance(rows[-1][1], str) else rows[-1][1])
-        return Rate(count, time.perf_counter() - started)
+        return clock.rate(count)
     finally:
         db.close()
