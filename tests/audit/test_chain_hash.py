@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from baton.audit.chain import AuditChain, Record, _plain_json, _spliced_body, record_body, record_hash, stored_body
+from baton.audit.chain import (
+    AuditChain,
+    Record,
+    _plain_json,
+    _plain_scalars,
+    _spliced_body,
+    record_body,
+    record_hash,
+    stored_body,
+)
 from baton.context import canonical_bytes
 
 
@@ -67,7 +76,16 @@ def test_the_spliced_hash_is_the_canonical_hash(payload: Any, workflow_id: str) 
 def test_the_payload_is_spliced_where_the_canonical_encoding_puts_it(fields: Record) -> None:
     payload = {"k": [1, {"z": 2, "a": "b"}], "payload": {"producer": 1}}
     record = fields | {"payload": payload}
-    assert _spliced_body(record, canonical_bytes(payload)) == canonical_bytes(record)
+    scalars = _plain_scalars(record)
+    assert scalars is not None
+    assert _spliced_body(scalars, canonical_bytes(payload)) == canonical_bytes(record)
+
+
+@pytest.mark.parametrize(
+    "value", ["é", 2**53, 10**16, 1.5, [1], {"a": 1}], ids=["non-ascii", "2^53", "10^16", "float", "list", "object"]
+)
+def test_a_field_python_may_not_write_canonically_takes_the_canonical_path(value: Any) -> None:
+    assert _plain_scalars({"a": value, "payload": {}}) is None
 
 
 def test_a_record_whose_plain_json_is_not_canonical_is_stored_as_its_canonical_bytes() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -51,48 +52,40 @@ def _plain_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 
-def _plain_scalar(value: Any) -> bool:
-    """A value both encoders write alike: null, a boolean, an exactly representable integer, an ASCII string."""
-    return (
-        value is None
-        or type(value) is bool
-        or (type(value) is int and -(2**53) < value < 2**53)
-        or (type(value) is str and value.isascii())
-    )
+_SCALAR_TYPES = frozenset({str, int, bool, type(None)})
+# An integer of 16 digits or more may lie beyond 2^53, where the encodings differ: such records take the slow
+# path. In the JSON of plain scalars a number follows `":`; inside a string the same bytes only cost a detour.
+_LONG_NUMBER = re.compile(rb'":-?[0-9]{16}')
 
 
-_EXACT = 2**53
-
-
-def _plain_fields(record: Record) -> bool:
-    """Every key is ASCII and every field but the payload a plain scalar (_plain_scalar, inlined: per record)."""
-    return all(
-        k.isascii()
-        and (
-            v is None
-            or ((t := type(v)) is str and v.isascii())
-            or (t is int and -_EXACT < v < _EXACT)
-            or t is bool
-            or k == "payload"
-        )
-        for k, v in record.items()
-    )
-
-
-def _spliced_body(record: Record, payload: bytes) -> bytes:
-    """record_body of a record whose fields but the payload are plain scalars, given the payload's canonical
-    encoding: Python's JSON of the scalars (their canonical encoding: ASCII keys sort alike in both orders)
-    with the payload put in its sorted place. In a flat object of scalars `,"key":` occurs only where that
-    key starts: inside a string every quote is escaped."""
+def _plain_scalars(record: Record) -> bytes | None:
+    """Python's JSON of every field but the payload when that is their canonical encoding (ASCII keys and
+    strings, integers below 2^53, null, booleans), else None."""
     scalars = {k: v for k, v in record.items() if k != "payload" and k not in _UNHASHED}
+    if not set(map(type, scalars.values())) <= _SCALAR_TYPES:
+        return None
     encoded = _plain_json(scalars)
-    later = [k for k in scalars if k > "payload"]
+    return encoded if encoded.isascii() and not _LONG_NUMBER.search(encoded) else None
+
+
+def _spliced_body(scalars: bytes, payload: bytes) -> bytes:
+    """record_body from _plain_scalars's bytes and the payload's canonical encoding: the payload put in its
+    sorted place. In a flat object of scalars `,"key":` occurs only where that key starts (inside a string
+    every quote is escaped), and ASCII keys sort alike in code points and UTF-16 units."""
+    if scalars == b"{}":
+        return b'{"payload":' + payload + b"}"
+    keys = _KEY.findall(scalars)
+    later = [k for k in keys if k > b"payload"]
     if not later:
-        return encoded[:-1] + (b"," if scalars else b"") + b'"payload":' + payload + b"}"
-    if not any(k < "payload" for k in scalars):
-        return b'{"payload":' + payload + b"," + encoded[1:]
-    at = encoded.index(b',"' + min(later).encode() + b'":')
-    return encoded[:at] + b',"payload":' + payload + encoded[at:]
+        return scalars[:-1] + b',"payload":' + payload + b"}"
+    if len(later) == len(keys):
+        return b'{"payload":' + payload + b"," + scalars[1:]
+    at = scalars.index(b',"' + min(later) + b'":')
+    return scalars[:at] + b',"payload":' + payload + scalars[at:]
+
+
+# Where a key starts in a flat object of scalars: after `{` or `,` (neither precedes a quote in a string).
+_KEY = re.compile(rb'[{,]"([^"\\]*)":')
 
 
 def hash_matches(record: Record) -> bool:
@@ -193,10 +186,10 @@ def describe_plain(record: BusRecord, event: Event | None, error: str | None) ->
         try:
             content = _describe_event(record, event)
             # What record_hash will encode: refuse it here, not in the chain.
-            if _plain_fields(content):
-                return content, canonical_bytes(content["payload"])
-            canonical_bytes(content)
-            return content, None
+            payload = canonical_bytes(content["payload"])
+            if _plain_scalars(content) is None:
+                canonical_bytes(content)
+            return content, payload
         except Exception as exc:
             error = (
                 f"UNDESCRIBABLE: decoded as {type(event).__name__} but has no canonical JSON description: "
@@ -277,8 +270,9 @@ class AuditChain:
         record["gap_from"] = expected if offset != expected else None
         record["workflow_seq"] = (w_head.position + 1) if w_head else 1
         record["workflow_prev_hash"] = w_head.hash if w_head else None
-        if payload is not None and _plain_fields(record):
-            record["hash"] = hashlib.sha256(_spliced_body(record, payload)).hexdigest()
+        scalars = _plain_scalars(record) if payload is not None else None
+        if payload is not None and scalars is not None:
+            record["hash"] = hashlib.sha256(_spliced_body(scalars, payload)).hexdigest()
         else:
             record["hash"] = record_hash(record)
         self.partitions[tp] = Head(offset, record["hash"])
