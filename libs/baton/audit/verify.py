@@ -266,52 +266,54 @@ async def verify_store(
 
     if fast:
         assert isinstance(store, SqliteAuditStore)
-        last: tuple[str, int, str | None] | None = None  # workflow id, sequence, hash
-        async for link_rows in store.workflow_link_pages():
-            for rid, event_id, wf_id, wf_seq, wf_prev, wf_hash in link_rows:
-                _link(report, rid, event_id, last, wf_id, wf_seq, wf_prev)
-                last = (wf_id, wf_seq, wf_hash)
+        # The workflow pass runs in SQLite: only the records that break their chain come back.
+        workflows, breaks = await store.workflow_breaks(_MAX_PROBLEMS)
+        report.workflows += workflows
+        for rid, event_id, wf_id, wf_seq, wf_prev, before_seq, before_hash in breaks:
+            before = None if before_seq is None else (wf_id, before_seq, before_hash)
+            problem = _link_problem(rid, event_id, before, wf_id, wf_seq, wf_prev)
+            if problem is not None:
+                report.add(problem)
     else:
         previous: tuple[str, int, str | None] | None = None
         async for doc in store.stream_by_workflow():
             position = record_id(doc.get("topic", "?"), doc.get("partition", -1), doc.get("offset", -1))
             seq: Any = doc.get("workflow_seq")
-            _link(
-                report,
-                position,
-                doc.get("event_id", "?"),
-                previous,
-                doc["workflow_id"],
-                seq,
-                doc.get("workflow_prev_hash"),
+            if previous is None or previous[0] != doc["workflow_id"]:
+                report.workflows += 1
+            problem = _link_problem(
+                position, doc.get("event_id", "?"), previous, doc["workflow_id"], seq, doc.get("workflow_prev_hash")
             )
+            if problem is not None:
+                report.add(problem)
             previous = (doc["workflow_id"], seq, doc.get("hash"))
     return report
 
 
-def _link(
-    report: VerifyReport,
+def _link_problem(
     position: str,
     event_id: Any,
     previous: tuple[str, int, str | None] | None,
     workflow_id: str,
     seq: Any,
     prev_hash: str | None,
-) -> None:
-    """Check one record against the one before it in its workflow's chain."""
+) -> str | None:
+    """What is wrong with one record's link to the one before it in its workflow's chain (previous: that
+    record's workflow id, sequence and hash, None for the first record of the workflow), if anything."""
     if previous is None or previous[0] != workflow_id:
-        report.workflows += 1
         if seq != 1 or prev_hash is not None:
-            report.add(
+            return (
                 f"record {position} (event {event_id}): workflow {workflow_id} starts at sequence {seq}: "
                 "its first records are missing"
             )
-    elif seq != previous[1] + 1:
-        report.add(
+        return None
+    if seq != previous[1] + 1:
+        return (
             f"record {position} (event {event_id}): workflow {workflow_id} jumps from sequence {previous[1]} to {seq}"
         )
-    elif prev_hash != previous[2]:
-        report.add(
+    if prev_hash != previous[2]:
+        return (
             f"record {position} (event {event_id}): does not link to the workflow's previous record "
             "(workflow chain broken)"
         )
+    return None
