@@ -143,8 +143,9 @@ class MongoAuditStore:
         cursor = self.records.find({"event_id": {"$in": list(event_ids)}}, {"event_id": 1})
         return {doc["event_id"] async for doc in cursor}
 
-    async def write_anchor(self, anchor: Record) -> None:
-        await self.anchors_collection.insert_one(dict(anchor, _id=anchor["anchor_id"]))
+    async def write_anchors(self, anchors: Sequence[Record]) -> None:
+        if anchors:
+            await self.anchors_collection.insert_many([dict(a, _id=a["anchor_id"]) for a in anchors], ordered=True)
 
     async def stream(self) -> AsyncIterator[Record]:
         cursor = self.records.find({}).sort([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)])

@@ -213,14 +213,21 @@ class SqliteAuditStore:
             found |= {r[0] for r in rows}
         return found
 
-    def _write_anchor(self, anchor: Record) -> None:
-        self._db.execute(
-            "INSERT INTO audit_anchors (anchor_id, created_at, doc) VALUES (?, ?, ?)",
-            (anchor["anchor_id"], anchor["created_at"], json.dumps(anchor)),
-        )
+    def _write_anchors(self, anchors: Sequence[Record]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO audit_anchors (anchor_id, created_at, doc) VALUES (?, ?, ?)",
+                [(a["anchor_id"], a["created_at"], json.dumps(a)) for a in anchors],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
-    async def write_anchor(self, anchor: Record) -> None:
-        await self._run(self._write_anchor, anchor)
+    async def write_anchors(self, anchors: Sequence[Record]) -> None:
+        if anchors:
+            await self._run(self._write_anchors, anchors)
 
     async def _pages(self, sql: str, args: tuple[object, ...]) -> AsyncIterator[list[Any]]:
         """Rows in pages, each fetched on the worker thread; the cursor is that thread's alone."""

@@ -52,8 +52,8 @@ class AuditStore(Protocol):
         """Which of these event ids are stored already."""
         ...
 
-    async def write_anchor(self, anchor: Record) -> None:
-        """Keep a signed anchor next to the records (one sink among others: see baton.audit.anchors)."""
+    async def write_anchors(self, anchors: Sequence[Record]) -> None:
+        """Keep signed anchors next to the records, in one write (one sink among others: see baton.audit.anchors)."""
         ...
 
     def stream(self) -> AsyncIterator[Record]:
