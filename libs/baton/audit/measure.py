@@ -172,20 +172,29 @@ async def auditor_append_rate(
 
 
 async def bare_insert_rate(
-    store: AuditStore, n: int, *, batch_size: int | None = None, workflows: int | None = None, partitions: int = 4
+    store: AuditStore,
+    n: int,
+    *,
+    batch_size: int | None = None,
+    workflows: int | None = None,
+    partitions: int = 4,
+    indexed: bool = False,
 ) -> Rate:
     """The baseline of auditor_append_rate: the same documents inserted in the same batches into a scratch
     collection (MongoDB: insert_many, ordered, the store's write concern) or table (SQLite: one transaction
-    per batch, the store's synchronous mode) of the same database, with no index but the id."""
+    per batch, the store's synchronous mode) of the same database, with no index but the id (indexed=True:
+    MongoDB only, with the audit collection's indexes too, to tell the indexes' cost from the auditor's)."""
     batch_size = batch_size or _default_batch_size()
     docs = await audit_documents(await synthetic_records(n, workflows=workflows, partitions=partitions))
     scratch = f"bare_insert_{uuid.uuid4().hex[:8]}"
-    from baton.audit.mongo_store import MongoAuditStore, stored_document
+    from baton.audit.mongo_store import MongoAuditStore, create_record_indexes, stored_document
     from baton.audit.sqlite_store import SqliteAuditStore
 
     if isinstance(store, MongoAuditStore):
         collection = store.records.database.get_collection(scratch, write_concern=store.records.write_concern)
         prepared = [stored_document(d) for d in docs]
+        if indexed:
+            await create_record_indexes(collection)
         try:
             clock = _Clock()
             for i in range(0, len(prepared), batch_size):

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from baton.audit.chain import Head, Record
@@ -60,6 +61,15 @@ def _loaded(doc: Record) -> Record:
     return doc
 
 
+async def create_record_indexes(collection: AsyncCollection[Record]) -> None:
+    """The indexes of audit_records: unique event id and source position, and the workflow chains."""
+    await collection.create_index([("event_id", ASCENDING)], unique=True, name="event_id_unique")
+    await collection.create_index(
+        [("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True, name="by_position"
+    )
+    await collection.create_index([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)], name="by_workflow")
+
+
 class MongoAuditStore:
     """Records in `audit_records` (_id = topic/partition/offset), anchors in `audit_anchors`."""
 
@@ -79,11 +89,7 @@ class MongoAuditStore:
         self.anchors_collection = db.get_collection("audit_anchors")
 
     async def setup(self) -> None:
-        await self.records.create_index([("event_id", ASCENDING)], unique=True, name="event_id_unique")
-        await self.records.create_index(
-            [("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True, name="by_position"
-        )
-        await self.records.create_index([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)], name="by_workflow")
+        await create_record_indexes(self.records)
 
     async def exists(self) -> bool:
         names = await self.records.database.list_collection_names(filter={"name": "audit_records"})
