@@ -51,19 +51,7 @@ _AFTER_PAYLOAD_MARK = b',"producer":'
 # One row for `verify`: record id, stored hash, the stored bytes, where the payload starts and ends in
 # them (None: parse the whole doc), and the workflow columns the second pass reads.
 VerificationRow = tuple[str, str | None, bytes, int | None, int | None, str, int, str | None]
-WorkflowBreakRow = tuple[str, str, str, int, str | None, int | None, str | None]
-# Each record next to the one before it in its workflow (by sequence); kept: a first record that does not
-# start its chain, a sequence that does not follow, a previous hash that is not the previous record's.
-_WORKFLOW_BREAKS = f"""
-SELECT record_id, event_id, workflow_id, workflow_seq, prev_hash, before_seq, before_hash FROM (
-    SELECT record_id, event_id, workflow_id, workflow_seq, {_WORKFLOW_PREV} AS prev_hash,
-        LAG(workflow_seq) OVER chain AS before_seq, LAG({_HASH}) OVER chain AS before_hash,
-        ROW_NUMBER() OVER chain AS n
-    FROM audit_records WINDOW chain AS (PARTITION BY workflow_id ORDER BY workflow_seq))
-WHERE (n = 1 AND (workflow_seq IS NOT 1 OR prev_hash IS NOT NULL))
-    OR (n > 1 AND (workflow_seq IS NOT before_seq + 1 OR prev_hash IS NOT before_hash))
-ORDER BY workflow_id, workflow_seq LIMIT ?
-"""
+WorkflowLinkRow = tuple[str, str, str, int, str | None, str | None]
 # One row to restore workflow heads: workflow id, sequence, hash, topic, partition.
 LinkRow = tuple[str, int, str, str, int]
 
@@ -269,18 +257,17 @@ class SqliteAuditStore:
             (),
         )
 
-    def _workflow_breaks(self, limit: int) -> tuple[int, list[WorkflowBreakRow]]:
-        workflows = int(self._db.execute("SELECT COUNT(DISTINCT workflow_id) FROM audit_records").fetchone()[0])
-        return workflows, self._db.execute(_WORKFLOW_BREAKS, (limit,)).fetchall()
-
-    async def workflow_breaks(self, limit: int) -> tuple[int, list[WorkflowBreakRow]]:
-        """How many workflows the store holds, and (at most limit) the records that do not continue their
-        workflow's chain from the columns, in workflow and sequence order: (record id, event id, workflow
-        id, sequence, previous hash, the workflow's previous record's sequence and hash, None for a first).
+    def workflow_link_pages(self) -> AsyncIterator[list[WorkflowLinkRow]]:
+        """(record id, event id, workflow id, sequence, previous hash, hash) from the columns, by workflow and
+        sequence (the index's order: no sort).
 
         Only as trustworthy as the columns: verify compares them with the stored bytes in its first pass.
         """
-        return await self._run(self._workflow_breaks, limit)
+        return self._pages(
+            f"SELECT record_id, event_id, workflow_id, workflow_seq, {_WORKFLOW_PREV}, {_HASH} FROM audit_records "
+            "ORDER BY workflow_id, workflow_seq",
+            (),
+        )
 
     def chain_links(self) -> AsyncIterator[list[LinkRow]]:
         return self._pages(

@@ -266,14 +266,15 @@ async def verify_store(
 
     if fast:
         assert isinstance(store, SqliteAuditStore)
-        # The workflow pass runs in SQLite: only the records that break their chain come back.
-        workflows, breaks = await store.workflow_breaks(_MAX_PROBLEMS)
-        report.workflows += workflows
-        for rid, event_id, wf_id, wf_seq, wf_prev, before_seq, before_hash in breaks:
-            before = None if before_seq is None else (wf_id, before_seq, before_hash)
-            problem = _link_problem(rid, event_id, before, wf_id, wf_seq, wf_prev)
-            if problem is not None:
-                report.add(problem)
+        last: tuple[str, int, str | None] | None = None  # workflow id, sequence, hash
+        async for link_rows in store.workflow_link_pages():
+            for rid, event_id, wf_id, wf_seq, wf_prev, wf_hash in link_rows:
+                if last is None or last[0] != wf_id:
+                    report.workflows += 1
+                problem = _link_problem(rid, event_id, last, wf_id, wf_seq, wf_prev)
+                if problem is not None:
+                    report.add(problem)
+                last = (wf_id, wf_seq, wf_hash)
     else:
         previous: tuple[str, int, str | None] | None = None
         async for doc in store.stream_by_workflow():
