@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     mongodb_database: str = "baton"
     write_concern: str = "majority"
     journal: bool = True
-    batch_size: int = 500
+    batch_size: int = 2000  # records per store append (one insert_many / one transaction)
     anchor_every: int = 1000
     # Besides every anchor_every records: an anchor once no batch came for anchor_idle_s, and at the
     # latest anchor_max_age_s after a record was stored (a trickle that never idles).

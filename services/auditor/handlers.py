@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import OrderedDict
@@ -11,7 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from baton.audit.anchors import AnchorSink, make_anchors
-from baton.audit.chain import AuditChain, Head, Record, describe, duplicate_event_id, record_id
+from baton.audit.chain import AuditChain, Head, Record, describe_plain, duplicate_event_id, record_id
+from baton.audit.heads import MaybeStored
 from baton.audit.store import AuditStore
 from baton.bus.base import BusRecord
 from baton.contracts.models import Event
@@ -22,14 +24,31 @@ from baton.messaging import unauthorized
 log = logging.getLogger(__name__)
 
 # Event ids remembered to recognise redeliveries without asking the store, and workflow heads kept
-# in memory; a duplicate older than the window is still caught by the store's unique index, and a
-# workflow whose head was evicted has it read back from the store. Sized so memory is flat past
-# ~10,000 workflows (make soak).
+# in memory (least recently linked evicted first); a duplicate older than the window is still caught
+# by the store's unique index, and a workflow whose head was evicted has it read back from the store
+# once (MaybeStored). Sized so memory is flat past ~10,000 workflows (make soak).
 _RECENT_IDS = 20_000
 _CACHED_WORKFLOWS = 10_000
+# Records linked per store write: a batch is written in chunks so the next chunk's CPU work overlaps the
+# previous chunk's store round trip.
+_CHUNK = 500
 
 
 EndOffsets = Callable[[str], Awaitable[dict[int, int]]]
+
+
+def _in_time_order(contents: list[tuple[Record, bytes | None]]) -> list[tuple[Record, bytes | None]]:
+    """A batch's records merged across partitions by event time, each partition's kept in offset order.
+
+    A workflow's chain is the order the auditor links its records in; a large batch holds several
+    topics' records, and linking them partition after partition would put a step before its task.
+    """
+    by_partition: dict[tuple[str, int], list[tuple[Record, bytes | None]]] = {}
+    for pair in contents:
+        by_partition.setdefault((pair[0]["topic"], pair[0]["partition"]), []).append(pair)
+    if len(by_partition) < 2:
+        return contents
+    return list(heapq.merge(*by_partition.values(), key=lambda pair: pair[0]["occurred_at"] or ""))
 
 
 class AuditorHandlers:
@@ -66,17 +85,28 @@ class AuditorHandlers:
         self.anchors_published = 0
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._careful = True  # after a start or a failure: ask the store which event ids it has
+        # Workflows that may have stored records but no head here: only those are looked up. Complete
+        # once the heads were restored: for every partition (no on_assign came: a standalone handler)
+        # or for the assigned ones (on_assign); a workflow outside both is new.
+        self._maybe_stored = MaybeStored()
+        self._restore_needed = True
+        self._restore_scope: set[tuple[str, int]] | None = None  # None: every partition
+        self.workflow_lookups = 0  # workflows whose head was read back from the store, one look-up each
         self.appended = 0
         self.skipped = 0
 
     async def on_batch(self, records: Sequence[BusRecord]) -> None:
         async with self._lock:
             try:
+                if self._restore_needed:
+                    await self._restore_workflows()
                 await self._append(records)
             except Exception:
-                # Part of the batch may be stored; forget the heads so the retry re-reads them from the store.
+                # Part of the batch may be stored; forget the heads so the retry re-reads them from the store,
+                # and the ids taken in memory, some of which were never stored: ask the store instead.
                 self._chain.partitions.clear()
-                self._chain.workflows.clear()
+                self._forget_workflows()
+                self._recent.clear()
                 self._careful = True
                 raise
             if self._since_anchor >= self._anchor_every:
@@ -88,9 +118,18 @@ class AuditorHandlers:
         After a crash the tail between the last anchor and the committed offset has no anchor; when no
         new record arrives on that partition nothing else would ever sign it. One point look-up each.
         """
-        if self._end_offsets is None:
-            return
         async with self._lock:
+            # The heads of the workflows of these partitions: from now on, a workflow neither held nor
+            # restored nor looked up is new. On failure the first batch restores them (or is retried).
+            self._restore_scope = (self._restore_scope or set()) | set(partitions)
+            self._restore_needed = True
+            self._careful = True  # another member may have stored event ids this one never saw
+            try:
+                await self._restore_workflows()
+            except Exception as exc:
+                log.warning("restoring the workflow heads of %d assigned partitions failed: %r", len(partitions), exc)
+            if self._end_offsets is None:
+                return
             try:
                 await self._adopt(partitions, self._end_offsets)
             except Exception as exc:  # only anchoring waits for it: the next record restores the head anyway
@@ -113,11 +152,55 @@ class AuditorHandlers:
         appends to them now, and a head kept here would be stale if they came back."""
         async with self._lock:
             await self._anchor_logged()
+            # Workflows are keyed by partition, so the chains of the partitions let go are another member's
+            # now; which cached head is whose is not tracked: forget them all, each is read back once.
+            self._forget_workflows()
+            if self._restore_scope is not None:
+                self._restore_scope -= set(partitions)
             for tp in partitions:
                 self._chain.partitions.pop(tp, None)
                 self._unanchored.discard(tp)
             if not self._unanchored:
                 self._unanchored_since = None
+
+    def _forget_workflows(self) -> None:
+        """Drop every cached workflow head, remembering that those workflows have records stored."""
+        for workflow_id in self._chain.workflows:
+            self._maybe_stored.add(workflow_id)
+        self._chain.workflows.clear()
+
+    def _evict_workflows(self) -> None:
+        while len(self._chain.workflows) > _CACHED_WORKFLOWS:
+            oldest = next(iter(self._chain.workflows))
+            del self._chain.workflows[oldest]
+            self._maybe_stored.add(oldest)
+
+    async def _restore_workflows(self) -> None:
+        """One pass over the store's workflow chains: remember every stored workflow, and hold the head of
+        each that has a record in the restore scope (capped: the rest is read back on demand)."""
+        scope = self._restore_scope
+        current: str | None = None
+        head: Head | None = None
+        in_scope = False
+
+        def adopt() -> None:
+            if current is None or head is None:
+                return
+            self._maybe_stored.add(current)
+            if in_scope:
+                self._chain.workflows.pop(current, None)
+                self._chain.workflows[current] = head
+                self._evict_workflows()
+
+        async for rows in self._store.chain_links():
+            for workflow_id, seq, hash_, topic, partition in rows:
+                if workflow_id != current:
+                    adopt()
+                    current, in_scope = workflow_id, False
+                head = Head(seq, hash_)
+                in_scope = in_scope or scope is None or (topic, partition) in scope
+        adopt()
+        self._restore_needed = False
 
     def _mark_unanchored(self, tp: tuple[str, int]) -> None:
         self._unanchored.add(tp)
@@ -125,7 +208,29 @@ class AuditorHandlers:
             self._unanchored_since = time.monotonic()
 
     async def _append(self, records: Sequence[BusRecord]) -> None:
-        contents: list[Record] = []
+        """Chain and store a batch in chunks, in order: a chunk is described and linked (CPU) while the one
+        before it is being written (store I/O), and the batch returns only once every chunk is stored."""
+        writing: tuple[asyncio.Task[None], list[Record]] | None = None
+        try:
+            for i in range(0, len(records), _CHUNK):
+                batch = await self._link_chunk(records[i : i + _CHUNK])
+                if writing is not None:
+                    await writing[0]
+                    self._stored(writing[1])
+                    writing = None
+                if batch:
+                    writing = (asyncio.ensure_future(self._store.append(batch)), batch)
+            if writing is not None:
+                await writing[0]
+                self._stored(writing[1])
+                writing = None
+        finally:
+            if writing is not None:  # failing: never leave a write running behind the retry
+                await asyncio.gather(writing[0], return_exceptions=True)
+
+    async def _link_chunk(self, records: Sequence[BusRecord]) -> list[Record]:
+        """Describe and link the records not stored yet; heads and recent ids move on (reset on failure)."""
+        described: list[tuple[Record, bytes | None]] = []
         by_partition: dict[tuple[str, int], list[int]] = {}
         for r in records:
             by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
@@ -140,36 +245,44 @@ class AuditorHandlers:
             if head is not None and record.offset <= head.position:
                 self.skipped += 1  # redelivered after a restart: already in the log
                 continue
-            contents.append(await self._describe(record))
-        if not contents:
-            return
+            described.append(await self._describe(record))
+        if not described:
+            return []
+        described = _in_time_order(described)
+        contents = [content for content, _ in described]
         ids = [c["event_id"] for c in contents]
         stored = {i for i in ids if i in self._recent}
         if self._careful:
             stored |= await self._store.existing_event_ids(ids)
-        new_workflows = sorted({c["workflow_id"] for c in contents} - set(self._chain.workflows))
-        self._chain.workflows.update(await self._store.workflow_heads(new_workflows))
+        unknown = {c["workflow_id"] for c in contents} - self._chain.workflows.keys()
+        stored_before = sorted(w for w in unknown if w in self._maybe_stored)
+        if stored_before:
+            self.workflow_lookups += len(stored_before)
+            self._chain.workflows.update(await self._store.workflow_heads(stored_before))
         batch: list[Record] = []
         final_ids = await self._final_ids(contents, stored)
-        for content, (event_id, duplicate_of) in zip(contents, final_ids, strict=True):
-            linked = self._chain.link(content | {"event_id": event_id}, duplicate_of=duplicate_of)
+        for (content, payload), (event_id, duplicate_of) in zip(described, final_ids, strict=True):
+            linked = self._chain.link(content | {"event_id": event_id}, duplicate_of=duplicate_of, payload=payload)
             linked["_id"] = record_id(content["topic"], content["partition"], content["offset"])
             batch.append(linked)
-        await self._store.append(batch)
-        self._careful = False
+        # The next chunk must see these ids as taken before this one is acknowledged; a failure clears them.
         for eid in [*ids, *(event_id for event_id, _ in final_ids)]:
             self._recent[eid] = None
         while len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
-        while len(self._chain.workflows) > _CACHED_WORKFLOWS:
-            self._chain.workflows.pop(next(iter(self._chain.workflows)))
+        return batch
+
+    def _stored(self, batch: list[Record]) -> None:
+        """Account for a chunk the store acknowledged."""
+        self._careful = False
+        self._evict_workflows()
         self.appended += len(batch)
         self._since_anchor += len(batch)
         self._last_append = time.monotonic()
         for linked in batch:
             self._mark_unanchored((linked["topic"], linked["partition"]))
 
-    async def _describe(self, record: BusRecord) -> Record:
+    async def _describe(self, record: BusRecord) -> tuple[Record, bytes | None]:
         """One message's audit content, with who signed it. Nothing about the message fails the batch:
         what cannot be decoded or described is recorded as undecodable; only an outage (the registry) raises."""
         try:
@@ -182,10 +295,10 @@ class AuditorHandlers:
         except Exception as exc:
             log.warning("%s@%d/%d does not decode: %r", record.topic, record.partition, record.offset, exc)
             event, error = None, f"DECODE_FAILED: {type(exc).__name__}: {exc}"
-        content = describe(record, event, error)
+        content, payload = describe_plain(record, event, error)
         if self._keyring is not None:
             content["signer"] = self._signer(record, event)
-        return content
+        return content, payload
 
     def _signer(self, record: BusRecord, event: Event | None) -> str:
         """The role that signed the message; or why its signature proves nobody (UNAUTHENTICATED:<code>), or

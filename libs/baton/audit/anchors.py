@@ -98,8 +98,8 @@ class StoreAnchorSink:
         self._store = store
 
     async def publish(self, anchors: Sequence[Record]) -> None:
-        for anchor in anchors:
-            await self._store.write_anchor(anchor)
+        if anchors:
+            await self._store.write_anchors(anchors)
 
 
 class BusAnchorSink:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +42,85 @@ def record_id(topic: str, partition: int, offset: int) -> str:
     return f"{topic}/{partition}/{offset}"
 
 
+def record_body(record: Record) -> bytes:
+    """The bytes a record's hash covers: the canonical encoding of every field but hash (and a legacy mac)."""
+    return canonical_bytes({k: v for k, v in record.items() if k not in _UNHASHED})
+
+
+def _plain_json(value: Any) -> bytes:
+    """Python's JSON in RFC 8785's layout: the canonical bytes whenever canonical_bytes takes its own fast path."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+
+
+_SCALAR_TYPES = frozenset({str, int, bool, type(None)})
+# An integer of 16 digits or more may lie beyond 2^53, where the encodings differ: such records take the slow
+# path. In the JSON of plain scalars a number follows `":`; inside a string the same bytes only cost a detour.
+_LONG_NUMBER = re.compile(rb'":-?[0-9]{16}')
+
+
+def _plain_scalars(record: Record) -> bytes | None:
+    """Python's JSON of every field but the payload when that is their canonical encoding (ASCII keys and
+    strings, integers below 2^53, null, booleans), else None."""
+    scalars = {k: v for k, v in record.items() if k != "payload" and k not in _UNHASHED}
+    if not set(map(type, scalars.values())) <= _SCALAR_TYPES:
+        return None
+    encoded = _plain_json(scalars)
+    return encoded if encoded.isascii() and not _LONG_NUMBER.search(encoded) else None
+
+
+def _spliced_body(scalars: bytes, payload: bytes) -> bytes:
+    """record_body from _plain_scalars's bytes and the payload's canonical encoding: the payload put in its
+    sorted place. In a flat object of scalars `,"key":` occurs only where that key starts (inside a string
+    every quote is escaped), and ASCII keys sort alike in code points and UTF-16 units."""
+    if scalars == b"{}":
+        return b'{"payload":' + payload + b"}"
+    keys = _KEY.findall(scalars)
+    later = [k for k in keys if k > b"payload"]
+    if not later:
+        return scalars[:-1] + b',"payload":' + payload + b"}"
+    if len(later) == len(keys):
+        return b'{"payload":' + payload + b"," + scalars[1:]
+    at = scalars.index(b',"' + min(later) + b'":')
+    return scalars[:at] + b',"payload":' + payload + scalars[at:]
+
+
+# Where a key starts in a flat object of scalars: after `{` or `,` (neither precedes a quote in a string).
+_KEY = re.compile(rb'[{,]"([^"\\]*)":')
+
+
+def hash_matches(record: Record) -> bool:
+    """Whether record_hash(record) is the record's stored hash, cheaply: Python's JSON of the record hashing
+    to it proves those bytes are the canonical encoding (the hash is SHA-256 of that); else the canonical
+    encoding decides."""
+    stored = record.get("hash")
+    fields = {k: v for k, v in record.items() if k not in _UNHASHED}
+    try:
+        if hashlib.sha256(_plain_json(fields)).hexdigest() == stored:
+            return True
+    except (TypeError, ValueError):
+        pass
+    try:
+        return hashlib.sha256(canonical_bytes(fields)).hexdigest() == stored
+    except ValueError:  # no canonical encoding: not what the auditor wrote
+        return False
+
+
+def stored_body(record: Record) -> bytes:
+    """record_body of a chained record, cheaply: its plain JSON when that hashes to the record's hash
+    (then it is the canonical encoding), the canonical encoding otherwise."""
+    fields = {k: v for k, v in record.items() if k not in _UNHASHED}
+    try:
+        plain = _plain_json(fields)
+        if hashlib.sha256(plain).hexdigest() == record.get("hash"):
+            return plain
+    except (TypeError, ValueError):
+        pass
+    return canonical_bytes(fields)
+
+
 def record_hash(record: Record) -> str:
-    """SHA-256 of the canonical encoding of every field but hash (and a legacy mac)."""
-    return hashlib.sha256(canonical_bytes({k: v for k, v in record.items() if k not in _UNHASHED})).hexdigest()
+    """SHA-256 of record_body."""
+    return hashlib.sha256(record_body(record)).hexdigest()
 
 
 def duplicate_event_id(event_id: str, position: str, attempt: int = 0) -> str:
@@ -98,17 +176,27 @@ def describe(record: BusRecord, event: Event | None, error: str | None) -> Recor
     An event that decoded but has no canonical JSON description (a NaN, an integer beyond
     2^53, ...) is recorded as undecodable, with the reason, like bytes that did not decode.
     """
+    return describe_plain(record, event, error)[0]
+
+
+def describe_plain(record: BusRecord, event: Event | None, error: str | None) -> tuple[Record, bytes | None]:
+    """describe, and the canonical encoding of the content's payload when every other field is a plain scalar
+    (then AuditChain.link encodes the record without encoding the payload again), else None."""
     if event is not None:
         try:
             content = _describe_event(record, event)
-            canonical_bytes(content)  # what record_hash will encode: refuse it here, not in the chain
-            return content
+            # What record_hash will encode: refuse it here, not in the chain.
+            payload = canonical_bytes(content["payload"])
+            if _plain_scalars(content) is None:
+                canonical_bytes(content)
+            return content, payload
         except Exception as exc:
             error = (
                 f"UNDESCRIBABLE: decoded as {type(event).__name__} but has no canonical JSON description: "
                 f"{type(exc).__name__}: {exc}"
             )
-    return _describe_undecodable(record, error or "UNKNOWN: no decoded event and no error given")
+    content = _describe_undecodable(record, error or "UNKNOWN: no decoded event and no error given")
+    return content, None
 
 
 def _source(record: BusRecord) -> Record:
@@ -155,14 +243,22 @@ def _describe_undecodable(record: BusRecord, error: str) -> Record:
 
 
 class AuditChain:
-    """Links records into both chains; heads must be loaded from the store before appending."""
+    """Links records into both chains; heads must be loaded from the store before appending.
+
+    `workflows` is kept in least-recently-linked order (a dict's insertion order), so the oldest
+    entry is the first to evict.
+    """
 
     def __init__(self) -> None:
         self.partitions: dict[tuple[str, int], Head] = {}
         self.workflows: dict[str, Head] = {}
 
-    def link(self, content: Record, *, duplicate_of: str | None) -> Record:
-        """Chain one described record and update the heads (a duplicate's content carries its own id)."""
+    def link(self, content: Record, *, duplicate_of: str | None, payload: bytes | None = None) -> Record:
+        """Chain one described record and update the heads (a duplicate's content carries its own id).
+
+        payload: the canonical encoding of content["payload"] (describe_plain); when every other field is a
+        plain scalar, the record is hashed without encoding its payload again.
+        """
         tp = (content["topic"], content["partition"])
         p_head = self.partitions.get(tp)
         w_head = self.workflows.get(content["workflow_id"])
@@ -174,7 +270,12 @@ class AuditChain:
         record["gap_from"] = expected if offset != expected else None
         record["workflow_seq"] = (w_head.position + 1) if w_head else 1
         record["workflow_prev_hash"] = w_head.hash if w_head else None
-        record["hash"] = record_hash(record)
+        scalars = _plain_scalars(record) if payload is not None else None
+        if payload is not None and scalars is not None:
+            record["hash"] = hashlib.sha256(_spliced_body(scalars, payload)).hexdigest()
+        else:
+            record["hash"] = record_hash(record)
         self.partitions[tp] = Head(offset, record["hash"])
+        self.workflows.pop(content["workflow_id"], None)
         self.workflows[content["workflow_id"]] = Head(record["workflow_seq"], record["hash"])
         return record

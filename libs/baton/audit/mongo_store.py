@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from baton.audit.chain import Head, Record
@@ -26,6 +27,7 @@ AUDITOR_ROLE: dict[str, Any] = {
 # A payload whose keys a MongoDB server refuses is stored as JSON text under this field instead.
 _PAYLOAD_AS_JSON = "payload_json"
 _DUPLICATE_KEY = 11000
+_PAGE = 5000
 
 
 def _keys_storable(value: Any) -> bool:
@@ -39,7 +41,7 @@ def _keys_storable(value: Any) -> bool:
     return True
 
 
-def _stored(record: Record) -> Record:
+def stored_document(record: Record) -> Record:
     """The document to insert: the record, with its payload as JSON text when its keys cannot be field names.
 
     Event payloads hold maps with arbitrary keys (a TaskRequested's labels, e.g. `app.kubernetes.io/name`);
@@ -57,6 +59,15 @@ def _loaded(doc: Record) -> Record:
     if text is not None:
         doc["payload"] = json.loads(text)
     return doc
+
+
+async def create_record_indexes(collection: AsyncCollection[Record]) -> None:
+    """The indexes of audit_records: unique event id and source position, and the workflow chains."""
+    await collection.create_index([("event_id", ASCENDING)], unique=True, name="event_id_unique")
+    await collection.create_index(
+        [("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True, name="by_position"
+    )
+    await collection.create_index([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)], name="by_workflow")
 
 
 class MongoAuditStore:
@@ -78,11 +89,7 @@ class MongoAuditStore:
         self.anchors_collection = db.get_collection("audit_anchors")
 
     async def setup(self) -> None:
-        await self.records.create_index([("event_id", ASCENDING)], unique=True, name="event_id_unique")
-        await self.records.create_index(
-            [("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)], unique=True, name="by_position"
-        )
-        await self.records.create_index([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)], name="by_workflow")
+        await create_record_indexes(self.records)
 
     async def exists(self) -> bool:
         names = await self.records.database.list_collection_names(filter={"name": "audit_records"})
@@ -92,7 +99,7 @@ class MongoAuditStore:
         if not records:
             return
         try:
-            await self.records.insert_many([_stored(r) for r in records], ordered=True)
+            await self.records.insert_many([stored_document(r) for r in records], ordered=True)
         except DuplicateKeyError as exc:
             raise DuplicateRecordError(str(exc)[:500]) from exc
         except BulkWriteError as exc:
@@ -124,24 +131,37 @@ class MongoAuditStore:
                 heads[doc["workflow_id"]] = Head(doc["workflow_seq"], doc["hash"])
         return heads
 
+    async def chain_links(self) -> AsyncIterator[list[tuple[str, int, str, str, int]]]:
+        fields = {"_id": 0, "workflow_id": 1, "workflow_seq": 1, "hash": 1, "topic": 1, "partition": 1}
+        cursor = self.records.find({}, fields).sort([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)])
+        page: list[tuple[str, int, str, str, int]] = []
+        async for doc in cursor.batch_size(_PAGE):
+            page.append((doc["workflow_id"], doc["workflow_seq"], doc["hash"], doc["topic"], doc["partition"]))
+            if len(page) >= _PAGE:
+                yield page
+                page = []
+        if page:
+            yield page
+
     async def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
         cursor = self.records.find({"event_id": {"$in": list(event_ids)}}, {"event_id": 1})
         return {doc["event_id"] async for doc in cursor}
 
-    async def write_anchor(self, anchor: Record) -> None:
-        await self.anchors_collection.insert_one(dict(anchor, _id=anchor["anchor_id"]))
+    async def write_anchors(self, anchors: Sequence[Record]) -> None:
+        if anchors:
+            await self.anchors_collection.insert_many([dict(a, _id=a["anchor_id"]) for a in anchors], ordered=True)
 
     async def stream(self) -> AsyncIterator[Record]:
         cursor = self.records.find({}).sort([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)])
-        async for doc in cursor.batch_size(1000):
+        async for doc in cursor.batch_size(_PAGE):
             yield _loaded(doc)
 
     async def stream_by_workflow(self, workflow_id: str | None = None) -> AsyncIterator[Record]:
         query = {} if workflow_id is None else {"workflow_id": workflow_id}
         cursor = self.records.find(query).sort([("workflow_id", ASCENDING), ("workflow_seq", ASCENDING)])
-        async for doc in cursor.batch_size(1000):
+        async for doc in cursor.batch_size(_PAGE):
             yield _loaded(doc)
 
     async def anchors(self) -> AsyncIterator[Record]:

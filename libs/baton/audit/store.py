@@ -43,12 +43,17 @@ class AuditStore(Protocol):
         """Sequence and hash of the last stored record of each workflow that has one."""
         ...
 
+    def chain_links(self) -> AsyncIterator[list[tuple[str, int, str, str, int]]]:
+        """Pages of (workflow id, workflow sequence, hash, topic, partition) of every record, ordered by
+        workflow and sequence: one streaming pass restores the workflow heads."""
+        ...
+
     async def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids are stored already."""
         ...
 
-    async def write_anchor(self, anchor: Record) -> None:
-        """Keep a signed anchor next to the records (one sink among others: see baton.audit.anchors)."""
+    async def write_anchors(self, anchors: Sequence[Record]) -> None:
+        """Keep signed anchors next to the records, in one write (one sink among others: see baton.audit.anchors)."""
         ...
 
     def stream(self) -> AsyncIterator[Record]:
