@@ -252,18 +252,24 @@ def _python_writes_rfc8785(written: str) -> bool:
     return _NUMBER_HAZARD.search(written) is None
 
 
-def _scan_top(text: str) -> tuple[dict[str, JsonValue], dict[str, tuple[int, int]]]:
-    """Split canonical object text into its top-level values and their spans, in one pass of the C scanner.
+def _scan_top(
+    text: str, known: ParsedContext | None
+) -> tuple[dict[str, JsonValue], dict[str, tuple[int, int]], list[str]]:
+    """Split canonical object text into its top-level values and their spans, in one pass of the C scanner;
+    also returns the keys whose value text is not byte for byte known's (those values are taken from
+    known without being parsed again).
 
     Raises _Undecided at anything a canonical encoding would not hold (whitespace, an escaped or
     non-BMP key, keys out of order or repeated, not an object) and leaves the reason to the strict path.
     """
     if text == "{}":
-        return {}, {}
+        return {}, {}, []
     if not text.startswith('{"'):
         raise _Undecided
     value: dict[str, JsonValue] = {}
     spans: dict[str, tuple[int, int]] = {}
+    fresh: list[str] = []
+    known_spans = known.spans if known is not None else {}
     previous = ""
     last = len(text) - 1
     escapes = "\\" in text
@@ -280,14 +286,23 @@ def _scan_top(text: str) -> tuple[dict[str, JsonValue], dict[str, tuple[int, int
                 raise _Undecided  # an escaped key: the strict path checks its escapes
             if not plain and not key.isascii() and max(key) > "\uffff":
                 raise _Undecided  # UTF-16 order differs from code-point order beyond U+FFFF
-            item, stop = _scan_value(text, end + 1)
-            value[key] = item
+            span = known_spans.get(key)
+            stop = -1
+            if span is not None and known is not None:
+                # The known value's text, then a separator: that is the whole value, already proven.
+                theirs = known.text[span[0] : span[1]]
+                if text.startswith(theirs, end + 1) and text[end + 1 + len(theirs)] in ",}":
+                    stop = end + 1 + len(theirs)
+                    value[key] = known.value[key]
+            if stop < 0:
+                value[key], stop = _scan_value(text, end + 1)
+                fresh.append(key)
             spans[key] = (end + 1, stop)
             previous = key
             if text[stop] == ",":
                 i = stop + 1
             elif stop == last and text[stop] == "}":
-                return value, spans
+                return value, spans, fresh
             else:
                 raise _Undecided
     except (ValueError, IndexError, StopIteration, RecursionError):  # JSONDecodeError and _Undecided are ValueErrors
@@ -340,21 +355,17 @@ def parse_context(
             text.encode("utf-8")
         except UnicodeEncodeError:
             return _strictly(text, raw, max_depth, known)  # a lone surrogate: no RFC 8785 encoding
-    try:
-        value, spans = _scan_top(text)
-    except _Undecided:
-        return _strictly(text, raw, max_depth, known)
     if known is not None and known.max_depth > max_depth:
         known = None  # proven under a looser depth limit: nothing of it is reused
+    try:
+        value, spans, fresh = _scan_top(text, known)
+    except _Undecided:
+        return _strictly(text, raw, max_depth, known)
     # Fewer brackets than the limit cannot nest deeper than it; only then is a value walked.
     deep = text.count("{") + text.count("[") > max_depth
-    fresh: list[str] = []
     pieces: list[str] = []
-    for key, (start, end) in spans.items():
-        if known is not None and not _differs(known, key, text, (start, end)):
-            value[key] = known.value[key]  # byte for byte a value already proven, as parse_canonical read it
-            continue
-        fresh.append(key)
+    for key in fresh:
+        start, end = spans[key]
         segment = text[start:end]
         pieces.append(f'"{key}":{segment}')  # the scan let through only keys written without escapes
         if deep and segment.count("{") + segment.count("[") >= max_depth:
