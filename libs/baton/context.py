@@ -6,8 +6,10 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from json.scanner import make_scanner
+from typing import Any, cast
 
 import rfc8785
 
@@ -206,6 +208,183 @@ def parse_canonical(raw: bytes, *, max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH) -
             "encode with baton.context.canonical_bytes or any RFC 8785 library"
         )
     return value
+
+
+@dataclass(frozen=True)
+class ParsedContext:
+    """A context parsed from text proven to be its RFC 8785 encoding, with each top-level value's place in it.
+
+    Only parse_context makes one, so text is always canonical: a top-level value's slice of it is that
+    value's own RFC 8785 encoding, and two such slices are equal exactly when the values are.
+    """
+
+    text: str
+    value: dict[str, JsonValue]
+    spans: dict[str, tuple[int, int]]
+    max_depth: int
+    # Top-level keys whose encoding is not byte for byte the known context's (all keys when none was known).
+    fresh: tuple[str, ...]
+
+    def encoded(self, key: str) -> str:
+        """The RFC 8785 encoding of one top-level value (a slice of the canonical text, nothing re-encoded)."""
+        start, end = self.spans[key]
+        return self.text[start:end]
+
+
+class _Undecided(ValueError):
+    """The fast path cannot prove the text canonical (nor refute it with a reason): the strict path decides."""
+
+
+# The C scanner json.loads itself runs: one JSON value at an index -> (value, end index); and its string reader.
+_scan_value = make_scanner(cast(Any, json.JSONDecoder()))
+_scan_string: Callable[[str, int, bool], tuple[str, int]] = vars(json.decoder)["scanstring"]
+_PLAIN_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+# Where a number Python's json writes may differ from RFC 8785's: an integral float ("1.0"), an exponent
+# ("1e-05", "1e+16": Python switches to exponents at other magnitudes than ECMAScript), 16+ digits (an
+# integer possibly beyond 2^53). A match inside a string only sends the value to the exact check.
+_NUMBER_HAZARD = re.compile(r"[0-9](?:\.0(?![0-9])|e[-+]|[0-9]{15})")
+
+
+def _python_writes_rfc8785(written: str) -> bool:
+    """Whether text Python's json wrote (sorted, compact, UTF-8) is provably also RFC 8785's encoding."""
+    if not written.isascii() and max(written) > "\uffff":
+        return False  # UTF-16 and code-point key order differ beyond U+FFFF
+    return _NUMBER_HAZARD.search(written) is None
+
+
+def _scan_top(
+    text: str, known: ParsedContext | None
+) -> tuple[dict[str, JsonValue], dict[str, tuple[int, int]], list[str]]:
+    """Split canonical object text into its top-level values and their spans, in one pass of the C scanner;
+    also returns the keys whose value text is not byte for byte known's (those values are taken from
+    known without being parsed again).
+
+    Raises _Undecided at anything a canonical encoding would not hold (whitespace, an escaped or
+    non-BMP key, keys out of order or repeated, not an object) and leaves the reason to the strict path.
+    """
+    if text == "{}":
+        return {}, {}, []
+    if not text.startswith('{"'):
+        raise _Undecided
+    value: dict[str, JsonValue] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    fresh: list[str] = []
+    known_spans = known.spans if known is not None else {}
+    previous = ""
+    last = len(text) - 1
+    escapes = "\\" in text
+    plain = text.isascii()
+    i = 1
+    try:
+        while True:
+            if text[i] != '"':
+                raise _Undecided
+            key, end = _scan_string(text, i + 1, True)
+            if (value and key <= previous) or text[end] != ":":
+                raise _Undecided
+            if escapes and text.find("\\", i, end) != -1:
+                raise _Undecided  # an escaped key: the strict path checks its escapes
+            if not plain and not key.isascii() and max(key) > "\uffff":
+                raise _Undecided  # UTF-16 order differs from code-point order beyond U+FFFF
+            span = known_spans.get(key)
+            stop = -1
+            if span is not None and known is not None:
+                # The known value's text, then a separator: that is the whole value, already proven.
+                theirs = known.text[span[0] : span[1]]
+                if text.startswith(theirs, end + 1) and text[end + 1 + len(theirs)] in ",}":
+                    stop = end + 1 + len(theirs)
+                    value[key] = known.value[key]
+            if stop < 0:
+                value[key], stop = _scan_value(text, end + 1)
+                fresh.append(key)
+            spans[key] = (end + 1, stop)
+            previous = key
+            if text[stop] == ",":
+                i = stop + 1
+            elif stop == last and text[stop] == "}":
+                return value, spans, fresh
+            else:
+                raise _Undecided
+    except (ValueError, IndexError, StopIteration, RecursionError):  # JSONDecodeError and _Undecided are ValueErrors
+        raise _Undecided from None
+
+
+def _strictly(text: str, raw: bytes, max_depth: int, known: ParsedContext | None) -> ParsedContext:
+    """The exact check (parse_canonical) for what the fast path could not decide; raises with the reason."""
+    value = parse_canonical(raw, max_depth=max_depth)
+    # Canonical now: "{", then "key":value pairs joined by ",", then "}"; the scanner finds each span.
+    spans: dict[str, tuple[int, int]] = {}
+    at = 1
+    for key in value:
+        _key, colon = _scan_string(text, at + 1, True)
+        _item, end = _scan_value(text, colon + 1)
+        spans[key] = (colon + 1, end)
+        at = end + 1
+    fresh = tuple(k for k in value if known is None or _differs(known, k, text, spans[k]))
+    return ParsedContext(text, value, spans, max_depth, fresh)
+
+
+def _differs(known: ParsedContext, key: str, text: str, span: tuple[int, int]) -> bool:
+    """Whether a top-level value's encoding (text[span]) is not byte for byte known's under the same key."""
+    theirs = known.spans.get(key)
+    return (
+        theirs is None
+        or theirs[1] - theirs[0] != span[1] - span[0]
+        or known.text[theirs[0] : theirs[1]] != text[span[0] : span[1]]
+    )
+
+
+def parse_context(
+    text: str,
+    *,
+    raw: bytes | None = None,
+    max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH,
+    known: ParsedContext | None = None,
+) -> ParsedContext:
+    """Parse context text that must be exactly the RFC 8785 encoding of a JSON object, once, with spans.
+
+    Same verdicts as parse_canonical (raw: the text's UTF-8 bytes, when the caller has them). A top-level
+    value whose encoding equals known's (a context already proven canonical, such as the parent
+    checkpoint) is not re-encoded: only what differs is canonicalised, by Python's C encoder where
+    that provably writes RFC 8785's bytes; anything else goes to parse_canonical, which gives the reason.
+    """
+    if raw is None:
+        raw = text.encode("utf-8", errors="surrogatepass")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _strictly(text, raw, max_depth, known)  # a lone surrogate: no RFC 8785 encoding
+    if known is not None and known.max_depth > max_depth:
+        known = None  # proven under a looser depth limit: nothing of it is reused
+    try:
+        value, spans, fresh = _scan_top(text, known)
+    except _Undecided:
+        return _strictly(text, raw, max_depth, known)
+    # Fewer brackets than the limit cannot nest deeper than it; only then is a value walked.
+    deep = text.count("{") + text.count("[") > max_depth
+    pieces: list[str] = []
+    for key in fresh:
+        start, end = spans[key]
+        segment = text[start:end]
+        pieces.append(f'"{key}":{segment}')  # the scan let through only keys written without escapes
+        if deep and segment.count("{") + segment.count("[") >= max_depth:
+            depth = 1 + depth_of(value[key])
+            if depth > max_depth:
+                raise NonCanonicalContextError(f"nesting is {depth} levels deep, over the {max_depth}-level limit")
+    if fresh:
+        # What is left, as one object, must be exactly what Python's C encoder writes for it, with nothing
+        # it could write unlike RFC 8785; anything else goes to parse_canonical, which says why.
+        whole = len(fresh) == len(spans)
+        written = text if whole else "{" + ",".join(pieces) + "}"
+        if not _python_writes_rfc8785(written):
+            return _strictly(text, raw, max_depth, known)
+        try:
+            if _PLAIN_ENCODER.encode(value if whole else {k: value[k] for k in fresh}) != written:
+                return _strictly(text, raw, max_depth, known)
+        except ValueError:
+            return _strictly(text, raw, max_depth, known)  # NaN or Infinity
+    return ParsedContext(text, value, spans, max_depth, tuple(fresh))
 
 
 def make_snapshot(

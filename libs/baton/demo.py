@@ -131,12 +131,15 @@ class DemoReport:
         return not (self.missing_outcomes or self.undetected or self.world_problems or self.audit_problems)
 
 
-def _inputs(spec: WorkflowSpec, world: World, i: int) -> dict[str, str]:
-    if spec.name == "customer_onboarding":
-        ids = world.customer_ids()
-        return {"customer_id": ids[i % len(ids)]}
-    ids = world.ticket_ids()
-    return {"ticket_id": ids[i % len(ids)]}
+def _world_ids(world: World) -> dict[str, list[str]]:
+    return {"customer_id": world.customer_ids(), "ticket_id": world.ticket_ids()}
+
+
+def _inputs(spec: WorkflowSpec, world: World, i: int, *, ids: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """The task input of workflow i (ids: the world's ids, read once by a caller submitting many)."""
+    key = "customer_id" if spec.name == "customer_onboarding" else "ticket_id"
+    found = (ids or _world_ids(world))[key]
+    return {key: found[i % len(found)]}
 
 
 def _eligible(spec: WorkflowSpec) -> list[str]:
@@ -182,8 +185,9 @@ async def run_demo(
         handler=EventConsumer(watch, group_id="baton.demo.observer", handler=observer.on_event),
     )
     client = BatonClient(mesh.events("demo-client", role=identity.CLIENT), requested_by="baton-demo")
+    ids = _world_ids(world)  # read once, not once per workflow
     for i, (wf, spec) in enumerate(plan_items):
-        await client.submit(spec.name, _inputs(spec, world, i), tenant_id=seeded_tenant(i), workflow_id=wf)
+        await client.submit(spec.name, _inputs(spec, world, i, ids=ids), tenant_id=seeded_tenant(i), workflow_id=wf)
     deadline = time.monotonic() + timeout_s
     with Progress(
         TextColumn("[bold]workflows"),

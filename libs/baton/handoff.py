@@ -8,26 +8,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from baton.context import (
     DEFAULT_MAX_CONTEXT_DEPTH,
     NonCanonicalContextError,
+    ParsedContext,
     canonical_bytes,
     load_context,
-    parse_canonical,
+    make_snapshot,
+    parse_context,
 )
 from baton.contracts.models import (
     ContextDiff,
     ContextSnapshot,
+    Envelope,
     HandoffProposed,
     HandoffRejectionCode,
+    ToolProvenance,
     WorkflowCheckpointed,
 )
-from baton.workflows import AgentSpec, WorkflowSpec
+from baton.workflows import AgentSpec, WorkflowSpec, load_workflows
 
 DEFAULT_MAX_CONTEXT_BYTES = 1_000_000
 TASK = "the task"  # owner of the task's input keys: no agent may change them
@@ -86,49 +91,107 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
 
-def _plain(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _sha(encoded: bytes) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
-def verify_snapshot_integrity(
-    snapshot: ContextSnapshot, *, max_bytes: int, max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH
-) -> tuple[HandoffVerdict | None, dict[str, Any]]:
-    """Size, truncation, hash of the exact bytes, then one strict parse; returns a rejection or the context.
+def verify_snapshot(
+    snapshot: ContextSnapshot,
+    *,
+    max_bytes: int,
+    max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH,
+    known: ParsedContext | None = None,
+) -> tuple[HandoffVerdict | None, ParsedContext | None]:
+    """Size, truncation, hash of the exact bytes, then one strict parse; returns a rejection or the parsed context.
 
-    The hash covers the bytes that travelled (context_json as UTF-8), which must be the RFC 8785
-    encoding of what they parse to: no duplicate keys, no NaN or Infinity, no deeper nesting than max_depth.
+    The hash covers the bytes that travelled (context_json as UTF-8, which is what Avro carries for a
+    string), which must be the RFC 8785 encoding of what they parse to: no duplicate keys, no NaN or
+    Infinity, no deeper nesting than max_depth. Top-level values byte-equal to known's (a context
+    already proven canonical) are not encoded again.
     """
-    raw = snapshot.context_json.encode("utf-8", errors="surrogatepass")
+    text = snapshot.context_json
+    raw = text.encode("utf-8", errors="surrogatepass")
     if snapshot.size_bytes > max_bytes or len(raw) > max_bytes:
         return HandoffVerdict.reject(
             Code.OVERSIZED,
             f"context is {max(snapshot.size_bytes, len(raw))} bytes, over the {max_bytes}-byte limit: "
             "summarise or drop keys (declare them in summarised_keys / dropped_keys) before handing off",
-        ), {}
+        ), None
     if len(raw) != snapshot.size_bytes:
         return HandoffVerdict.reject(
             Code.TRUNCATED,
             f"context declared {snapshot.size_bytes} bytes but {len(raw)} arrived: it was truncated or padded "
             "between the sender and the validator; the supervisor rebuilds it from the last checkpoint",
-        ), {}
+        ), None
     actual = _sha(raw)
     if actual != snapshot.sha256:
         return HandoffVerdict.reject(
             Code.HASH_MISMATCH,
             f"context bytes hash to {actual[:16]}… but the sender declared {snapshot.sha256[:16]}…: "
             "they were altered after hashing; do not act on them",
-        ), {}
+        ), None
     try:
-        context = parse_canonical(raw, max_depth=max_depth)
+        parsed = parse_context(text, raw=raw, max_depth=max_depth, known=known)
     except NonCanonicalContextError as exc:
         return HandoffVerdict.reject(
             Code.MALFORMED, f"context_json is not canonical RFC 8785 JSON: {exc}; the sender must re-encode it"
-        ), {}
-    return None, context
+        ), None
+    return None, parsed
+
+
+def verify_snapshot_integrity(
+    snapshot: ContextSnapshot, *, max_bytes: int, max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH
+) -> tuple[HandoffVerdict | None, dict[str, Any]]:
+    """verify_snapshot, returning the context itself ({} with a rejection)."""
+    rejection, parsed = verify_snapshot(snapshot, max_bytes=max_bytes, max_depth=max_depth)
+    return rejection, parsed.value if parsed is not None else {}
+
+
+class VerifiedContexts:
+    """Contexts this validator already proved canonical, by hash: a checkpoint is the context of a proposal
+    accepted just before, so its values need not be encoded again. Bounded by the bytes of text held."""
+
+    def __init__(self, *, max_text_bytes: int = 16_000_000) -> None:
+        self._by_sha: OrderedDict[str, ParsedContext] = OrderedDict()
+        self._held = 0
+        self._max = max_text_bytes
+
+    def get(self, snapshot: ContextSnapshot) -> ParsedContext | None:
+        """The parsed context of a snapshot whose text is byte for byte one proven before, else None."""
+        parsed = self._by_sha.get(snapshot.sha256)
+        if parsed is None or parsed.text != snapshot.context_json:
+            return None
+        self._by_sha.move_to_end(snapshot.sha256)
+        return parsed
+
+    def remember(self, snapshot: ContextSnapshot, parsed: ParsedContext) -> None:
+        if snapshot.sha256 in self._by_sha:
+            return
+        self._by_sha[snapshot.sha256] = parsed
+        self._held += len(parsed.text)
+        while self._held > self._max and self._by_sha:
+            _, dropped = self._by_sha.popitem(last=False)
+            self._held -= len(dropped.text)
+
+    def __len__(self) -> int:
+        return len(self._by_sha)
+
+
+def _checkpoint_context(
+    snapshot: ContextSnapshot, verified: VerifiedContexts | None, max_depth: int
+) -> ParsedContext | None:
+    """The checkpoint's context proven canonical (from the cache, else parsed now); None when it is not."""
+    if verified is not None:
+        hit = verified.get(snapshot)
+        if hit is not None:
+            return hit
+    try:
+        parsed = parse_context(snapshot.context_json, max_depth=max_depth)
+    except NonCanonicalContextError:
+        return None  # the supervisor adopts only canonical contexts; if one is not, compare values slowly
+    if verified is not None:
+        verified.remember(snapshot, parsed)
+    return parsed
 
 
 def _owner_name(owner: str) -> str:
@@ -141,6 +204,7 @@ def _check_ownership(
     agent: AgentSpec,
     owners: Mapping[str, str],
     before: Mapping[str, Any],
+    before_encoded: Callable[[str], str],
     after: Mapping[str, Any],
     changed: Collection[str],
     added: Collection[str],
@@ -188,7 +252,7 @@ def _check_ownership(
                 Code.SUMMARY_INVALID,
                 f"key {key!r}: rule summary-source: it is not in the checkpoint, so there is nothing to summarise",
             )
-        source = _sha(canonical_bytes(before[key]))
+        source = _sha(before_encoded(key).encode())
         declared = proposal.summary_sources.get(key)
         if declared != source:
             return HandoffVerdict.reject(
@@ -214,7 +278,7 @@ def _check_provenance(
     proposal: HandoffProposed,
     *,
     agent: AgentSpec,
-    after: Mapping[str, Any],
+    after_encoded: Callable[[str], str],
     written: Collection[str],
     receipts: Mapping[str, Collection[ToolReceipt]] | None,
 ) -> HandoffVerdict | None:
@@ -235,7 +299,7 @@ def _check_provenance(
                 f"{len(found)} provenance entries for it (exactly one expected: tool, call id, result hash)",
             )
         p = found[0]
-        actual = _sha(canonical_bytes(after[key]))
+        actual = _sha(after_encoded(key).encode())
         if p.tool != tool.name:
             return HandoffVerdict.reject(
                 Code.TOOL_PROVENANCE,
@@ -274,16 +338,25 @@ def verify_handoff(
     receipts: Mapping[str, Collection[ToolReceipt]] | None = None,
     max_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
     max_depth: int = DEFAULT_MAX_CONTEXT_DEPTH,
+    verified: VerifiedContexts | None = None,
 ) -> HandoffVerdict:
     """Verify a proposed handoff against the workflow's last checkpoint, its declaration and the tool records.
 
     receipts: call id -> the calls recorded where the tools ran; None when no record is reachable (then
     a tool value is checked against the hash its own proposal declares, not against the tool's record).
+    verified: contexts already proven canonical (the validator keeps one across proposals), or None.
     """
     snap = proposal.snapshot
-    rejection, after = verify_snapshot_integrity(snap, max_bytes=max_bytes, max_depth=max_depth)
+    # The parent checkpoint's context, proven canonical, lets the proposal's unchanged values be checked
+    # by comparing bytes: only what the agent changed is canonicalised (and compared) value by value.
+    parent: ParsedContext | None = None
+    if checkpoint is not None and snap.parent_sha256 == checkpoint.snapshot.sha256:
+        parent = _checkpoint_context(checkpoint.snapshot, verified, max_depth)
+    rejection, parsed = verify_snapshot(snap, max_bytes=max_bytes, max_depth=max_depth, known=parent)
     if rejection is not None:
         return rejection
+    assert parsed is not None
+    after = parsed.value
     wf = proposal.envelope.workflow_id
     if checkpoint is None:
         return HandoffVerdict.reject(
@@ -324,23 +397,34 @@ def verify_handoff(
             Code.NOT_RUNNING_AGENT,
             f"rule proposer-is-declared: {proposal.from_agent!r} is not an agent of {workflow.name}",
         )
-    before = load_context(cp)
-    added = [k for k in after if k not in before]
-    # Both sides were parsed from canonical bytes, so their plain JSON encodings are equal exactly when
-    # their RFC 8785 encodings are (and the C encoder is several times faster).
-    changed = [k for k in after if k in before and _plain(after[k]) != _plain(before[k])]
+    before_encoded: Callable[[str], str]
+    if parent is not None:
+        before, before_encoded = parent.value, parent.encoded
+        # parse_context compared every value with the parent's encoding: the rest are byte for byte equal.
+        changed = [k for k in parsed.fresh if k in before]
+        added = [k for k in parsed.fresh if k not in before]
+    else:
+        before = load_context(cp)
+
+        def before_encoded(key: str) -> str:
+            return canonical_bytes(before[key]).decode("utf-8")
+
+        # Both encodings are canonical, so they are equal exactly when the values are.
+        changed = [k for k in after if k in before and parsed.encoded(k) != before_encoded(k)]
+        added = [k for k in after if k not in before]
     refused = _check_ownership(
         proposal,
         agent=agent,
         owners=workflow.key_owners(),
         before=before,
+        before_encoded=before_encoded,
         after=after,
         changed=changed,
         added=added,
     ) or _check_provenance(
         proposal,
         agent=agent,
-        after=after,
+        after_encoded=parsed.encoded,
         written=set(added) | (set(changed) - set(proposal.summarised_keys)),
         receipts=receipts,
     )
@@ -352,6 +436,8 @@ def verify_handoff(
             Code.INCOMPLETE,
             f"{proposal.to_agent} declares inputs {list(required_inputs)}; missing or empty: {missing}",
         )
+    if verified is not None:
+        verified.remember(snap, parsed)  # the next checkpoint of this workflow carries these very bytes
     diff = ContextDiff(
         added=sorted(added), removed=sorted(k for k in before if k not in after), changed=sorted(changed)
     )
@@ -424,3 +510,87 @@ class CheckpointView:
             except TimeoutError:
                 return self.caught_up(ends)
         return True
+
+
+_Fixture = tuple[HandoffProposed, CheckpointFacts, dict[str, Collection[ToolReceipt]]]
+
+
+def _bench_fixtures(count: int, context_bytes: int) -> tuple[WorkflowSpec, list[str], list[_Fixture]]:
+    """Proposals of customer onboarding's document_verification step, each on its own workflow: the
+    checkpoint holds the task's input, two tool results and application fields up to context_bytes; the
+    proposal adds the step's tool result with its provenance and receipt."""
+    workflow = load_workflows()["customer_onboarding"]
+    agent, tool = "document_verification", "check_documents"
+    fixtures: list[_Fixture] = []
+    for i in range(count):
+        wf = f"wf-bench-{i:06d}"
+        before: dict[str, Any] = {
+            "customer_id": f"cust-{i:05d}",
+            "customer": {"id": f"cust-{i:05d}", "name": f"Customer {i}", "country": "DE", "risk_score": 42},
+            "identity": {"verified": True, "method": "document_match", "name": f"Customer {i}"},
+        }
+        field = 0
+        while len(canonical_bytes(before)) < context_bytes - 100:
+            before[f"application_{field:03d}"] = {
+                "answer": f"answer {field} of applicant {i}",
+                "score": 0.25 + field,
+                "position": field,
+                "confirmed": field % 2 == 0,
+                "tags": ["kyc", "web"],
+            }
+            field += 1
+        result = {"kinds": ["passport", "proof_of_address"], "all_valid": True, "count": 2}
+        call_id = f"{tool_call_prefix(wf, agent, tool)}{i:016x}"
+        sha = _sha(canonical_bytes(result))
+        checkpoint = make_snapshot(before, version=3)
+        proposal = HandoffProposed(
+            envelope=Envelope(workflow_id=wf, tenant_id="tenant-0", producer=agent),
+            from_agent=agent,
+            to_agent="compliance_check",
+            snapshot=make_snapshot(dict(before, documents=result), version=4, parent=checkpoint),
+            provenance=[ToolProvenance(key="documents", tool=tool, call_id=call_id, result_sha256=sha)],
+        )
+        facts = CheckpointFacts(
+            snapshot=checkpoint, workflow_type=workflow.name, tenant_id="tenant-0", running_agent=agent
+        )
+        fixtures.append((proposal, facts, {call_id: [ToolReceipt(call_id, tool, sha)]}))
+    return workflow, list(workflow.agent("compliance_check").inputs), fixtures
+
+
+def bench_validation(n: int, *, context_bytes: int = 2048, warm: bool = True) -> float:
+    """Seconds verify_handoff takes per proposal, over n proposals with contexts of about context_bytes.
+
+    warm: the checkpoint's context is already proven canonical (as when it is the context the validator
+    accepted just before, every handoff but a workflow's first); cold: it is parsed and proven each time.
+    """
+    workflow, required, fixtures = _bench_fixtures(min(n, 1000), context_bytes)
+    verified = VerifiedContexts() if warm else None
+    if verified is not None:
+        for _proposal, facts, _receipts in fixtures:
+            _checkpoint_context(facts.snapshot, verified, DEFAULT_MAX_CONTEXT_DEPTH)
+    started = time.perf_counter()
+    for i in range(n):
+        proposal, facts, receipts = fixtures[i % len(fixtures)]
+        verdict = verify_handoff(
+            proposal,
+            checkpoint=facts,
+            workflow=workflow,
+            required_inputs=required,
+            receipts=receipts,
+            verified=verified,
+        )
+        if not verdict.accepted:
+            raise AssertionError(f"the benchmark's proposal was refused: {verdict.reason}")
+    return (time.perf_counter() - started) / n
+
+
+def bench_validation_baseline(n: int, *, context_bytes: int = 2048) -> float:
+    """Seconds per proposal to hash the received context bytes and parse them once (json.loads), same inputs."""
+    _workflow, _required, fixtures = _bench_fixtures(min(n, 1000), context_bytes)
+    started = time.perf_counter()
+    for i in range(n):
+        snapshot = fixtures[i % len(fixtures)][0].snapshot
+        raw = snapshot.context_json.encode("utf-8")
+        if hashlib.sha256(raw).hexdigest() != snapshot.sha256 or not isinstance(json.loads(raw), dict):
+            raise AssertionError("the benchmark's context does not hash to its declared sha256")
+    return (time.perf_counter() - started) / n

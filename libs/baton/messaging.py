@@ -6,8 +6,8 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import random
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,9 +23,18 @@ TRACEPARENT = "traceparent"
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("baton_traceparent", default=None)
 
 
+def _random_id(bits: int) -> str:
+    # Trace and span ids need uniqueness, not secrecy (the header is not signed): a PRNG draw, as
+    # OpenTelemetry's own id generator does, instead of a system call per event. All zeros is invalid.
+    value = 0
+    while value == 0:
+        value = random.getrandbits(bits)  # the module's generator: seeded by the OS, reseeded after a fork
+    return f"{value:0{bits // 4}x}"
+
+
 def new_traceparent() -> str:
     """A fresh W3C traceparent (version 00, sampled)."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return f"00-{_random_id(128)}-{_random_id(64)}-01"
 
 
 # W3C trace context, version 00: anything else in the (unsigned) header starts a new trace, so a header
@@ -38,7 +47,7 @@ def child_traceparent(parent: str | None) -> str:
     if parent is None or _TRACEPARENT.fullmatch(parent) is None:
         return new_traceparent()
     version, trace_id, _span, flags = parent.split("-")
-    return f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}"
+    return f"{version}-{trace_id}-{_random_id(64)}-{flags}"
 
 
 class RejectedEvent(Exception):

@@ -107,14 +107,22 @@ class WorldIntegrityReport:
 
 
 class World:
-    """Connection to the world database (safe to share between threads and processes)."""
+    """Connection to the world database (safe to share between threads and processes).
+
+    One connection, reused, in WAL mode. Commits write the WAL without waiting for the disk
+    (synchronous=NORMAL: durable across a crash of the process, and a power loss can only lose a
+    suffix of the latest commits); step_completed, the commit that precedes publishing anything
+    about a step, waits for the disk (synchronous=FULL), which makes every earlier commit durable
+    too. So nothing leaves the process before the world state it reports is on disk.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a tool call's reads run inside its own transaction
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(customers)")}
@@ -132,15 +140,25 @@ class World:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (joined when this thread is already in one); durable: wait for the disk."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            if self._db.in_transaction:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                return
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _insert(self, db: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
         row = dict(row, checksum=_checksum(table, row))
@@ -338,13 +356,13 @@ class World:
 
     def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str, tenant_id: str) -> dict[str, Any]:
         """Run a tool by name for a tenant, recording its result's hash; ToolError for unknown tools, bad arguments
-        and other tenants' rows."""
-        result = self._run_tool(tool, arguments, idempotency_key=idempotency_key, tenant_id=tenant_id)
-        try:
-            sha = hashlib.sha256(canonical_bytes(result)).hexdigest()
-        except NonCanonicalContextError as exc:
-            raise ToolError("BAD_RESULT", f"{tool} returned a result with no RFC 8785 encoding: {exc}") from exc
+        and other tenants' rows. One transaction: the tenant check, the tool and its receipt."""
         with self._tx() as db:
+            result = self._run_tool(tool, arguments, idempotency_key=idempotency_key, tenant_id=tenant_id)
+            try:
+                sha = hashlib.sha256(canonical_bytes(result)).hexdigest()
+            except NonCanonicalContextError as exc:
+                raise ToolError("BAD_RESULT", f"{tool} returned a result with no RFC 8785 encoding: {exc}") from exc
             db.execute(
                 "INSERT OR IGNORE INTO tool_receipts (idempotency_key, tool, result_sha256) VALUES (?, ?, ?)",
                 (idempotency_key, tool, sha),
@@ -385,23 +403,38 @@ class World:
         Raises StepBusyError while another owner's claim is live, so a step runs once at a time even
         when a rebalance hands its request to a second replica; a claim whose owner died expires.
         """
-        now = time.time()
         with self._tx() as db:
-            row = db.execute(
-                "SELECT completed, result_json, owner, lease_until FROM step_ledger WHERE step_key = ?", (step_key,)
-            ).fetchone()
-            if row is not None and row[0]:
-                return str(row[1])
-            if row is not None and row[2] != owner and row[3] > now:
-                raise StepBusyError(f"step {step_key} is running at {row[2]} (claim live for {row[3] - now:.0f}s)")
-            db.execute(
-                "INSERT INTO step_ledger (step_key, workflow_id, agent, started, owner, lease_until) "
-                "VALUES (?, ?, ?, 1, ?, ?) "
-                "ON CONFLICT(step_key) DO UPDATE SET started = started + 1, owner = excluded.owner, "
-                "lease_until = excluded.lease_until",
-                (step_key, workflow_id, agent, owner, now + lease_s),
-            )
-            return None
+            return self._claim(db, step_key, workflow_id=workflow_id, agent=agent, owner=owner, lease_s=lease_s)
+
+    def begin_step(
+        self, step_key: str, *, workflow_id: str, agent: str, tenant_id: str, owner: str = "", lease_s: float = 300.0
+    ) -> tuple[str | None, str]:
+        """step_started and workflow_tenant in one transaction: (stored result or None, the workflow's tenant)."""
+        with self._tx() as db:
+            stored = self._claim(db, step_key, workflow_id=workflow_id, agent=agent, owner=owner, lease_s=lease_s)
+            if stored is not None:
+                return stored, tenant_id  # a finished step is replayed, not run: its tenant was checked then
+            return None, self.workflow_tenant(workflow_id, tenant_id)
+
+    def _claim(
+        self, db: sqlite3.Connection, step_key: str, *, workflow_id: str, agent: str, owner: str, lease_s: float
+    ) -> str | None:
+        now = time.time()
+        row = db.execute(
+            "SELECT completed, result_json, owner, lease_until FROM step_ledger WHERE step_key = ?", (step_key,)
+        ).fetchone()
+        if row is not None and row[0]:
+            return str(row[1])
+        if row is not None and row[2] != owner and row[3] > now:
+            raise StepBusyError(f"step {step_key} is running at {row[2]} (claim live for {row[3] - now:.0f}s)")
+        db.execute(
+            "INSERT INTO step_ledger (step_key, workflow_id, agent, started, owner, lease_until) "
+            "VALUES (?, ?, ?, 1, ?, ?) "
+            "ON CONFLICT(step_key) DO UPDATE SET started = started + 1, owner = excluded.owner, "
+            "lease_until = excluded.lease_until",
+            (step_key, workflow_id, agent, owner, now + lease_s),
+        )
+        return None
 
     def step_abandoned(self, step_key: str, *, owner: str) -> None:
         """Release a claim whose step failed before completing, so a retry need not wait for the lease."""
@@ -422,7 +455,8 @@ class World:
         return str(row[0])
 
     def step_completed(self, step_key: str, result_json: str) -> None:
-        with self._tx() as db:
+        """Store a finished step's events (the outbox), durably: they are published only after this returns."""
+        with self._tx(durable=True) as db:
             db.execute(
                 "UPDATE step_ledger SET completed = completed + 1, result_json = ? WHERE step_key = ?",
                 (result_json, step_key),

@@ -68,8 +68,14 @@ class AgentHandlers:
         step_key = f"{wf}:{self._agent.name}:{snapshot.version}:{attempt}"
         owner = self._events.producer
         try:
-            stored = await asyncio.to_thread(
-                self._world.step_started, step_key, workflow_id=wf, agent=self._agent.name, owner=owner
+            # One trip to the world: claim the step and pin the workflow's tenant (recorded by its first step).
+            stored, tenant_owner = await asyncio.to_thread(
+                self._world.begin_step,
+                step_key,
+                workflow_id=wf,
+                agent=self._agent.name,
+                tenant_id=event.envelope.tenant_id,
+                owner=owner,
             )
         except StepBusyError as exc:
             raise RetryLaterError(str(exc)) from exc
@@ -80,7 +86,7 @@ class AgentHandlers:
             return
         self.steps_run += 1
         try:
-            outcome = await self._run(event, snapshot, attempt)
+            outcome = await self._run(event, snapshot, attempt, tenant_owner)
             encoded = await self._encode(event, snapshot, attempt, step_key, outcome)
             # Outbox: the step's events are stored before they are published, so a publish that fails
             # is retried with the very same bytes instead of running the step (and the model) again.
@@ -92,7 +98,7 @@ class AgentHandlers:
         for topic, data in encoded:
             await self._events.publish_encoded(topic, data, workflow_id=wf)
 
-    async def _run(self, event: Event, snapshot: ContextSnapshot, attempt: int) -> StepOutcome:
+    async def _run(self, event: Event, snapshot: ContextSnapshot, attempt: int, workflow_tenant: str) -> StepOutcome:
         rejection, context = verify_snapshot_integrity(snapshot, max_bytes=self._max_bytes)
         if rejection is not None:
             # Second line of defence: never act on a context whose hash does not hold.
@@ -101,14 +107,13 @@ class AgentHandlers:
             )
 
         wf, tenant = event.envelope.workflow_id, event.envelope.tenant_id
-        owner = await asyncio.to_thread(self._world.workflow_tenant, wf, tenant)
-        if owner != tenant:
+        if workflow_tenant != tenant:
             # Nothing runs: the step's envelope names another tenant than the workflow's earlier steps did.
             return StepOutcome(succeeded=False).fail(
                 FailureClass.LOGIC,
                 "TENANT_MISMATCH",
                 f"a step of workflow {wf!r} came for tenant {tenant!r}, but the workflow's earlier steps ran for "
-                f"tenant {owner!r}: refused, nothing ran",
+                f"tenant {workflow_tenant!r}: refused, nothing ran",
             )
 
         async def run_tool(name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
     stable_event_id,
 )
-from baton.handoff import CheckpointFacts, CheckpointView, HandoffVerdict, verify_handoff
+from baton.handoff import CheckpointFacts, CheckpointView, HandoffVerdict, VerifiedContexts, verify_handoff
 from baton.messaging import EventBus, RejectedEvent
 from baton.receipts import ToolReceipts
 from baton.workflows import WorkflowSpec
@@ -53,6 +53,9 @@ class HandoffValidatorHandlers:
         # Verdicts already published, to re-emit them byte for byte to a redelivered proposal; bounded.
         self._judged: OrderedDict[str, bytes] = OrderedDict()
         self._judged_capacity = judged_capacity
+        # Contexts proven canonical (accepted proposals, parsed checkpoints): a checkpoint is usually the
+        # context accepted just before, so only what the next agent changed is encoded again.
+        self._verified = VerifiedContexts()
 
     @property
     def view(self) -> CheckpointView:
@@ -94,6 +97,7 @@ class HandoffValidatorHandlers:
             receipts=receipts,
             max_bytes=self._max_bytes,
             max_depth=self._max_depth,
+            verified=self._verified,
         )
 
     async def on_proposal(self, event: Event, record: BusRecord) -> None:

@@ -29,3 +29,16 @@ def test_a_claim_whose_owner_gave_up_or_died_can_be_taken_over(tmp_path: Path) -
     world.step_started("wf:b:1:1", workflow_id="wf", agent="b", owner="agent@host/1", lease_s=-1)  # lease ran out
     assert world.step_started("wf:b:1:1", workflow_id="wf", agent="b", owner="agent@host/2") is None
     world.close()
+
+
+def test_begin_step_claims_the_step_and_pins_the_workflows_tenant_in_one_transaction(tmp_path: Path) -> None:
+    world = World(tmp_path / "w.db")
+    assert world.begin_step("wf:a:1:1", workflow_id="wf", agent="a", tenant_id="t-1", owner="o1") == (None, "t-1")
+    # A later step of the workflow, arriving for another tenant, learns the tenant the first step pinned.
+    assert world.begin_step("wf:b:2:1", workflow_id="wf", agent="b", tenant_id="t-2", owner="o1") == (None, "t-1")
+    with pytest.raises(StepBusyError):
+        world.begin_step("wf:a:1:1", workflow_id="wf", agent="a", tenant_id="t-1", owner="o2")
+    world.step_completed("wf:a:1:1", "[]")
+    assert world.begin_step("wf:a:1:1", workflow_id="wf", agent="a", tenant_id="t-1", owner="o2") == ("[]", "t-1")
+    assert world.workflow_tenant("wf", "t-3") == "t-1"
+    assert world.verify().counts["steps_started_twice"] == 0
