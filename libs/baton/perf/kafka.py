@@ -111,12 +111,23 @@ class ValidatorFigure:
     profile: Profile | None = None
 
 
+def trust_domain() -> identity.TrustDomain:
+    """One set of keys for every figure on the broker: the checkpoints one figure leaves in the compacted
+    topic must verify for the services of the next."""
+    return identity.TrustDomain.generate(identity.all_roles(agent_kinds(load_workflows())))
+
+
 async def validator_against_passthrough(
-    broker: KafkaBroker, workdir: Path, n: int, reps: int, *, profile_below: float
+    broker: KafkaBroker,
+    workdir: Path,
+    n: int,
+    reps: int,
+    *,
+    trust: identity.TrustDomain,
+    profile_below: float,
 ) -> ValidatorFigure:
     """(a) The validator service (a process) judging n proposals with 2 KB contexts against the passthrough
     copying the same n records, same broker, same partitions."""
-    trust = identity.TrustDomain.generate(identity.all_roles(agent_kinds(load_workflows())))
     keys = workdir / "keys-validator"
     trust.write(keys)
     bus = KafkaBus(broker.bootstrap, client_id="bench")
@@ -237,6 +248,7 @@ async def mesh_on_kafka(
     n: int,
     reps: int,
     *,
+    trust: identity.TrustDomain,
     loads: Sequence[float],
     load_seconds: float,
     profile_workflows: int,
@@ -244,7 +256,6 @@ async def mesh_on_kafka(
     """(b) n workflows through every service as its own process on Kafka against the same n in one process on
     the embedded bus; then the latency a handoff adds at fractions of the maximum load, offered steadily."""
     specs = load_workflows()
-    trust = identity.TrustDomain.generate(identity.all_roles(agent_kinds(specs)))
     keys = workdir / "keys-mesh"
     trust.write(keys)
     capacity = n * reps + int(sum(loads) * 1000 * load_seconds) + profile_workflows + 1000
