@@ -4,8 +4,6 @@ against the same workflows on the embedded bus, with handoff latency against off
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -159,13 +157,7 @@ async def validator_against_passthrough(
         await fresh(rep)
         start = await total(bus, [out])
         dead = await total(bus, [topics.DEAD_LETTER])
-        if name == "handoff-validator":
-            procs.start(name, *args)
-        else:
-            log = (workdir / f"{name}.log").open("ab")
-            procs.procs[name] = subprocess.Popen(  # noqa: ASYNC220 (returns at once: the process runs on)
-                [sys.executable, *args], stdout=log, stderr=subprocess.STDOUT
-            )
+        procs.spawn(name, *args)
         try:
             rate = await rate_of_arrivals(bus, out, start, n, timeout_s=max(120.0, n / 20))
         finally:
@@ -175,7 +167,9 @@ async def validator_against_passthrough(
         return rate
 
     async def baton(rep: int) -> float:
-        return await side(rep, "handoff-validator", ["handoff-validator"], topics.HANDOFF_VERDICTS)
+        return await side(
+            rep, "handoff-validator", ["-m", "baton", "run", "handoff-validator"], topics.HANDOFF_VERDICTS
+        )
 
     async def baseline(rep: int) -> float:
         args = ["-m", "baton.perf.passthrough", broker.bootstrap, topics.HANDOFF_PROPOSALS, PASSTHROUGH_OUT]
