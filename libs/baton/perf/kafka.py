@@ -4,8 +4,6 @@ against the same workflows on the embedded bus, with handoff latency against off
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,12 +109,23 @@ class ValidatorFigure:
     profile: Profile | None = None
 
 
+def trust_domain() -> identity.TrustDomain:
+    """One set of keys for every figure on the broker: the checkpoints one figure leaves in the compacted
+    topic must verify for the services of the next."""
+    return identity.TrustDomain.generate(identity.all_roles(agent_kinds(load_workflows())))
+
+
 async def validator_against_passthrough(
-    broker: KafkaBroker, workdir: Path, n: int, reps: int, *, profile_below: float
+    broker: KafkaBroker,
+    workdir: Path,
+    n: int,
+    reps: int,
+    *,
+    trust: identity.TrustDomain,
+    profile_below: float,
 ) -> ValidatorFigure:
     """(a) The validator service (a process) judging n proposals with 2 KB contexts against the passthrough
     copying the same n records, same broker, same partitions."""
-    trust = identity.TrustDomain.generate(identity.all_roles(agent_kinds(load_workflows())))
     keys = workdir / "keys-validator"
     trust.write(keys)
     bus = KafkaBus(broker.bootstrap, client_id="bench")
@@ -148,13 +157,7 @@ async def validator_against_passthrough(
         await fresh(rep)
         start = await total(bus, [out])
         dead = await total(bus, [topics.DEAD_LETTER])
-        if name == "handoff-validator":
-            procs.start(name, *args)
-        else:
-            log = (workdir / f"{name}.log").open("ab")
-            procs.procs[name] = subprocess.Popen(  # noqa: ASYNC220 (returns at once: the process runs on)
-                [sys.executable, *args], stdout=log, stderr=subprocess.STDOUT
-            )
+        procs.spawn(name, *args)
         try:
             rate = await rate_of_arrivals(bus, out, start, n, timeout_s=max(120.0, n / 20))
         finally:
@@ -164,7 +167,9 @@ async def validator_against_passthrough(
         return rate
 
     async def baton(rep: int) -> float:
-        return await side(rep, "handoff-validator", ["handoff-validator"], topics.HANDOFF_VERDICTS)
+        return await side(
+            rep, "handoff-validator", ["-m", "baton", "run", "handoff-validator"], topics.HANDOFF_VERDICTS
+        )
 
     async def baseline(rep: int) -> float:
         args = ["-m", "baton.perf.passthrough", broker.bootstrap, topics.HANDOFF_PROPOSALS, PASSTHROUGH_OUT]
@@ -237,6 +242,7 @@ async def mesh_on_kafka(
     n: int,
     reps: int,
     *,
+    trust: identity.TrustDomain,
     loads: Sequence[float],
     load_seconds: float,
     profile_workflows: int,
@@ -244,7 +250,6 @@ async def mesh_on_kafka(
     """(b) n workflows through every service as its own process on Kafka against the same n in one process on
     the embedded bus; then the latency a handoff adds at fractions of the maximum load, offered steadily."""
     specs = load_workflows()
-    trust = identity.TrustDomain.generate(identity.all_roles(agent_kinds(specs)))
     keys = workdir / "keys-mesh"
     trust.write(keys)
     capacity = n * reps + int(sum(loads) * 1000 * load_seconds) + profile_workflows + 1000

@@ -227,9 +227,12 @@ def markdown(report: BenchReport, plots: list[str]) -> str:
             shown.add(g.profile)
             prof = report.profiles[g.profile]
             out += [
-                f"### {prof.what} ({prof.total_s:.1f} s profiled; goals: "
-                + ", ".join(m.what for m in missed if m.profile == g.profile)
-                + ")",
+                f"### {prof.what}",
+                "",
+                "Goals: " + ", ".join(m.what for m in missed if m.profile == g.profile) + ". "
+                f"{prof.total_s:.1f} s profiled, of which {prof.baton_self_s:.1f} s in Baton's own functions (self "
+                "time); the rest is in libraries (Avro, Ed25519, aiokafka, pymongo, sqlite3) and in the event "
+                "loop waiting for the broker or the store.",
                 "",
             ]
             for title, rows in (("cumulative", prof.by_cumulative), ("self", prof.by_self)):

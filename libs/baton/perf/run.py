@@ -128,8 +128,9 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
 
             report.profiles["verify"] = await profiled("baton audit verify, embedded store", verify_run)
         _say("handoff validator against the passthrough on Kafka (a)")
+        trust = on_kafka.trust_domain()
         validator = await on_kafka.validator_against_passthrough(
-            broker, work / "validator", sizes.validator_proposals, sizes.reps, profile_below=0.8
+            broker, work / "validator", sizes.validator_proposals, sizes.reps, trust=trust, profile_below=0.8
         )
         add(validator.comparison)
         if validator.profile is not None:
@@ -140,6 +141,7 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
             work / "mesh",
             sizes.e2e_workflows,
             sizes.reps,
+            trust=trust,
             loads=LOADS,
             load_seconds=sizes.load_seconds,
             profile_workflows=max(10, sizes.e2e_workflows // 3),

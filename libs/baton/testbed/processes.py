@@ -20,9 +20,14 @@ class ServiceProcesses:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """A Baton service: `python -m baton run <args>`."""
+        return self.spawn(name, "-m", "baton", "run", *args)
+
+    def spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        """Any Python entry point of this environment (`python <argv>`), with the same environment and log."""
         log = (self.logdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "baton", "run", *args],
+            [sys.executable, *argv],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
