@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
@@ -83,19 +83,18 @@ class WorkflowState:
 
     def to_json(self) -> str:
         """Everything but the context snapshot, which the checkpoint carries once, in its own field."""
-        fields = asdict(self)
-        del fields["snapshot"]
-        return json.dumps(fields, sort_keys=True)
+        # Not dataclasses.asdict: it deep-copies the snapshot (the whole context) only to drop it.
+        return json.dumps({name: getattr(self, name) for name in _STATE_FIELDS}, sort_keys=True)
 
     @classmethod
     def from_checkpoint(cls, event: WorkflowCheckpointed) -> WorkflowState:
         """The state a checkpoint carries; raises ValueError when it does not parse."""
         try:
-            fields = json.loads(event.supervisor_state_json)
-            if not isinstance(fields, dict):
-                raise TypeError(f"supervisor_state_json is a {type(fields).__name__}, not an object")
-            fields["snapshot"] = event.snapshot.model_dump()
-            state = _STATE.validate_python(fields)  # types checked: a wrong one must not reach the sweep
+            loaded = json.loads(event.supervisor_state_json)
+            if not isinstance(loaded, dict):
+                raise TypeError(f"supervisor_state_json is a {type(loaded).__name__}, not an object")
+            loaded["snapshot"] = event.snapshot.model_dump()
+            state = _STATE.validate_python(loaded)  # types checked: a wrong one must not reach the sweep
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"checkpoint of {event.envelope.workflow_id} holds no valid supervisor state: {exc}"
@@ -106,6 +105,7 @@ class WorkflowState:
 
 
 _STATE: TypeAdapter[WorkflowState] = TypeAdapter(WorkflowState)
+_STATE_FIELDS = tuple(f.name for f in fields(WorkflowState) if f.name != "snapshot")
 
 
 def proposal_event_id(workflow_id: str, agent: str, context_version: int, attempt: int) -> str:
