@@ -1,4 +1,5 @@
-"""The whole bench: start the broker and FerretDB, measure every figure with its baseline, write the report."""
+"""The whole bench: start FerretDB and a Kafka broker per figure on Kafka, measure every figure with its
+baseline, write the report."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from baton.perf.report import BenchReport, write
 from baton.perf.stats import Comparison
 from baton.perf.workload import handoff
 from baton.testbed.ferretdb import start_ferretdb
-from baton.testbed.kafka_broker import start_broker
+from baton.testbed.kafka_broker import KafkaBroker, start_broker
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,20 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
         return cmp
 
     ferret = start_ferretdb()
-    (work / "kafka").mkdir()
-    broker = start_broker(work / "kafka")
-    report.machine.update(kafka=broker.version, ferretdb=ferret.version)
+    report.machine.update(ferretdb=ferret.version)
+    brokers: list[KafkaBroker] = []
+
+    def fresh_broker(name: str) -> KafkaBroker:
+        # Each figure on Kafka gets a broker of its own: Baton's topic names are fixed, and one figure's
+        # records (20,000 verdicts of workflows the supervisor never ran) would be the next one's backlog.
+        for old in brokers:
+            old.stop()
+        (work / name).mkdir()
+        broker = start_broker(work / name)
+        brokers.append(broker)
+        report.machine.update(kafka=broker.version)
+        return broker
+
     try:
         _say("signing cost (h)")
         for cmp in await signing_cost(events=sizes.signing_events, reps=sizes.reps):
@@ -130,14 +142,19 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
         _say("handoff validator against the passthrough on Kafka (a)")
         trust = on_kafka.trust_domain()
         validator = await on_kafka.validator_against_passthrough(
-            broker, work / "validator", sizes.validator_proposals, sizes.reps, trust=trust, profile_below=0.8
+            fresh_broker("kafka-validator"),
+            work / "validator",
+            sizes.validator_proposals,
+            sizes.reps,
+            trust=trust,
+            profile_below=0.8,
         )
         add(validator.comparison)
         if validator.profile is not None:
             report.profiles["validator"] = validator.profile
         _say("end to end on Kafka against the embedded bus, and latency against load (b)")
         mesh = await on_kafka.mesh_on_kafka(
-            broker,
+            fresh_broker("kafka-mesh"),
             work / "mesh",
             sizes.e2e_workflows,
             sizes.reps,
@@ -153,7 +170,8 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
         if mesh.profile is not None:
             report.profiles["mesh"] = mesh.profile
     finally:
-        broker.stop()
+        for broker in brokers:
+            broker.stop()
         ferret.stop()
     _say(f"resident memory per service at {', '.join(f'{m:,}' for m in sizes.memory_marks)} workflows (g)")
     report.memory = await asyncio.to_thread(local.memory_per_service, sizes.memory_marks)
