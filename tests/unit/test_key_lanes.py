@@ -80,3 +80,25 @@ async def test_without_by_key_a_partition_runs_strictly_in_offset_order() -> Non
 
     await KeyLanes(handle, log, by_key=False).handle(_records("a", "b", "c", "d", "e"), stopping=lambda: False)
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_records_handled_ahead_stay_remembered_when_a_shorter_poll_completes() -> None:
+    calls: list[int] = []
+    broken = {0}
+
+    async def handle(record: BusRecord) -> None:
+        calls.append(record.offset)
+        if record.offset in broken:
+            raise ConnectionError("the bus is down")
+
+    lanes = KeyLanes(handle, log)
+    records = _records("a", "b", "c")
+    await lanes.handle(records, stopping=lambda: False)  # 0 fails; 1 and 2 are handled
+    broken.clear()
+    calls.clear()
+    # The next poll returns only offset 0 (a smaller fetch): it completes, and 1 and 2 are still known.
+    first = await lanes.handle(records[:1], stopping=lambda: False)
+    assert first.commit == {("t", 0): 1}
+    second = await lanes.handle(records[1:], stopping=lambda: False)
+    assert calls == [0]
+    assert second.commit == {("t", 0): 3}

@@ -172,7 +172,11 @@ class KeyLanes:
             first_missing = next((o for o in offsets if o not in handled), None)
             if first_missing is None:
                 result.commit[tp] = offsets[-1] + 1
-                self._done.pop(tp, None)
+                beyond = {o for o in handled if o > offsets[-1]}  # handled in an earlier poll, not yet re-read
+                if beyond:
+                    self._done[tp] = beyond
+                else:
+                    self._done.pop(tp, None)
                 continue
             if first_missing > offsets[0]:
                 result.commit[tp] = first_missing
