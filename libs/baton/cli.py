@@ -461,3 +461,30 @@ def dev_kafka(
         signal.sigwait(stop)
     finally:
         broker.stop()
+
+
+@app.command("local")
+def local(
+    workflows: Annotated[Path, typer.Option(help="your workflow directory: *.yaml declarations and tools.yaml")],
+    tasks: Annotated[Path, typer.Option(help="JSON Lines, one task each: workflow_type, input, tenant, workflow_id")],
+    state: Annotated[Path, typer.Option(help="where the audit (and the agents' ledger) is kept")] = Path(".baton"),
+    timeout_s: Annotated[float, typer.Option(help="give up waiting for outcomes after this long")] = 120.0,
+) -> None:
+    """Run a workflow directory's tasks through every service in this process on the embedded bus."""
+    import logging
+
+    from baton.client import TaskFileError, load_tasks
+    from baton.local import run_local, summary
+
+    try:
+        batch = load_tasks(tasks)
+    except (OSError, TaskFileError) as exc:
+        typer.echo(f"cannot read the tasks: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logging.basicConfig(level=logging.ERROR)
+    run = _run(run_local(workflow_dir=workflows, tasks=batch, state_dir=state, timeout_s=timeout_s))
+    for wf in sorted(run.outcomes):
+        typer.echo(run.outcomes[wf].line())
+    for line in summary(run, state):
+        typer.echo(line)
+    raise typer.Exit(0 if run.ok else 1)
