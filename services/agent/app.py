@@ -36,7 +36,7 @@ class AgentApp:
         self.ledger.close()
 
 
-def build_model(settings: Settings, agent: AgentSpec, faults: FaultPlan) -> ModelClient:
+def build_model(settings: Settings, agent: AgentSpec, faults: FaultPlan | None = None) -> ModelClient:
     """The agent's declared model (the key from configuration), else the service's configured one."""
     declared = agent.model
     if declared is not None and declared.backend == "openai":
@@ -44,7 +44,7 @@ def build_model(settings: Settings, agent: AgentSpec, faults: FaultPlan) -> Mode
         return OpenAIChatModel(declared.base_url, declared.name, settings.openai_api_key)
     if declared is None and settings.backend == "openai":
         return OpenAIChatModel(settings.openai_base_url, settings.openai_model, settings.openai_api_key)
-    return ScriptedModel(seed=settings.seed, faults=faults)
+    return ScriptedModel(seed=settings.seed, faults=faults or FaultPlan())
 
 
 def build_tools(settings: Settings) -> ToolRegistry:

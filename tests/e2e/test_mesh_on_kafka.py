@@ -24,9 +24,9 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.demo import DETECTED_BY, _eligible, _inputs
 from baton.faults import Fault, FaultPlan
+from baton.ledger import Ledger
 from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
-from baton.ledger import Ledger
 from baton.world import World, seeded_tenant
 from tests.harness.expected import Submission, expected_outcomes, outcome_key
 from tests.harness.identities import DOMAIN, trust, write_keys
