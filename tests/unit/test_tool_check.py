@@ -13,13 +13,13 @@ from baton.tools import ToolDeclaration, ToolRegistry
 from baton.tools.check import declaration_problems, lock_entry, read_lock, schema_breaks, write_lock
 from baton.workflows import AgentSpec, Escalation, ModelSpec, ToolSpec, WorkflowSpec
 
-PARAMS = {
+PARAMS: dict[str, Any] = {
     "type": "object",
     "properties": {"invoice_id": {"type": "string"}, "amount": {"type": "number"}},
     "required": ["invoice_id", "amount"],
     "additionalProperties": False,
 }
-RETURNS = {"type": "object", "properties": {"payment_id": {"type": "string"}}, "required": ["payment_id"]}
+RETURNS: dict[str, Any] = {"type": "object", "properties": {"payment_id": {"type": "string"}}, "required": ["payment_id"]}
 
 
 class Fixed:
