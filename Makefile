@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint typecheck schemas unit integration deps kafka ferretdb deploy soak bench clean
+.PHONY: help demo test lint typecheck schemas tools unit integration deps kafka ferretdb deploy soak bench clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,13 +40,16 @@ typecheck: deps ## mypy --strict
 schemas: deps ## schema compatibility gate (every new version BACKWARD compatible)
 	$(BIN)/baton schemas check
 
+tools: deps ## declaration gate: every pinned tool registered, at its version, compatible with tools.lock.json
+	$(BIN)/baton tools check
+
 unit: deps ## fast tests: unit and component, embedded bus only
 	$(PYTEST) -m "not integration and not e2e"
 
 integration: deps kafka ferretdb ## tests on real Kafka and FerretDB (started and stopped by the tests)
 	$(PYTEST) -m "integration or e2e"
 
-test: lint typecheck schemas unit integration ## everything CI runs
+test: lint typecheck schemas tools unit integration ## everything CI runs
 
 soak: deps ## memory soak: RSS of the supervisor, the validator and the auditor at 10,000 and 100,000 workflows -> reports/memory.txt
 	@mkdir -p reports

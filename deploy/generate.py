@@ -55,7 +55,8 @@ RUNTIME_ENV = {
     "BATON_SCHEMA_REGISTRY_URL": "http://schema-registry:8081",
     "BATON_AUDITOR_STORE": "mongodb",
     "BATON_AUDITOR_MONGODB_URL": "mongodb://mongodb:27017/",
-    "BATON_AGENT_WORLD_DB": "/data/world.db",
+    "BATON_WORLD_DB": "/data/world.db",
+    "BATON_AGENT_LEDGER_DB": "/data/ledger.db",
     "BATON_LOG_LEVEL": "INFO",
 }
 
@@ -112,7 +113,7 @@ def compose() -> dict[str, Any]:
             )
             if name == "auditor"
             # The agents share one world volume here, so the validator checks tool values against its receipts.
-            else dict(RUNTIME_ENV, **identity_env, BATON_HANDOFF_VALIDATOR_WORLD_DB="/data/world.db")
+            else dict(RUNTIME_ENV, **identity_env, BATON_HANDOFF_VALIDATOR_LEDGER_DB="/data/ledger.db")
             if name == "handoff-validator"
             else dict(RUNTIME_ENV, **identity_env),
             # `baton keys generate --out keys` makes these files; each service sees only its own key.

@@ -8,17 +8,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier, ToolProvenance
 from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
+from baton.tools.base import ToolError
+from baton.tools.executor import ToolRun, escalates
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
-from baton.world import ToolError
 
-ToolRunner = Callable[[str, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
+
+class StepToolRunner(Protocol):
+    """Runs one step's tool calls (`baton.tools.executor.StepTools` over the registry and the ledger)."""
+
+    async def run(self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int) -> ToolRun: ...
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,6 @@ def bind_arguments(tool: ToolSpec, context: Mapping[str, Any], chosen: Mapping[s
     return BoundCall(arguments, unresolved, differing, unbound)
 
 
-def idempotency_key(workflow_id: str, agent: str, tool: str, arguments: Mapping[str, Any]) -> str:
-    """Same workflow, agent, tool and arguments -> same key, across retries and redeliveries."""
-    digest = hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest()[:16]
-    return f"{workflow_id}:{agent}:{tool}:{digest}"
-
-
 async def run_step(
     *,
     workflow: WorkflowSpec,
@@ -120,8 +119,9 @@ async def run_step(
     workflow_id: str,
     context: Mapping[str, Any],
     model: ModelClient,
-    run_tool: ToolRunner,
+    tools: StepToolRunner,
     attempt: int = 1,
+    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> StepOutcome:
     """Run one agent step: ask the model, enforce tools, loops and confidence, execute tools idempotently."""
     budgets = workflow.budgets
@@ -129,6 +129,9 @@ async def run_step(
     ctx: dict[str, Any] = dict(context)
     history: list[ToolResult] = []
     fingerprints: Counter[str] = Counter()
+    # Per tool, the distinct argument sets called in this step: a call's ordinal (and key) is its set's index, so
+    # a repeated identical write replays the first and a re-run's n-th distinct call meets the first run's n-th.
+    distinct: dict[str, list[str]] = {}
     outcome = StepOutcome(succeeded=False)
     considered = [t.name for t in agent.tools]
     max_iterations = max(4, 2 * len(agent.tools) + budgets.loop_threshold + 1)
@@ -136,7 +139,14 @@ async def run_step(
         input_hash = context_sha256(ctx)
         try:
             reply = await model.decide(
-                ModelRequest(workflow_id=workflow_id, agent=agent, context=ctx, history=history, attempt=attempt)
+                ModelRequest(
+                    workflow_id=workflow_id,
+                    agent=agent,
+                    context=ctx,
+                    history=history,
+                    attempt=attempt,
+                    tool_schemas=tool_schemas or {},
+                )
             )
         except ModelError as exc:
             cls = FailureClass.TRANSIENT if exc.transient else FailureClass.LOGIC
@@ -199,7 +209,8 @@ async def run_step(
         if call.diverged and spec.tier is PermissionTier.READ:
             # A read runs on the bound values; the model's divergence stays on record in its decision.
             trace = DecisionTrace(**{**trace.__dict__, "rationale": f"{trace.rationale} [rebound: {call.diverged}]"})
-        fingerprint = f"{choice.name}:{hashlib.sha256(canonical_bytes(arguments)).hexdigest()}"
+        arguments_digest = hashlib.sha256(canonical_bytes(arguments)).hexdigest()
+        fingerprint = f"{choice.name}:{arguments_digest}"
         fingerprints[fingerprint] += 1
         if fingerprints[fingerprint] > budgets.loop_threshold:
             outcome.decisions.append(trace)
@@ -228,17 +239,20 @@ async def run_step(
                 f"{choice.name} is {spec.tier.value} and acts only on the verified context's values; refused, "
                 f"nothing ran: {call.diverged}",
             )
-        key = idempotency_key(workflow_id, agent.name, choice.name, arguments)
+        seen = distinct.setdefault(choice.name, [])
+        if arguments_digest not in seen:
+            seen.append(arguments_digest)
         try:
-            result = await run_tool(choice.name, arguments, key)
+            run = await tools.run(spec, arguments, seen.index(arguments_digest))
         except ToolError as exc:
             outcome.decisions.append(trace)
-            return outcome.fail(FailureClass.LOGIC, f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
+            return outcome.fail(escalates(exc), f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
         outcome.tool_calls += 1
+        result = run.result
         history.append(ToolResult(choice.name, dict(arguments), result))
         ctx[spec.result_key] = result
         outcome.provenance[spec.result_key] = ToolProvenance(
-            key=spec.result_key, tool=choice.name, call_id=key, result_sha256=context_sha256(result)
+            key=spec.result_key, tool=choice.name, call_id=run.key, result_sha256=context_sha256(result)
         )
         outcome.decisions.append(_with_output(trace, ctx))
     return outcome.fail(

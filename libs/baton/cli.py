@@ -21,6 +21,10 @@ keys_app = typer.Typer(help="Identities: Ed25519 signing keys per role and the p
 app.add_typer(keys_app, name="keys")
 dev_app = typer.Typer(help="Local infrastructure for development (from a checkout).", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
+tools_app = typer.Typer(
+    help="Tools: the registry, and the check of workflow declarations against it.", no_args_is_help=True
+)
+app.add_typer(tools_app, name="tools")
 
 # service name -> module holding `Settings`, `start(events, settings)` and `SERVICE`
 SERVICES: dict[str, str] = {
@@ -196,6 +200,84 @@ def schemas_check() -> None:
         f"{len(cat.by_subject)} subjects, {versions} versions: every new version is BACKWARD compatible "
         "and every model mirrors its newest schema"
     )
+
+
+WorkflowsOption = Annotated[
+    Path | None, typer.Option("--workflows", help="workflow directory (default BATON_WORKFLOW_DIR, else ./workflows)")
+]
+ToolModulesOption = Annotated[
+    str, typer.Option("--tools", envvar="BATON_AGENT_TOOLS", help="extra Python tool modules")
+]
+
+
+def _with_registry(workflows: Path | None, modules: str, use: Any) -> Any:
+    """Start the registry of a workflow directory, call use(directory, specs, registry), close it."""
+    from baton.tools.base import ToolError
+    from baton.tools.loader import registry_for
+    from baton.workflows import WorkflowDeclarationError, default_workflow_dir, load_workflows
+
+    async def go() -> Any:
+        directory = workflows or default_workflow_dir()
+        specs = load_workflows(directory)
+        registry = registry_for(directory, modules=[m.strip() for m in modules.split(",") if m.strip()])
+        await registry.start()
+        try:
+            return use(directory, specs, registry)
+        finally:
+            await registry.close()
+
+    try:
+        return asyncio.run(go())
+    except (ToolError, WorkflowDeclarationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@tools_app.command("check")
+def tools_check(workflows: WorkflowsOption = None, tools: ToolModulesOption = "") -> None:
+    """Refuse declarations that name an unknown tool, a version the registry does not offer, a lowered tier,
+    or a pinned version whose schema changed incompatibly since `baton tools lock`."""
+    from baton.tools.check import declaration_problems, read_lock
+    from baton.workflows import TOOL_LOCK_FILE
+
+    def use(directory: Path, specs: Any, registry: Any) -> list[str]:
+        return declaration_problems(specs, registry, read_lock(directory / TOOL_LOCK_FILE))
+
+    problems: list[str] = _with_registry(workflows, tools, use)
+    for problem in problems:
+        typer.echo(f"REFUSED: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("every declared tool is registered, pinned to the offered version and compatible with its lock")
+
+
+@tools_app.command("lock")
+def tools_lock(workflows: WorkflowsOption = None, tools: ToolModulesOption = "") -> None:
+    """Record the schema of every pinned tool version in tools.lock.json beside the declarations."""
+    from baton.tools.check import read_lock, write_lock
+    from baton.workflows import TOOL_LOCK_FILE
+
+    def use(directory: Path, specs: Any, registry: Any) -> list[str]:
+        path = directory / TOOL_LOCK_FILE
+        return write_lock(path, specs, registry, read_lock(path))
+
+    refused: list[str] = _with_registry(workflows, tools, use)
+    for ref in refused:
+        typer.echo(f"NOT LOCKED: {ref} changed incompatibly; give it a new version instead", err=True)
+    if refused:
+        raise typer.Exit(1)
+    typer.echo("tools.lock.json updated")
+
+
+@tools_app.command("list")
+def tools_list(workflows: WorkflowsOption = None, tools: ToolModulesOption = "") -> None:
+    """Print every registered tool's declaration as JSON."""
+    import json
+
+    def use(directory: Path, specs: Any, registry: Any) -> list[dict[str, Any]]:
+        return [d.as_schema() for d in registry.declarations()]
+
+    typer.echo(json.dumps(_with_registry(workflows, tools, use), indent=2))
 
 
 def _run(main: Any) -> Any:

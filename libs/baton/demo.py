@@ -162,7 +162,7 @@ async def run_demo(
     started = time.perf_counter()
     directory = world_dir or Path(tempfile.mkdtemp(prefix="baton-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in [*directory.glob("world.db*"), *directory.glob("audit*")]:
+    for stale in [*directory.glob("world.db*"), *directory.glob("ledger.db*"), *directory.glob("audit*")]:
         stale.unlink()
     world = World(directory / "world.db")
     world.seed(customers=max(300, workflows), seed=seed)

@@ -83,8 +83,14 @@ class ToolReceipt:
 
 
 def tool_call_prefix(workflow_id: str, agent: str, tool: str) -> str:
-    """How every call id (idempotency key) of this workflow's agent's tool starts (see baton.agent.idempotency_key)."""
+    """How every call id (idempotency key) of this workflow's agent's tool starts (see tool_call_key)."""
     return f"{workflow_id}:{agent}:{tool}:"
+
+
+def tool_call_key(workflow_id: str, agent: str, tool: str, *, step_version: int, ordinal: int) -> str:
+    """The idempotency key of a step's ordinal-th distinct call of a tool: the step, not the arguments, names it
+    (docs/decisions/0013-write-keys-name-the-step.md)."""
+    return f"{tool_call_prefix(workflow_id, agent, tool)}v{step_version}.{ordinal}"
 
 
 def _empty(value: Any) -> bool:

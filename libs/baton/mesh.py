@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baton_demo.world_tools import world_tools
 from pydantic import SecretStr
 
 from baton.audit.keys import encode_signing_key, generate_signing_key
@@ -16,11 +17,23 @@ from baton.faults import FaultPlan
 from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
 from baton.runtime import RuntimeSettings, instance_id
+from baton.tools import PythonToolProvider, ToolRegistry
 from baton.workflows import agent_kinds, load_workflows
+from baton.world import World
 
 # Next to the embedded audit store: the anchors the auditor also publishes to a file, and its public key.
 AUDIT_ANCHOR_FILE = "audit-anchors.jsonl"
 AUDIT_VERIFY_KEY_FILE = "audit-verify.pub"
+
+
+@dataclass
+class _Closing:
+    """The world the mesh's tools act on, closed after the agents stop."""
+
+    world: World
+
+    async def stop(self) -> None:
+        self.world.close()
 
 
 @dataclass
@@ -51,6 +64,7 @@ async def start_mesh(
     *,
     world_db: Path,
     audit_db: Path | None = None,
+    ledger_db: Path | None = None,
     faults: FaultPlan | None = None,
     backoff_base_s: float = 0.05,
     seed: int = 0,
@@ -58,7 +72,8 @@ async def start_mesh(
 ) -> Mesh:
     """Start the validator, the supervisor, one agent service per declared kind and (given audit_db) the
     auditor on its embedded store, on a started bus; each signs with its own identity (generated for
-    this process unless a trust domain is given)."""
+    this process unless a trust domain is given). Agents share one tool registry over the world's tool pack
+    and one ledger (default: ledger.db beside the world)."""
     from services.agent import app as agent_app
     from services.agent.config import Settings as AgentSettings
     from services.auditor import app as auditor_app
@@ -85,14 +100,20 @@ async def start_mesh(
                 anchor_file=audit_db.with_name(AUDIT_ANCHOR_FILE),
             ),
         )
+    ledger = ledger_db or world_db.with_name("ledger.db")
     mesh.apps["handoff-validator"] = await validator_app.start(
-        mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime, world_db=world_db)
+        mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime, ledger_db=ledger)
     )
+    world = World(world_db)
+    tools = ToolRegistry([PythonToolProvider(world_tools(world), name="world")])
+    await tools.start()
+    mesh.apps["world"] = _Closing(world)
     for kind in agent_kinds(load_workflows()):
         mesh.apps[f"agent:{kind}"] = await agent_app.start(
             mesh.events(f"agent-{kind}"),
-            AgentSettings(runtime=runtime, kind=kind, world_db=world_db, seed=seed),
+            AgentSettings(runtime=runtime, kind=kind, ledger_db=ledger, seed=seed),
             faults=faults or FaultPlan(),
+            tools=tools,
         )
     mesh.apps["supervisor"] = await supervisor_app.start(
         mesh.events("supervisor"), SupervisorSettings(runtime=runtime, backoff_base_s=backoff_base_s)

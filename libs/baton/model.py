@@ -37,6 +37,8 @@ class ModelRequest:
     context: Mapping[str, Any]
     history: Sequence[ToolResult] = ()
     attempt: int = 1
+    # Each tool's declared parameters (JSON Schema, from the registry), for backends that show them to the model.
+    tool_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,18 +190,22 @@ class OpenAIChatModel:
         return messages
 
     @staticmethod
-    def _tools(agent: AgentSpec) -> list[dict[str, Any]]:
+    def _tools(agent: AgentSpec, schemas: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        guessed = {
+            t.name: {
+                "type": "object",
+                "properties": {a: {"type": ["string", "number"]} for a in t.args},
+                "required": list(t.args),
+            }
+            for t in agent.tools
+        }
         return [
             {
                 "type": "function",
                 "function": {
                     "name": t.name,
                     "description": t.description or f"{t.tier.value} tool",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {a: {"type": ["string", "number"]} for a in t.args},
-                        "required": list(t.args),
-                    },
+                    "parameters": dict(schemas.get(t.name, guessed[t.name])),
                 },
             }
             for t in agent.tools
@@ -210,7 +216,7 @@ class OpenAIChatModel:
         body = {
             "model": self.model,
             "messages": self._messages(request),
-            "tools": self._tools(request.agent),
+            "tools": self._tools(request.agent, request.tool_schemas),
             "temperature": 0,
         }
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -1,8 +1,8 @@
 """Where the validator reads what tools returned: the record kept where each tool ran.
 
-`ToolReceipts` is the small interface the validator is handed; `WorldToolReceipts` reads the reference
-world's record (its `tool_receipts` table, written by `World.call`), `MemoryToolReceipts` is the
-embedded one for tests. Both answer the same contract tests.
+`ToolReceipts` is the small interface the validator is handed; `LedgerToolReceipts` reads the agents'
+ledger (its `tool_receipts` table, written by `baton.ledger.Ledger` as each call returns), `MemoryToolReceipts`
+is the embedded one for tests. Both answer the same contract tests.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class MemoryToolReceipts:
         return {c: list(self._by_call[c]) for c in call_ids if c in self._by_call}
 
 
-class WorldToolReceipts:
-    """Reads the world database's tool_receipts table, read-only (the validator never writes the world)."""
+class LedgerToolReceipts:
+    """Reads the agents' ledger's tool_receipts table, read-only (the validator never writes it)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -75,7 +75,7 @@ class WorldToolReceipts:
                 )
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
-                return out  # a world that never ran a tool records none
+                return out  # a ledger whose agents never ran a tool records none
             raise
         for key, tool, sha in rows:
             out.setdefault(key, []).append(ToolReceipt(call_id=key, tool=tool, result_sha256=sha))

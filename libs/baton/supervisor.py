@@ -362,7 +362,8 @@ class Supervisor:
                     event.failure_class,
                 ),
             )
-        if code == "APPROVAL_REQUIRED":
+        if event.failure_class is None:
+            # No class: the agent says a human must decide (an approval, a write it will not repeat on its own).
             return self._finish(state, Outcome("escalated", code, reason))
         if code == "LOOP_DETECTED":
             return self._finish(state, Outcome("halted", "BUDGET_LOOP", reason, FailureClass.LOGIC))

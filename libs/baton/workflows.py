@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from baton.contracts.models import PermissionTier
 
 END = "$end"
+# Beside the declarations: the tool packs their agents use, and the schemas each pinned tool version had.
+TOOL_PACK_FILE = "tools.yaml"
+TOOL_LOCK_FILE = "tools.lock.json"
 
 
 class _Strict(BaseModel):
@@ -68,9 +71,14 @@ class ApprovalRule(_Strict):
 
 
 class ToolSpec(_Strict):
-    """A tool an agent may call, with its permission tier."""
+    """A tool an agent may call: which registered tool (pinned to a version), with which tier.
+
+    The tier is required because an MCP tool carries none; for a tool that declares its own, the
+    declaration may raise it but never lower it (`baton tools check`).
+    """
 
     name: str
+    version: str | None = Field(default=None, description="the registered tool version this agent is pinned to")
     tier: PermissionTier
     description: str = ""
     args: dict[str, str] = Field(default_factory=dict, description="argument name -> context key")
@@ -78,11 +86,29 @@ class ToolSpec(_Strict):
     approval: ApprovalRule | None = None
 
 
+class ModelSpec(_Strict):
+    """The model an agent reasons with: the scripted backend, or an OpenAI-compatible endpoint.
+
+    Never a key: the agent service takes it from its configuration (BATON_AGENT_OPENAI_API_KEY).
+    """
+
+    backend: Literal["scripted", "openai"] = "scripted"
+    name: str | None = Field(default=None, description="model name, e.g. gpt-4o-mini (openai backend)")
+    base_url: str | None = Field(default=None, description="chat-completions base URL, e.g. https://api.x/v1")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ModelSpec:
+        if self.backend == "openai" and not (self.name and self.base_url):
+            raise ValueError("an openai model needs both name and base_url (the key comes from configuration)")
+        return self
+
+
 class AgentSpec(_Strict):
-    """One agent kind: what it needs, what it produces, which tools it may use."""
+    """One agent kind: what it needs, what it produces, which tools and which model it uses."""
 
     name: str
     description: str = ""
+    model: ModelSpec | None = Field(default=None, description="this agent's model; default: the service's setting")
     inputs: list[str] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
@@ -246,7 +272,8 @@ def default_workflow_dir() -> Path:
 @cache
 def load_workflows(directory: Path | None = None) -> dict[str, WorkflowSpec]:
     """Every *.yaml under the workflow directory, by workflow name."""
-    specs = [load_workflow(p) for p in sorted((directory or default_workflow_dir()).glob("*.yaml"))]
+    paths = sorted((directory or default_workflow_dir()).glob("*.yaml"))
+    specs = [load_workflow(p) for p in paths if p.name != TOOL_PACK_FILE]
     return {s.name: s for s in specs}
 
 

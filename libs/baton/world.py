@@ -11,7 +11,6 @@ import json
 import random
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baton.context import NonCanonicalContextError, canonical_bytes
+from baton.tools.base import ToolError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,
@@ -36,17 +35,6 @@ CREATE TABLE IF NOT EXISTS refunds (id TEXT PRIMARY KEY, order_id TEXT NOT NULL 
     amount REAL NOT NULL, idempotency_key TEXT NOT NULL UNIQUE, checksum TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tool_calls (idempotency_key TEXT PRIMARY KEY, tool TEXT NOT NULL,
     result_json TEXT NOT NULL, executions INTEGER NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS step_ledger (step_key TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, agent TEXT NOT NULL,
-    started INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, result_json TEXT,
-    owner TEXT NOT NULL DEFAULT '', lease_until REAL NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS workflow_tenants (workflow_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL);
-"""
-
-# What every tool call returned, by the idempotency key it ran under: the record the handoff validator
-# checks a context's tool values against (tool_calls keeps the write tools' results, for idempotency).
-_RECEIPTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tool_receipts (idempotency_key TEXT NOT NULL, tool TEXT NOT NULL,
-    result_sha256 TEXT NOT NULL, PRIMARY KEY (idempotency_key, result_sha256));
 """
 
 _CHECKED = {
@@ -75,18 +63,6 @@ def seeded_tenant(index: int) -> str:
 
 class WorldSchemaError(Exception):
     """The world database was made by an older Baton and lacks what this one needs."""
-
-
-class StepBusyError(Exception):
-    """Another replica holds a live claim on this step."""
-
-
-class ToolError(Exception):
-    """A tool refused its input; `code` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _checksum(table: str, row: Mapping[str, Any]) -> str:
@@ -132,7 +108,6 @@ class World:
                 f"{path} was created before world records belonged to tenants (customers has no tenant_id): "
                 "delete it and seed a new world"
             )
-        self._db.executescript(_RECEIPTS_SCHEMA)
 
     def close(self) -> None:
         # Under the lock: a tool call still running in a worker thread finishes first.
@@ -333,7 +308,7 @@ class World:
 
         return self._idempotent(idempotency_key, "issue_refund", act)
 
-    def _check_tenant(self, tool: str, arguments: Mapping[str, Any], tenant_id: str) -> None:
+    def check_tenant(self, tool: str, arguments: Mapping[str, Any], tenant_id: str) -> None:
         # Ownership never changes once seeded, so checking before the tool's own transaction is race-free.
         owned = sorted(arguments.keys() & _OWNER_OF.keys())
         if not owned:
@@ -353,114 +328,6 @@ class World:
                     "of another tenant: a workflow acts only on its own tenant's records; submit the task under "
                     "the tenant that owns the record",
                 )
-
-    def call(self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str, tenant_id: str) -> dict[str, Any]:
-        """Run a tool by name for a tenant, recording its result's hash; ToolError for unknown tools, bad arguments
-        and other tenants' rows. One transaction: the tenant check, the tool and its receipt."""
-        with self._tx() as db:
-            result = self._run_tool(tool, arguments, idempotency_key=idempotency_key, tenant_id=tenant_id)
-            try:
-                sha = hashlib.sha256(canonical_bytes(result)).hexdigest()
-            except NonCanonicalContextError as exc:
-                raise ToolError("BAD_RESULT", f"{tool} returned a result with no RFC 8785 encoding: {exc}") from exc
-            db.execute(
-                "INSERT OR IGNORE INTO tool_receipts (idempotency_key, tool, result_sha256) VALUES (?, ?, ?)",
-                (idempotency_key, tool, sha),
-            )
-        return result
-
-    def _run_tool(
-        self, tool: str, arguments: Mapping[str, Any], *, idempotency_key: str, tenant_id: str
-    ) -> dict[str, Any]:
-        reads: dict[str, Callable[..., dict[str, Any]]] = {
-            "lookup_customer": self.lookup_customer,
-            "verify_identity": self.verify_identity,
-            "check_documents": self.check_documents,
-            "screen_sanctions": self.screen_sanctions,
-            "lookup_ticket": self.lookup_ticket,
-            "lookup_order": self.lookup_order,
-            "preview_refund": self.preview_refund,
-        }
-        if tool not in reads and tool not in ("file_regulatory_report", "issue_refund"):
-            raise ToolError("UNKNOWN_TOOL", f"the world has no tool {tool!r}")
-        self._check_tenant(tool, arguments, tenant_id)
-        try:
-            if tool == "file_regulatory_report":
-                return self.file_regulatory_report(**arguments, idempotency_key=idempotency_key)
-            if tool == "issue_refund":
-                return self.issue_refund(**arguments, idempotency_key=idempotency_key)
-            return reads[tool](**arguments)
-        except TypeError as exc:
-            raise ToolError("BAD_ARGUMENTS", f"{tool} got arguments {sorted(arguments)}: {exc}") from exc
-
-    # -- the agents' step ledger -------------------------------------------------------------------
-
-    def step_started(
-        self, step_key: str, *, workflow_id: str, agent: str, owner: str = "", lease_s: float = 300.0
-    ) -> str | None:
-        """Claim a step for `owner` for lease_s seconds; returns the stored result when it already completed.
-
-        Raises StepBusyError while another owner's claim is live, so a step runs once at a time even
-        when a rebalance hands its request to a second replica; a claim whose owner died expires.
-        """
-        with self._tx() as db:
-            return self._claim(db, step_key, workflow_id=workflow_id, agent=agent, owner=owner, lease_s=lease_s)
-
-    def begin_step(
-        self, step_key: str, *, workflow_id: str, agent: str, tenant_id: str, owner: str = "", lease_s: float = 300.0
-    ) -> tuple[str | None, str]:
-        """step_started and workflow_tenant in one transaction: (stored result or None, the workflow's tenant)."""
-        with self._tx() as db:
-            stored = self._claim(db, step_key, workflow_id=workflow_id, agent=agent, owner=owner, lease_s=lease_s)
-            if stored is not None:
-                return stored, tenant_id  # a finished step is replayed, not run: its tenant was checked then
-            return None, self.workflow_tenant(workflow_id, tenant_id)
-
-    def _claim(
-        self, db: sqlite3.Connection, step_key: str, *, workflow_id: str, agent: str, owner: str, lease_s: float
-    ) -> str | None:
-        now = time.time()
-        row = db.execute(
-            "SELECT completed, result_json, owner, lease_until FROM step_ledger WHERE step_key = ?", (step_key,)
-        ).fetchone()
-        if row is not None and row[0]:
-            return str(row[1])
-        if row is not None and row[2] != owner and row[3] > now:
-            raise StepBusyError(f"step {step_key} is running at {row[2]} (claim live for {row[3] - now:.0f}s)")
-        db.execute(
-            "INSERT INTO step_ledger (step_key, workflow_id, agent, started, owner, lease_until) "
-            "VALUES (?, ?, ?, 1, ?, ?) "
-            "ON CONFLICT(step_key) DO UPDATE SET started = started + 1, owner = excluded.owner, "
-            "lease_until = excluded.lease_until",
-            (step_key, workflow_id, agent, owner, now + lease_s),
-        )
-        return None
-
-    def step_abandoned(self, step_key: str, *, owner: str) -> None:
-        """Release a claim whose step failed before completing, so a retry need not wait for the lease."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE step_ledger SET lease_until = 0 WHERE step_key = ? AND owner = ? AND completed = 0",
-                (step_key, owner),
-            )
-
-    def workflow_tenant(self, workflow_id: str, tenant_id: str) -> str:
-        """The tenant a workflow's first step here came with (recorded now when this is its first)."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO workflow_tenants (workflow_id, tenant_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (workflow_id, tenant_id),
-            )
-            row = db.execute("SELECT tenant_id FROM workflow_tenants WHERE workflow_id = ?", (workflow_id,)).fetchone()
-        return str(row[0])
-
-    def step_completed(self, step_key: str, result_json: str) -> None:
-        """Store a finished step's events (the outbox), durably: they are published only after this returns."""
-        with self._tx(durable=True) as db:
-            db.execute(
-                "UPDATE step_ledger SET completed = completed + 1, result_json = ? WHERE step_key = ?",
-                (result_json, step_key),
-            )
 
     # -- integrity ---------------------------------------------------------------------------------
 
@@ -487,13 +354,7 @@ class World:
                 "EXCEPT SELECT idempotency_key FROM tool_calls"
             ):
                 problems.append(f"side effect {key} has no idempotency record")
-            for key, completed in db.execute("SELECT step_key, completed FROM step_ledger WHERE completed > 1"):
-                problems.append(f"step {key} completed {completed} times")
             counts["tool_calls_repeated"] = db.execute(
                 "SELECT COUNT(*) FROM tool_calls WHERE executions > 1"
             ).fetchone()[0]
-            counts["steps_started_twice"] = db.execute("SELECT COUNT(*) FROM step_ledger WHERE started > 1").fetchone()[
-                0
-            ]
-            counts["steps"] = db.execute("SELECT COUNT(*) FROM step_ledger").fetchone()[0]
         return WorldIntegrityReport(problems=problems, counts=counts)

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from baton import topics
 from baton.bus.base import Subscription
 from baton.faults import FaultPlan
+from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
 from baton.model import ModelClient, OpenAIChatModel, ScriptedModel
-from baton.workflows import load_workflows
-from baton.world import World
+from baton.tools.check import agent_tool_problems
+from baton.tools.loader import registry_for
+from baton.tools.registry import ToolRegistry
+from baton.workflows import AgentSpec, default_workflow_dir, load_workflows
 from services.agent.config import Settings
 from services.agent.handlers import AgentHandlers
 
@@ -21,40 +24,72 @@ SERVICE = "agent"
 class AgentApp:
     handlers: AgentHandlers
     subscriptions: list[Subscription]
-    world: World
+    ledger: Ledger
+    tools: ToolRegistry
+    owns_tools: bool
 
     async def stop(self) -> None:
         for sub in self.subscriptions:
             await sub.stop()
-        self.world.close()
+        if self.owns_tools:
+            await self.tools.close()
+        self.ledger.close()
 
 
-def build_model(settings: Settings, faults: FaultPlan) -> ModelClient:
-    if settings.backend == "openai":
+def build_model(settings: Settings, agent: AgentSpec, faults: FaultPlan | None = None) -> ModelClient:
+    """The agent's declared model (the key from configuration), else the service's configured one."""
+    declared = agent.model
+    if declared is not None and declared.backend == "openai":
+        assert declared.base_url is not None and declared.name is not None  # the declaration requires both
+        return OpenAIChatModel(declared.base_url, declared.name, settings.openai_api_key)
+    if declared is None and settings.backend == "openai":
         return OpenAIChatModel(settings.openai_base_url, settings.openai_model, settings.openai_api_key)
-    return ScriptedModel(seed=settings.seed, faults=faults)
+    return ScriptedModel(seed=settings.seed, faults=faults or FaultPlan())
+
+
+def build_tools(settings: Settings) -> ToolRegistry:
+    """The registry over the tool pack beside the declarations and the modules in BATON_AGENT_TOOLS (not started)."""
+    return registry_for(default_workflow_dir(), pack=settings.tool_pack, modules=settings.tool_modules())
 
 
 async def start(
-    events: EventBus, settings: Settings, *, faults: FaultPlan | None = None, model: ModelClient | None = None
+    events: EventBus,
+    settings: Settings,
+    *,
+    faults: FaultPlan | None = None,
+    model: ModelClient | None = None,
+    tools: ToolRegistry | None = None,
 ) -> AgentApp:
-    """Subscribe one agent kind on a started bus."""
+    """Subscribe one agent kind on a started bus; `tools`, when given, is a started registry shared with others."""
     workflows = load_workflows()
     owners = [w for w in workflows.values() if any(a.name == settings.kind for a in w.agents)]
     if len(owners) != 1:
         known = sorted(a.name for w in workflows.values() for a in w.agents)
         raise SystemExit(f"BATON_AGENT_KIND={settings.kind!r} must name one declared agent kind; known: {known}")
     workflow = owners[0]
+    agent = workflow.agent(settings.kind)
     if faults is None:
         faults = FaultPlan.load(settings.fault_plan) if settings.fault_plan else FaultPlan()
-    settings.world_db.parent.mkdir(parents=True, exist_ok=True)
-    world = World(settings.world_db)
+    owns_tools = tools is None
+    registry = tools if tools is not None else build_tools(settings)
+    if owns_tools:
+        await registry.start()
+    problems = agent_tool_problems(agent, registry)
+    if problems:
+        if owns_tools:
+            await registry.close()
+        raise SystemExit(
+            f"agent {agent.name} of workflow {workflow.name} cannot start; its declared tools do not match the "
+            "registry:\n  " + "\n  ".join(problems)
+        )
+    ledger = Ledger(settings.ledger_db)
     handlers = AgentHandlers(
         events,
         workflow=workflow,
-        agent=workflow.agent(settings.kind),
-        model=model or build_model(settings, faults),
-        world=world,
+        agent=agent,
+        model=model or build_model(settings, agent, faults),
+        tools=registry,
+        ledger=ledger,
         faults=faults,
         max_context_bytes=settings.max_context_bytes,
     )
@@ -63,4 +98,4 @@ async def start(
         [step_topic, topics.STEP_RESULTS, topics.DECISIONS, topics.HANDOFF_PROPOSALS, topics.DEAD_LETTER]
     )
     sub, _ = await consume(events, [step_topic], group_id=topics.agent_group(settings.kind), handler=handlers.on_step)
-    return AgentApp(handlers=handlers, subscriptions=[sub], world=world)
+    return AgentApp(handlers=handlers, subscriptions=[sub], ledger=ledger, tools=registry, owns_tools=owns_tools)

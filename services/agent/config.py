@@ -19,7 +19,14 @@ class Settings(BaseSettings):
 
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     kind: str = Field(default="", description="agent kind this process serves, e.g. identity_verification")
-    world_db: Path = Path(".baton/world.db")
+    # Baton's own record of steps, tool calls by idempotency key and tool receipts (the validator reads them).
+    ledger_db: Path = Path(".baton/ledger.db")
+    # Python modules of @python_tool functions, comma-separated (BATON_AGENT_TOOLS=acme_tools,acme.billing),
+    # on top of the tool pack beside the workflow declarations (tools.yaml).
+    tools: str = ""
+    # The tool pack file; default: tools.yaml in the workflow directory (BATON_WORKFLOW_DIR).
+    tool_pack: Path | None = None
+    # The model when the agent's declaration names none; a declared model always wins. The key is only ever here.
     backend: Literal["scripted", "openai"] = "scripted"
     seed: int = 0
     openai_base_url: str = "http://127.0.0.1:8000/v1"
@@ -27,3 +34,6 @@ class Settings(BaseSettings):
     openai_api_key: str = ""
     fault_plan: Path | None = None
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+
+    def tool_modules(self) -> list[str]:
+        return [m.strip() for m in self.tools.split(",") if m.strip()]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Mapping
-from typing import Any
 
 from baton import topics
 from baton.agent import StepOutcome, run_step
@@ -25,10 +23,12 @@ from baton.contracts.models import (
 )
 from baton.faults import ATTACK_FAULTS, HANDOFF_FAULTS, FaultPlan, attack_handoff, corrupt_handoff
 from baton.handoff import verify_snapshot_integrity
+from baton.ledger import Ledger, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
 from baton.model import ModelClient
+from baton.tools.executor import StepTools
+from baton.tools.registry import ToolRegistry
 from baton.workflows import AgentSpec, WorkflowSpec
-from baton.world import StepBusyError, World
 
 
 class AgentHandlers:
@@ -41,7 +41,8 @@ class AgentHandlers:
         workflow: WorkflowSpec,
         agent: AgentSpec,
         model: ModelClient,
-        world: World,
+        tools: ToolRegistry,
+        ledger: Ledger,
         faults: FaultPlan,
         max_context_bytes: int,
     ) -> None:
@@ -49,7 +50,9 @@ class AgentHandlers:
         self._workflow = workflow
         self._agent = agent
         self._model = model
-        self._world = world
+        self._tools = tools
+        self._schemas = {t.name: tools.declaration(t.name).parameters for t in agent.tools}
+        self._ledger = ledger
         self._faults = faults
         self._max_bytes = max_context_bytes
         self.steps_run = 0
@@ -68,9 +71,9 @@ class AgentHandlers:
         step_key = f"{wf}:{self._agent.name}:{snapshot.version}:{attempt}"
         owner = self._events.producer
         try:
-            # One trip to the world: claim the step and pin the workflow's tenant (recorded by its first step).
+            # One trip to the ledger: claim the step and pin the workflow's tenant (recorded by its first step).
             stored, tenant_owner = await asyncio.to_thread(
-                self._world.begin_step,
+                self._ledger.begin_step,
                 step_key,
                 workflow_id=wf,
                 agent=self._agent.name,
@@ -91,9 +94,9 @@ class AgentHandlers:
             # Outbox: the step's events are stored before they are published, so a publish that fails
             # is retried with the very same bytes instead of running the step (and the model) again.
             stored_json = json.dumps([(topic, base64.b64encode(data).decode()) for topic, data in encoded])
-            await asyncio.to_thread(self._world.step_completed, step_key, stored_json)
+            await asyncio.to_thread(self._ledger.step_completed, step_key, stored_json)
         except BaseException:
-            await asyncio.to_thread(self._world.step_abandoned, step_key, owner=owner)
+            await asyncio.to_thread(self._ledger.step_abandoned, step_key, owner=owner)
             raise
         for topic, data in encoded:
             await self._events.publish_encoded(topic, data, workflow_id=wf)
@@ -116,17 +119,23 @@ class AgentHandlers:
                 f"tenant {workflow_tenant!r}: refused, nothing ran",
             )
 
-        async def run_tool(name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
-            return await asyncio.to_thread(self._world.call, name, arguments, idempotency_key=key, tenant_id=tenant)
-
+        tools = StepTools(
+            registry=self._tools,
+            ledger=self._ledger,
+            workflow_id=wf,
+            agent=self._agent.name,
+            tenant_id=tenant,
+            step_version=snapshot.version,
+        )
         outcome = await run_step(
             workflow=self._workflow,
             agent=self._agent,
             workflow_id=wf,
             context=context,
             model=self._model,
-            run_tool=run_tool,
+            tools=tools,
             attempt=attempt,
+            tool_schemas=self._schemas,
         )
         if outcome.succeeded and outcome.context is not None:
             size = len(canonical_bytes(outcome.context))

@@ -8,7 +8,7 @@ from baton import topics
 from baton.bus.base import BusRecord, Subscription
 from baton.handoff import CheckpointView
 from baton.messaging import EventBus, EventConsumer, consume
-from baton.receipts import WorldToolReceipts
+from baton.receipts import LedgerToolReceipts
 from baton.runtime import ServiceConfigError
 from baton.workflows import agent_kinds, load_workflows
 from services.handoff_validator.config import Settings
@@ -27,7 +27,7 @@ class HandoffValidatorApp:
     async def stop(self) -> None:
         for sub in self.subscriptions:
             await sub.stop()
-        if isinstance(self.handlers.receipts, WorldToolReceipts):
+        if isinstance(self.handlers.receipts, LedgerToolReceipts):
             self.handlers.receipts.close()
 
 
@@ -38,10 +38,11 @@ def declared_inputs() -> dict[str, list[str]]:
 
 async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
     """Subscribe the validator on a started bus."""
-    if settings.runtime.bus == "kafka" and settings.world_db is None and not settings.without_tool_receipts:
+    if settings.runtime.bus == "kafka" and settings.ledger_db is None and not settings.without_tool_receipts:
         raise ServiceConfigError(
             "the handoff validator has no record of tool results to check tool values against: set "
-            "BATON_HANDOFF_VALIDATOR_WORLD_DB to the database the agents' tools record receipts in, or set "
+            "BATON_HANDOFF_VALIDATOR_LEDGER_DB to the agents' ledger (BATON_AGENT_LEDGER_DB), where tool receipts "
+            "are recorded, or set "
             "BATON_HANDOFF_VALIDATOR_WITHOUT_TOOL_RECEIPTS=true to run knowingly without that check"
         )
     await events.bus.create_topics([topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.DEAD_LETTER])
@@ -51,7 +52,7 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
         view=CheckpointView(capacity=settings.checkpoint_capacity),
         required_inputs={**declared_inputs(), **settings.required_inputs},
         workflows=load_workflows(),
-        receipts=WorldToolReceipts(settings.world_db) if settings.world_db is not None else None,
+        receipts=LedgerToolReceipts(settings.ledger_db) if settings.ledger_db is not None else None,
         max_context_bytes=settings.max_context_bytes,
         max_context_depth=settings.max_context_depth,
         checkpoint_wait_s=settings.checkpoint_wait_s,

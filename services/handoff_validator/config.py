@@ -20,10 +20,10 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
     max_context_depth: int = DEFAULT_MAX_CONTEXT_DEPTH
-    # The world database the agents' tools run against, read-only: a tool value in a context must match
-    # the result recorded there. Unset: only the hash each proposal declares is checked (docs/context-hashing.md).
-    world_db: Path | None = None
-    # On Kafka the validator refuses to start without world_db, unless this says the deployment knowingly
+    # The agents' ledger, read-only: a tool value in a context must match the result recorded where the tool
+    # ran (its receipt). Unset: only the hash each proposal declares is checked (docs/context-hashing.md).
+    ledger_db: Path | None = None
+    # On Kafka the validator refuses to start without ledger_db, unless this says the deployment knowingly
     # has no record of tool results to check against (then a rewritten tool value with a rewritten hash
     # passes; docs/security.md).
     without_tool_receipts: bool = False

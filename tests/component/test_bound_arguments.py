@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ def _rows_of(world: World, customer_id: str) -> list[tuple[Any, ...]]:
 
 
 def _agents_run(world: World, workflow_id: str) -> set[str]:
-    with world._lock:
-        return {r[0] for r in world._db.execute("SELECT agent FROM step_ledger WHERE workflow_id = ?", (workflow_id,))}
+    """The agents the ledger (beside the world, as the mesh keeps it) saw a step of this workflow for."""
+    with sqlite3.connect(world.path.with_name("ledger.db")) as db:
+        return {r[0] for r in db.execute("SELECT agent FROM step_ledger WHERE workflow_id = ?", (workflow_id,))}
 
 
 async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_write_nothing(tmp_path: Path) -> None:

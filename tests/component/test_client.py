@@ -15,6 +15,7 @@ from baton.contracts.models import Envelope, WorkflowCompleted, WorkflowHalted
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.demo import _inputs
+from baton.ledger import Ledger
 from baton.mesh import start_mesh
 from baton.messaging import EventBus
 from baton.workflows import load_workflows
@@ -51,10 +52,12 @@ async def test_a_retried_submit_with_the_same_key_runs_the_workflow_once(tmp_pat
     halted = by_wf[rejected]
     assert isinstance(halted, WorkflowHalted) and halted.reason_code == "UNKNOWN_WORKFLOW_TYPE"
     await mesh.stop()
-    ledger = world.verify()
+    assert world.verify().counts["tool_calls_repeated"] == 0
     world.close()
-    assert ledger.counts["tool_calls_repeated"] == 0 and ledger.counts["steps_started_twice"] == 0
-    with sqlite3.connect(tmp_path / "world.db") as db:
+    ledger = Ledger(tmp_path / "ledger.db")
+    assert ledger.verify().counts["steps_started_twice"] == 0
+    ledger.close()
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
         ran = {row[0] for row in db.execute("SELECT DISTINCT workflow_id FROM step_ledger")}
     assert ran == {first, other_tenant}  # the same key twice ran one workflow; the rejected one ran none
 

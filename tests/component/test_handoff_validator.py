@@ -248,7 +248,7 @@ async def test_on_kafka_the_validator_refuses_to_run_without_tool_receipts_unles
 
     bus = EmbeddedBus(partitions=1)
     events = EventBus(bus=bus, serde=serde, producer="test", trust=trust("handoff-validator"))
-    with pytest.raises(ServiceConfigError, match="BATON_HANDOFF_VALIDATOR_WORLD_DB"):
+    with pytest.raises(ServiceConfigError, match="BATON_HANDOFF_VALIDATOR_LEDGER_DB"):
         await start(events, Settings(runtime=RuntimeSettings(bus="kafka")))
     app = await start(events, Settings(runtime=RuntimeSettings(bus="kafka"), without_tool_receipts=True))
     await app.stop()

@@ -24,6 +24,7 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.demo import DETECTED_BY, _eligible, _inputs
 from baton.faults import Fault, FaultPlan
+from baton.ledger import Ledger
 from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
 from baton.world import World, seeded_tenant
@@ -83,8 +84,9 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
         "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
         "BATON_LOG_LEVEL": "WARNING",
-        "BATON_AGENT_WORLD_DB": str(tmp_path / "world.db"),
-        "BATON_HANDOFF_VALIDATOR_WORLD_DB": str(tmp_path / "world.db"),
+        "BATON_WORLD_DB": str(tmp_path / "world.db"),
+        "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
+        "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
         "BATON_AGENT_FAULT_PLAN": str(tmp_path / "faults.json"),
         "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
         # Every service: this share of its publishes fails, as a broker timing out would.
@@ -220,9 +222,14 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
 
         report = world.verify()
         assert report.ok, report.problems
-        assert report.counts["steps_started_twice"] == 0, "a step ran twice"
-        assert report.counts["tool_calls_repeated"] == 0, "a tool call was repeated"
-        assert report.counts["steps"] >= WORKFLOWS
+        assert report.counts["tool_calls_repeated"] == 0, "a tool call reached the world twice"
+        ledger = Ledger(tmp_path / "ledger.db")
+        steps = ledger.verify()
+        ledger.close()
+        assert steps.ok, steps.problems
+        assert steps.counts["steps_started_twice"] == 0, "a step ran twice"
+        assert steps.counts["tool_calls_run_twice"] == 0, "a tool call ran twice"
+        assert steps.counts["steps"] >= WORKFLOWS
         assert not procs.dead(), procs.dead()
         # The stall guard re-sends what a workflow waits on when an answer went missing: here nothing may
         # have gone missing (it once caught a step request lost to a failed publish).

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
-from baton.agent import StepOutcome, idempotency_key, run_step
+from baton.agent import StepOutcome, run_step
 from baton.contracts.models import FailureClass
 from baton.faults import Fault, FaultPlan
+from baton.ledger import Ledger
 from baton.model import ScriptedModel
 from baton.workflows import load_workflows
 from baton.world import World
+from tests.harness.world_tools import step_tools
 
 WORKFLOWS = load_workflows()
 
@@ -26,8 +28,16 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.close()
 
 
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    led = Ledger(tmp_path / "ledger.db")
+    yield led
+    led.close()
+
+
 async def _step(
     world: World,
+    ledger: Ledger,
     workflow: str,
     agent: str,
     context: Mapping[str, Any],
@@ -39,9 +49,7 @@ async def _step(
     owned = "customer_id" if "customer_id" in context else "ticket_id"
     tenant = tenant or world.tenant_of(owned, context[owned]) or "nobody"
 
-    async def run_tool(name: str, args: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return world.call(name, args, idempotency_key=key, tenant_id=tenant)
-
+    tools = await step_tools(world, ledger, workflow_id="wf", agent=agent, tenant=tenant)
     spec = WORKFLOWS[workflow]
     return await run_step(
         workflow=spec,
@@ -49,13 +57,13 @@ async def _step(
         workflow_id="wf",
         context=context,
         model=ScriptedModel(seed=1, faults=plan),
-        run_tool=run_tool,
+        tools=tools,
         attempt=attempt,
     )
 
 
-async def test_a_step_calls_its_tools_and_produces_its_outputs(world: World) -> None:
-    out = await _step(world, "customer_onboarding", "identity_verification", {"customer_id": "cust-00001"})
+async def test_a_step_calls_its_tools_and_produces_its_outputs(world: World, ledger: Ledger) -> None:
+    out = await _step(world, ledger, "customer_onboarding", "identity_verification", {"customer_id": "cust-00001"})
     assert out.succeeded and out.context is not None
     assert out.context["customer"]["id"] == "cust-00001" and out.context["identity"]["verified"] is True
     assert out.tool_calls == 2 and out.tokens > 0
@@ -74,52 +82,55 @@ async def test_a_step_calls_its_tools_and_produces_its_outputs(world: World) -> 
     ],
 )
 async def test_model_faults_become_classified_failures(
-    world: World, fault: Fault, code: str, cls: FailureClass
+    world: World, ledger: Ledger, fault: Fault, code: str, cls: FailureClass
 ) -> None:
-    out = await _step(world, "customer_onboarding", "identity_verification", {"customer_id": "cust-00001"}, fault)
+    out = await _step(
+        world, ledger, "customer_onboarding", "identity_verification", {"customer_id": "cust-00001"}, fault
+    )
     assert not out.succeeded
     assert (out.error_code, out.failure_class) == (code, cls)
     assert out.error
 
 
-async def test_a_loop_is_cut_by_the_runtime_not_the_prompt(world: World) -> None:
-    out = await _step(world, "support_refund", "ticket_lookup", {"ticket_id": "tkt-00002"}, Fault.LOOP)
+async def test_a_loop_is_cut_by_the_runtime_not_the_prompt(world: World, ledger: Ledger) -> None:
+    out = await _step(world, ledger, "support_refund", "ticket_lookup", {"ticket_id": "tkt-00002"}, Fault.LOOP)
     assert out.error_code == "LOOP_DETECTED"
     assert out.tool_calls == WORKFLOWS["support_refund"].budgets.loop_threshold
 
 
-async def test_faults_fire_on_the_first_attempt_only(world: World) -> None:
-    out = await _step(world, "support_refund", "ticket_lookup", {"ticket_id": "tkt-00002"}, Fault.LOOP, attempt=2)
+async def test_faults_fire_on_the_first_attempt_only(world: World, ledger: Ledger) -> None:
+    out = await _step(
+        world, ledger, "support_refund", "ticket_lookup", {"ticket_id": "tkt-00002"}, Fault.LOOP, attempt=2
+    )
     assert out.succeeded
 
 
-async def test_irreversible_tools_over_the_threshold_wait_for_approval(world: World) -> None:
+async def test_irreversible_tools_over_the_threshold_wait_for_approval(world: World, ledger: Ledger) -> None:
     tickets = world.ticket_ids()
     big = next(t for t in tickets if world.preview_refund(t)["amount"] > 500)
     out = await _step(
-        world, "support_refund", "refund_issuer", {"ticket_id": big, "refund_preview": world.preview_refund(big)}
+        world,
+        ledger,
+        "support_refund",
+        "refund_issuer",
+        {"ticket_id": big, "refund_preview": world.preview_refund(big)},
     )
     assert out.error_code == "APPROVAL_REQUIRED" and out.failure_class is None
     assert world.verify().counts["refunds"] == 0
 
 
-async def test_an_irreversible_tool_acts_once_however_often_the_step_runs(world: World) -> None:
+async def test_an_irreversible_tool_acts_once_however_often_the_step_runs(world: World, ledger: Ledger) -> None:
     small = next(t for t in world.ticket_ids() if 0 < world.preview_refund(t)["amount"] <= 500)
     ctx = {"ticket_id": small, "refund_preview": world.preview_refund(small)}
-    first = await _step(world, "support_refund", "refund_issuer", ctx)
-    again = await _step(world, "support_refund", "refund_issuer", ctx, attempt=2)
+    first = await _step(world, ledger, "support_refund", "refund_issuer", ctx)
+    again = await _step(world, ledger, "support_refund", "refund_issuer", ctx, attempt=2)
     assert first.succeeded and again.succeeded
     assert first.context is not None and again.context is not None
     assert first.context["refund"] == again.context["refund"]
     report = world.verify()
-    assert report.ok and report.counts["refunds"] == 1 and report.counts["tool_calls_repeated"] == 1
-
-
-def test_idempotency_keys_depend_on_the_call_not_the_attempt() -> None:
-    a = idempotency_key("wf", "refund_issuer", "issue_refund", {"amount": 10, "ticket_id": "t"})
-    b = idempotency_key("wf", "refund_issuer", "issue_refund", {"ticket_id": "t", "amount": 10.0})
-    c = idempotency_key("wf", "refund_issuer", "issue_refund", {"ticket_id": "t", "amount": 11})
-    assert a == b != c
+    # The second run was answered from Baton's ledger: the world never saw the call again.
+    assert report.ok and report.counts["refunds"] == 1 and report.counts["tool_calls_repeated"] == 0
+    assert ledger.verify().counts["tool_calls_replayed"] == 1
 
 
 def test_the_world_detects_a_corrupted_record(world: World) -> None:

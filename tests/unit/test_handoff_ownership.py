@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from baton.agent import idempotency_key
 from baton.context import context_sha256, make_snapshot
 from baton.contracts.models import (
     ContextSnapshot,
@@ -17,7 +16,9 @@ from baton.contracts.models import (
     HandoffRejectionCode,
     ToolProvenance,
 )
-from baton.handoff import CheckpointFacts, HandoffVerdict, ToolReceipt, tool_call_prefix, verify_handoff
+from baton.handoff import CheckpointFacts, HandoffVerdict, ToolReceipt, tool_call_key, tool_call_prefix, verify_handoff
+from baton.tools.executor import StepTools
+from baton.tools.registry import ToolRegistry
 from baton.workflows import WorkflowSpec, load_workflows
 
 Code = HandoffRejectionCode
@@ -34,7 +35,7 @@ CHECKPOINT = make_snapshot(HANDED, version=3)
 
 
 def _call(agent: str, tool: str, workflow_id: str = WF_ID) -> str:
-    return idempotency_key(workflow_id, agent, tool, {"customer_id": "cust-00001"})
+    return tool_call_key(workflow_id, agent, tool, step_version=3, ordinal=0)
 
 
 def _prov(key: str, tool: str, value: Any, agent: str = "compliance_check", call_id: str = "") -> ToolProvenance:
@@ -249,5 +250,12 @@ def test_bytes_that_are_not_canonical_json_are_malformed(text: str, words: str) 
 
 
 def test_the_validator_knows_how_the_runtime_names_a_tool_call() -> None:
-    key = idempotency_key("wf-1", "compliance_check", "screen_sanctions", {"customer_id": "c"})
+    key = StepTools(
+        registry=ToolRegistry([]),
+        ledger=None,  # type: ignore[arg-type]  # only the key is asked for
+        workflow_id="wf-1",
+        agent="compliance_check",
+        tenant_id="t",
+        step_version=3,
+    ).key("screen_sanctions", 0)
     assert key.startswith(tool_call_prefix("wf-1", "compliance_check", "screen_sanctions"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from baton.agent import run_step
+from baton.ledger import Ledger
 from baton.model import MalformedOutputError, ModelRequest, OpenAIChatModel, RateLimitedError
 from baton.workflows import load_workflows
 from baton.world import World, seeded_tenant
+from tests.harness.world_tools import step_tools
 
 
 class ChatServer:
@@ -83,16 +85,18 @@ async def test_an_agent_step_runs_through_the_openai_protocol(chat: ChatServer, 
     world.seed(customers=10)
     spec = load_workflows()["customer_onboarding"]
 
-    async def run_tool(name: str, args: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return world.call(name, args, idempotency_key=key, tenant_id=seeded_tenant(2))
-
+    ledger = Ledger(tmp_path / "ledger.db")
+    tools = await step_tools(world, ledger, workflow_id="wf", agent="identity_verification", tenant=seeded_tenant(2))
     out = await run_step(
         workflow=spec,
         agent=spec.agent("identity_verification"),
         workflow_id="wf",
         context={"customer_id": "cust-00002"},
-        run_tool=run_tool,
+        tools=tools,
         model=OpenAIChatModel(chat.url, "test-model", api_key="sk-test"),
+        tool_schemas={
+            name: tools.registry.declaration(name).parameters for name in ("lookup_customer", "verify_identity")
+        },
     )
     assert out.succeeded and out.context is not None
     assert out.context["customer"]["id"] == "cust-00002"
@@ -101,6 +105,11 @@ async def test_an_agent_step_runs_through_the_openai_protocol(chat: ChatServer, 
     assert chat.requests[0]["auth"] == "Bearer sk-test" and chat.requests[0]["model"] == "test-model"
     last = chat.requests[-1]["messages"]
     assert [m["role"] for m in last] == ["system", "user", "assistant", "tool", "assistant", "tool"]
+    # The model is shown each tool's declared JSON Schema, not a guess from its bindings.
+    shown = {t["function"]["name"]: t["function"]["parameters"] for t in chat.requests[0]["tools"]}
+    assert shown["lookup_customer"]["properties"]["customer_id"]["type"] == "string"
+    assert shown["lookup_customer"]["additionalProperties"] is False
+    ledger.close()
     world.close()
 
 

@@ -1,4 +1,4 @@
-"""The agents' step ledger: a step runs once at a time, and a finished step's events are replayed."""
+"""The agents' ledger (baton.ledger): a step runs once at a time, and a finished step's events are replayed."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from baton.world import StepBusyError, World
+from baton.ledger import Ledger, StepBusyError
 
 
 def test_a_second_replica_cannot_start_a_step_another_one_is_running(tmp_path: Path) -> None:
-    world = World(tmp_path / "world.db")
+    world = Ledger(tmp_path / "world.db")
     assert world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/1") is None
     with pytest.raises(StepBusyError, match="running at agent@host/1"):
         world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/2")
@@ -22,7 +22,7 @@ def test_a_second_replica_cannot_start_a_step_another_one_is_running(tmp_path: P
 
 
 def test_a_claim_whose_owner_gave_up_or_died_can_be_taken_over(tmp_path: Path) -> None:
-    world = World(tmp_path / "world.db")
+    world = Ledger(tmp_path / "world.db")
     world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/1")
     world.step_abandoned("wf:a:1:1", owner="agent@host/1")  # its publish failed: released at once
     assert world.step_started("wf:a:1:1", workflow_id="wf", agent="a", owner="agent@host/2") is None
@@ -32,7 +32,7 @@ def test_a_claim_whose_owner_gave_up_or_died_can_be_taken_over(tmp_path: Path) -
 
 
 def test_begin_step_claims_the_step_and_pins_the_workflows_tenant_in_one_transaction(tmp_path: Path) -> None:
-    world = World(tmp_path / "w.db")
+    world = Ledger(tmp_path / "w.db")
     assert world.begin_step("wf:a:1:1", workflow_id="wf", agent="a", tenant_id="t-1", owner="o1") == (None, "t-1")
     # A later step of the workflow, arriving for another tenant, learns the tenant the first step pinned.
     assert world.begin_step("wf:b:2:1", workflow_id="wf", agent="b", tenant_id="t-2", owner="o1") == (None, "t-1")

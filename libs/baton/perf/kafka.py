@@ -98,8 +98,9 @@ def _env(broker: KafkaBroker, keys: Path, world: Path | None = None) -> dict[str
     if world is None:
         env["BATON_HANDOFF_VALIDATOR_WITHOUT_TOOL_RECEIPTS"] = "true"
     else:
-        env["BATON_AGENT_WORLD_DB"] = str(world)
-        env["BATON_HANDOFF_VALIDATOR_WORLD_DB"] = str(world)
+        env["BATON_WORLD_DB"] = str(world)
+        env["BATON_AGENT_LEDGER_DB"] = str(world.with_name("ledger.db"))
+        env["BATON_HANDOFF_VALIDATOR_LEDGER_DB"] = str(world.with_name("ledger.db"))
     return env
 
 

@@ -64,7 +64,13 @@ class PythonTool:
         else:
             # A blocking function runs in a worker thread, so a slow tool never stalls the event loop.
             value = await asyncio.to_thread(self.function, **kwargs)
-        dumped = self.result.dump_python(value, mode="json")
+        try:
+            checked = self.result.validate_python(value)
+        except ValidationError as exc:
+            raise ToolError(
+                "BAD_RESULT", f"{self.declaration.name} returned a value off its declared return type: {exc}"
+            ) from exc
+        dumped = self.result.dump_python(checked, mode="json")
         return {"result": dumped} if self.wraps_result else dumped
 
 
@@ -95,9 +101,7 @@ def _declare(
         fields[param.name] = (hint, default)
     if "return" not in hints:
         raise TypeError(f"tool {fn.__qualname__}: annotate its return type (a pydantic model or a JSON type)")
-    arguments = create_model(
-        f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    arguments = create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
     returns_hint = hints["return"]
     result: TypeAdapter[Any] = TypeAdapter(returns_hint)
     returns = result.json_schema()

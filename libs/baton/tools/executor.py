@@ -1,0 +1,126 @@
+"""How one step's tool calls run: validated by the registry, keyed per step, recorded in Baton's own ledger.
+
+A write's idempotency key names the step, not the arguments: `workflow:agent:tool:v<context version>.<n>` for
+the n-th distinct call of that tool in the step. A redelivered, retried or re-run step therefore reaches the same key:
+with the same arguments it gets the first result and the tool is not called again; with other arguments (a
+model that chose differently on the re-run) the step escalates as diverged rather than act twice
+(docs/decisions/0013-write-keys-name-the-step.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from baton.context import canonical_bytes, context_sha256
+from baton.contracts.models import FailureClass, PermissionTier
+from baton.handoff import tool_call_key
+from baton.ledger import Ledger
+from baton.tools.base import ToolError
+from baton.tools.registry import ToolRegistry
+from baton.workflows import ToolSpec
+
+# Tool failures after which the tool may have acted: a time-out, a server error, a result that was refused.
+_MAY_HAVE_ACTED = ("TIMEOUT", "HTTP_5", "BAD_RESULT", "RESULT_TOO_LARGE", "TOOL_FAILED")
+
+
+class NeedsHumanError(ToolError):
+    """A write that Baton will not run (again) on its own: a human decides (the step escalates)."""
+
+
+def arguments_sha256(arguments: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest()
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """A call's result and the key it ran (or was replayed) under."""
+
+    key: str
+    result: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class StepTools:
+    """The tools of one step, as the agent runtime calls them."""
+
+    registry: ToolRegistry
+    ledger: Ledger
+    workflow_id: str
+    agent: str
+    tenant_id: str
+    step_version: int
+
+    def key(self, tool: str, ordinal: int) -> str:
+        """The idempotency key of the ordinal-th call (from 0) of a tool in this step."""
+        return tool_call_key(self.workflow_id, self.agent, tool, step_version=self.step_version, ordinal=ordinal)
+
+    async def run(self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int) -> ToolRun:
+        """Run a call (or replay its recorded result); ToolError when it fails, NeedsHumanError when unsafe."""
+        key = self.key(spec.name, ordinal)
+        declaration = self.registry.declaration(spec.name)
+        self.registry.check_arguments(spec.name, arguments)  # nothing is recorded for a call that cannot run
+        if spec.tier is PermissionTier.READ:
+            result = await self._invoke(spec.name, arguments, key)
+            await asyncio.to_thread(
+                self.ledger.record_receipt, key, tool=spec.name, result_sha256=context_sha256(result)
+            )
+            return ToolRun(key, result)
+        digest = arguments_sha256(arguments)
+        before = await asyncio.to_thread(
+            self.ledger.call_started, key, workflow_id=self.workflow_id, tool=spec.name, arguments_sha256=digest
+        )
+        if before is not None and before.arguments_sha256 != digest:
+            raise NeedsHumanError(
+                "WRITE_DIVERGED",
+                f"{spec.name} already ran in an earlier run of this step (key {key}) with other arguments; this "
+                "run chose different ones. Baton does not act twice: a human compares the two and decides",
+            )
+        if before is not None and before.done and before.result is not None:
+            await asyncio.to_thread(self.ledger.call_replayed, key)
+            return ToolRun(key, before.result, replayed=True)
+        if before is not None and not declaration.idempotent:
+            raise NeedsHumanError(
+                "EFFECT_UNKNOWN",
+                f"{spec.name} was called under key {key} before and its outcome was never recorded (the process "
+                "stopped, or the call failed in a way that may have acted); it is not declared idempotent, so "
+                "Baton will not call it again: check whether it acted, then resume or close the workflow",
+            )
+        if before is not None:
+            await asyncio.to_thread(self.ledger.call_retried, key)
+        try:
+            result = await self._invoke(spec.name, arguments, key)
+        except ToolError as exc:
+            if not exc.code.startswith(_MAY_HAVE_ACTED):
+                await asyncio.to_thread(self.ledger.call_refused, key)  # it did not act: a retry may run it
+                raise
+            if declaration.idempotent:
+                raise  # the intent stays: a retry calls again under the same key, which the tool honours
+            raise NeedsHumanError(
+                "EFFECT_UNKNOWN",
+                f"{spec.name} failed in a way that may have acted ({exc.code}: {exc}); it is not declared "
+                "idempotent, so it is not retried: check whether it acted, then resume or close the workflow",
+            ) from exc
+        await asyncio.to_thread(
+            self.ledger.call_done, key, result, tool=spec.name, result_sha256=context_sha256(result)
+        )
+        return ToolRun(key, result)
+
+    async def _invoke(self, name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
+        return await self.registry.invoke(
+            name,
+            arguments,
+            idempotency_key=key,
+            tenant_id=self.tenant_id,
+            workflow_id=self.workflow_id,
+            agent=self.agent,
+        )
+
+
+def escalates(exc: ToolError) -> FailureClass | None:
+    """The failure class a step ends with (None: escalate to a human)."""
+    return None if isinstance(exc, NeedsHumanError) else exc.failure_class
