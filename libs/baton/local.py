@@ -31,6 +31,7 @@ from baton.workflows import load_workflows
 from services.auditor.app import audited_topics
 
 AUDIT_DB = "audit.db"
+LEDGER_DB = "ledger.db"
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def _prepare(workflow_dir: Path, state_dir: Path) -> None:
     os.environ["BATON_WORKFLOW_DIR"] = str(workflow_dir.resolve())
     load_workflows.cache_clear()
     state_dir.mkdir(parents=True, exist_ok=True)
-    for stale in state_dir.glob("audit*"):  # a fresh audit: chains of an earlier run would not verify
+    # A fresh audit (chains of an earlier run would not verify) and a fresh ledger (the same tasks again would
+    # replay the earlier run's steps instead of running them).
+    for stale in [*state_dir.glob("audit*"), *state_dir.glob(f"{LEDGER_DB}*")]:
         stale.unlink()
 
 
@@ -88,7 +91,9 @@ async def run_local(
     _prepare(workflow_dir, state_dir)
     bus = EmbeddedBus(partitions=4)
     await bus.start()
-    mesh = await start_mesh(bus, world_db=state_dir / "world.db", audit_db=state_dir / AUDIT_DB)
+    mesh = await start_mesh(
+        bus, workflow_dir=workflow_dir, audit_db=state_dir / AUDIT_DB, ledger_db=state_dir / LEDGER_DB
+    )
     client = BatonClient(mesh.events("baton-local", role=identity.CLIENT), requested_by="baton-local")
     outcomes: dict[str, LocalOutcome] = {}
     ids = [await client.submit_task(task) for task in tasks]
