@@ -110,6 +110,9 @@ class GuideShell:
         """Run one command of the guide; returns its stdout (empty for background and emulated lines)."""
         if line.command in self.emulated:
             return ""
+        dead = self.procs.dead()
+        if dead:
+            raise AssertionError(f"before `{line.command}`: background processes exited: {dead}\n{self.tails()}")
         command = self._text(line.command)
         if command == "kill $(jobs -p)":
             self.procs.stop_all()  # SIGTERM to each, then waits for each to exit
