@@ -15,8 +15,8 @@ from typing import Any
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier, ToolProvenance
 from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
+from baton.tools import ToolError
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
-from baton.world import ToolError
 
 ToolRunner = Callable[[str, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from baton import topics
@@ -23,12 +23,14 @@ from baton.contracts.models import (
     StepRequested,
     stable_event_id,
 )
-from baton.faults import ATTACK_FAULTS, HANDOFF_FAULTS, FaultPlan, attack_handoff, corrupt_handoff
 from baton.handoff import verify_snapshot_integrity
+from baton.ledger import AgentStore, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
 from baton.model import ModelClient
 from baton.workflows import AgentSpec, WorkflowSpec
-from baton.world import StepBusyError, World
+
+# What leaves the agent as its handoff: (the proposal, the snapshot received, the attempt) -> the proposal sent.
+ProposalFilter = Callable[[HandoffProposed, ContextSnapshot, int], HandoffProposed]
 
 
 class AgentHandlers:
@@ -41,16 +43,16 @@ class AgentHandlers:
         workflow: WorkflowSpec,
         agent: AgentSpec,
         model: ModelClient,
-        world: World,
-        faults: FaultPlan,
+        world: AgentStore,
         max_context_bytes: int,
+        proposal_filter: ProposalFilter | None = None,
     ) -> None:
         self._events = events
         self._workflow = workflow
         self._agent = agent
         self._model = model
         self._world = world
-        self._faults = faults
+        self._proposal_filter = proposal_filter
         self._max_bytes = max_context_bytes
         self.steps_run = 0
         self.steps_replayed = 0
@@ -190,10 +192,6 @@ class AgentHandlers:
             )
         )
         if proposed is not None and outcome.context is not None:
-            fault = self._faults.fault_for(cause.envelope.workflow_id, self._agent.name, attempt)
-            if fault in HANDOFF_FAULTS:
-                assert fault is not None
-                proposed = corrupt_handoff(fault, proposed, snapshot)
             proposal = HandoffProposed(
                 envelope=self._envelope(cause, step_key, "handoff", seq),
                 from_agent=self._agent.name,
@@ -201,8 +199,7 @@ class AgentHandlers:
                 snapshot=proposed,
                 provenance=[outcome.provenance[k] for k in sorted(outcome.provenance)],
             )
-            if fault in ATTACK_FAULTS:
-                assert fault is not None
-                proposal = attack_handoff(fault, proposal, received=snapshot, owned=self._agent.owned_keys())
+            if self._proposal_filter is not None:
+                proposal = self._proposal_filter(proposal, snapshot, attempt)
             out.append((topics.HANDOFF_PROPOSALS, proposal))
         return [(topic, await self._events.serde.encode(ev)) for topic, ev in out]

@@ -32,6 +32,7 @@ from baton.contracts.serde import AvroSerde
 from baton.identity import Identity
 from baton.messaging import EventConsumer
 from baton.workflows import agent_kinds, load_workflows
+from baton_demo.store import WorldStore
 from services.agent import app as agent_app
 from services.agent.config import Settings as AgentSettings
 from services.auditor import app as auditor_app
@@ -81,6 +82,7 @@ async def test_a_forged_step_sent_straight_to_an_agent_is_never_executed(tmp_pat
     issuer = await agent_app.start(
         events_as(identity.agent_role("refund_issuer"), bus, serde=SERDE),
         AgentSettings(kind="refund_issuer", world_db=tmp_path / "world.db"),
+        open_world=WorldStore,
     )
     step = StepRequested(
         envelope=Envelope(workflow_id="wf-forged", tenant_id="t1", producer="supervisor"),

@@ -10,17 +10,18 @@ import pytest
 
 from baton.agent import StepOutcome, idempotency_key, run_step
 from baton.contracts.models import FailureClass
-from baton.faults import Fault, FaultPlan
 from baton.model import ScriptedModel
 from baton.workflows import load_workflows
-from baton.world import World
+from baton_demo.faults import Fault, FaultInjectingModel, FaultPlan
+from baton_demo.store import WorldStore
+from baton_demo.world import World
 
 WORKFLOWS = load_workflows()
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path / "world.db")
+    w = WorldStore(tmp_path / "world.db")
     w.seed(customers=50, seed=3)
     yield w
     w.close()
@@ -48,7 +49,7 @@ async def _step(
         agent=spec.agent(agent),
         workflow_id="wf",
         context=context,
-        model=ScriptedModel(seed=1, faults=plan),
+        model=FaultInjectingModel(ScriptedModel(seed=1), plan),
         run_tool=run_tool,
         attempt=attempt,
     )

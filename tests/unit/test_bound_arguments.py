@@ -11,10 +11,12 @@ import pytest
 
 from baton.agent import StepOutcome, bind_arguments, run_step
 from baton.contracts.models import FailureClass, PermissionTier
-from baton.faults import Fault, FaultPlan
 from baton.model import ScriptedModel
+from baton.tools import ToolError
 from baton.workflows import ToolSpec, load_workflows
-from baton.world import ToolError, World, WorldSchemaError, seeded_tenant
+from baton_demo.faults import Fault, FaultInjectingModel, FaultPlan
+from baton_demo.store import WorldStore
+from baton_demo.world import World, WorldSchemaError, seeded_tenant
 
 WORKFLOWS = load_workflows()
 REFUND = WORKFLOWS["support_refund"]
@@ -23,7 +25,7 @@ ONBOARDING = WORKFLOWS["customer_onboarding"]
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path / "world.db")
+    w = WorldStore(tmp_path / "world.db")
     w.seed(customers=60, seed=3)
     yield w
     w.close()
@@ -52,7 +54,7 @@ async def _step(world: World, agent: str, context: Mapping[str, Any], fault: Fau
         agent=spec.agent(agent),
         workflow_id="wf",
         context=context,
-        model=ScriptedModel(faults=FaultPlan({"wf": (agent, fault)} if fault else {})),
+        model=FaultInjectingModel(ScriptedModel(), FaultPlan({"wf": (agent, fault)} if fault else {})),
         run_tool=run_tool,
     )
 

@@ -14,7 +14,7 @@ import pytest
 from baton.agent import run_step
 from baton.model import MalformedOutputError, ModelRequest, OpenAIChatModel, RateLimitedError
 from baton.workflows import load_workflows
-from baton.world import World, seeded_tenant
+from baton_demo.world import World, seeded_tenant
 
 
 class ChatServer:

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from baton.world import StepBusyError, World
+from baton import ledger
+from baton.tools import ToolError
+from baton_demo.store import WorldStore
+from baton_demo.world import StepBusyError, World
 
 
 def test_a_second_replica_cannot_start_a_step_another_one_is_running(tmp_path: Path) -> None:
@@ -42,3 +45,14 @@ def test_begin_step_claims_the_step_and_pins_the_workflows_tenant_in_one_transac
     assert world.begin_step("wf:a:1:1", workflow_id="wf", agent="a", tenant_id="t-1", owner="o2") == ("[]", "t-1")
     assert world.workflow_tenant("wf", "t-3") == "t-1"
     assert world.verify().counts["steps_started_twice"] == 0
+
+
+def test_the_world_as_an_agents_store_raises_the_librarys_errors(tmp_path: Path) -> None:
+    store = WorldStore(tmp_path / "w.db")
+    store.begin_step("wf:a:1:1", workflow_id="wf", agent="a", tenant_id="t-1", owner="o1")
+    with pytest.raises(ledger.StepBusyError, match="running at o1"):
+        store.begin_step("wf:a:1:1", workflow_id="wf", agent="a", tenant_id="t-1", owner="o2")
+    with pytest.raises(ToolError, match="no tool 'drop_tables'") as refused:
+        store.call("drop_tables", {}, idempotency_key="k", tenant_id="t-1")
+    assert refused.value.code == "UNKNOWN_TOOL"
+    store.close()

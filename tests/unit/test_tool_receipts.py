@@ -11,7 +11,7 @@ import pytest
 from baton.context import context_sha256
 from baton.handoff import ToolReceipt
 from baton.receipts import MemoryToolReceipts, ToolReceipts, WorldToolReceipts
-from baton.world import World
+from baton_demo.world import World
 
 
 @pytest.fixture

@@ -12,11 +12,12 @@ from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.bus.base import Bus
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.faults import FaultPlan
 from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
 from baton.runtime import RuntimeSettings, instance_id
 from baton.workflows import agent_kinds, load_workflows
+from baton_demo.faults import FaultInjectingModel, FaultPlan, handoff_faults
+from baton_demo.store import WorldStore
 
 # Next to the embedded audit store: the anchors the auditor also publishes to a file, and its public key.
 AUDIT_ANCHOR_FILE = "audit-anchors.jsonl"
@@ -88,11 +89,15 @@ async def start_mesh(
     mesh.apps["handoff-validator"] = await validator_app.start(
         mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime, world_db=world_db)
     )
-    for kind in agent_kinds(load_workflows()):
+    plan = faults or FaultPlan()
+    for kind, spec in agent_kinds(load_workflows()).items():
+        settings = AgentSettings(runtime=runtime, kind=kind, world_db=world_db, seed=seed)
         mesh.apps[f"agent:{kind}"] = await agent_app.start(
             mesh.events(f"agent-{kind}"),
-            AgentSettings(runtime=runtime, kind=kind, world_db=world_db, seed=seed),
-            faults=faults or FaultPlan(),
+            settings,
+            open_world=WorldStore,
+            model=FaultInjectingModel(agent_app.build_model(settings), plan),
+            proposal_filter=handoff_faults(plan, spec),
         )
     mesh.apps["supervisor"] = await supervisor_app.start(
         mesh.events("supervisor"), SupervisorSettings(runtime=runtime, backoff_base_s=backoff_base_s)
