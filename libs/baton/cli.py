@@ -7,10 +7,15 @@ import contextlib
 import importlib
 import signal
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from baton.bus.base import Bus
+    from baton.messaging import EventBus
 
 app = typer.Typer(help="Baton: a Kafka-native runtime for multi-agent workflows.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Avro contracts.", no_args_is_help=True)
@@ -318,24 +323,33 @@ def keys_matrix() -> None:
     typer.echo(producer_matrix_markdown())
 
 
-async def _run_service(name: str, kind: str | None) -> None:
+# (events, settings) -> the running service: a service module's `start`, or one with more wired in.
+StartService = Callable[["EventBus", Any], Awaitable[Any]]
+
+
+async def run_service(
+    name: str, kind: str | None, *, start: StartService | None = None, wrap_bus: Callable[[Bus], Bus] | None = None
+) -> None:
+    """Run one service until SIGTERM: settings from the environment, health endpoint, bus (wrapped by wrap_bus)."""
     from baton.health import Health, serve_health
-    from baton.runtime import build_events, configure_logging
+    from baton.runtime import build_bus, build_events, configure_logging
 
     pkg = SERVICES[name]
     config: Any = importlib.import_module(f"{pkg}.config")
-    service_app: Any = importlib.import_module(f"{pkg}.app")
+    if start is None:
+        start = importlib.import_module(f"{pkg}.app").start
     settings = config.Settings(**({"kind": kind} if kind else {}))
     configure_logging(settings.runtime.log_level)
     label = f"{name}-{settings.kind}" if name == "agent" else name
-    events = build_events(settings.runtime, service=label)
+    bus = None if wrap_bus is None else wrap_bus(build_bus(settings.runtime, client_id=label))
+    events = build_events(settings.runtime, service=label, bus=bus)
     health = Health()
     server = None
     if settings.runtime.health_port is not None:
         # Up before start(): a probe sees "not ready" while partitions are being restored, not a refused port.
         server = await serve_health(health, port=settings.runtime.health_port)
     await events.bus.start()
-    running = await service_app.start(events, settings)
+    running = await start(events, settings)
     health.subscriptions = running.subscriptions
     health.tasks = getattr(running, "tasks", ())
     health.ready = True
@@ -361,7 +375,7 @@ def run(
     if service not in SERVICES:
         typer.echo(f"unknown service {service!r}; choose one of: {', '.join(SERVICES)}", err=True)
         raise typer.Exit(2)
-    _run(_run_service(service, kind))
+    _run(run_service(service, kind))
 
 
 @app.command("demo")
@@ -376,7 +390,7 @@ def demo(
 
     from rich.console import Console
 
-    from baton.demo import print_report, run_demo
+    from baton_demo.demo import print_report, run_demo
 
     logging.basicConfig(level=logging.ERROR)
     console = Console()
@@ -495,7 +509,7 @@ def bench(
     ] = "",
 ) -> None:
     """Start Kafka and FerretDB, measure every figure against a baseline run alongside, write the report."""
-    from baton.perf.run import run_bench
+    from baton_demo.perf.run import run_bench
 
     run_bench(out, quick=quick, memory_marks=tuple(int(m) for m in memory_marks.split(",") if m.strip()))
 
@@ -512,7 +526,7 @@ def soak(
     ] = 10_000,
 ) -> None:
     """Drive a service's handlers through many workflows and print its RSS at each sample point."""
-    from baton.soak import soak as run_soak
+    from baton_demo.soak import soak as run_soak
 
     marks = [int(m) for m in report_at.split(",") if m.strip()]
     samples = asyncio.run(run_soak(service, workflows=workflows, report_at=marks, finished_capacity=finished_capacity))
@@ -556,7 +570,7 @@ def local(
     import logging
 
     from baton.client import TaskFileError, load_tasks
-    from baton.local import run_local, summary
+    from baton_demo.local import run_local, summary
 
     try:
         batch = load_tasks(tasks)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
-from baton.faults import Fault, FaultPlan
 from baton.workflows import AgentSpec, lookup
 
 
@@ -87,32 +85,12 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def _attacked(fault: Fault | None, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The arguments a misled model picks: the next record's id (another customer, often another tenant's),
-    or every number a tenth of the truth (a refund under its approval threshold)."""
-    out = dict(arguments)
-    for name, value in arguments.items():
-        if fault is Fault.OTHER_RECORD and isinstance(value, str):
-            digits = len(value) - len(value.rstrip("0123456789"))
-            if digits:
-                out[name] = f"{value[:-digits]}{int(value[-digits:]) + 1:0{digits}d}"
-        elif fault is Fault.UNDERSTATE and isinstance(value, int | float) and not isinstance(value, bool):
-            out[name] = round(value / 10, 2)
-    return out
-
-
 @dataclass
 class ScriptedModel:
-    """Deterministic backend: calls each declared tool once in order, then finishes.
-
-    A fault plan makes it loop, name a tool that does not exist, answer with low
-    confidence, return malformed output, hit a rate limit, or pick arguments other than the context's.
-    """
+    """Deterministic backend: calls each declared tool once in order, with arguments looked up from the context,
+    then finishes."""
 
     seed: int = 0
-    faults: FaultPlan = field(default_factory=FaultPlan)
-    rate_limit_failures: int = 2
-    _rate_limited: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def _jitter(self, request: ModelRequest) -> float:
         digest = hashlib.sha256(f"{self.seed}:{request.workflow_id}:{request.agent.name}".encode()).digest()
@@ -121,29 +99,14 @@ class ScriptedModel:
     async def decide(self, request: ModelRequest) -> ModelReply:
         agent = request.agent
         prompt = 200 + _tokens(json.dumps(request.context, default=str)) + 30 * len(request.history)
-        fault = self.faults.fault_for(request.workflow_id, agent.name, request.attempt)
-        if fault is Fault.RATE_LIMIT:
-            key = f"{request.workflow_id}:{agent.name}"
-            if self._rate_limited[key] < self.rate_limit_failures:
-                self._rate_limited[key] += 1
-                raise RateLimitedError("scripted backend: 429 Too Many Requests (injected)")
-        if fault is Fault.MALFORMED:
-            raise MalformedOutputError("model returned '{\"tool\": lookup_' which is not valid JSON (injected)")
-        if fault is Fault.UNKNOWN_TOOL:
-            return ModelReply(ToolChoice("delete_all_records", {}), 0.9, prompt, 25, "use a tool I was not given")
         done = {h.name for h in request.history}
-        if fault is Fault.LOOP and agent.tools:
-            first = agent.tools[0]
-            args = {k: lookup(request.context, v) for k, v in first.args.items()}
-            return ModelReply(ToolChoice(first.name, args), 0.9, prompt, 25, "try again, maybe it changed")
         for tool in agent.tools:
             if tool.name not in done:
-                args = _attacked(fault, {k: lookup(request.context, v) for k, v in tool.args.items()})
+                args = {k: lookup(request.context, v) for k, v in tool.args.items()}
                 return ModelReply(
                     ToolChoice(tool.name, args), 0.92 - self._jitter(request), prompt, 30, f"need {tool.result_key}"
                 )
-        confidence = 0.2 if fault is Fault.LOW_CONFIDENCE else 0.95 - self._jitter(request)
-        return ModelReply(None, confidence, prompt, 40, f"{agent.name} complete")
+        return ModelReply(None, 0.95 - self._jitter(request), prompt, 40, f"{agent.name} complete")
 
 
 _SYSTEM = (

@@ -50,9 +50,6 @@ class RuntimeSettings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    # Chaos runs only: this share of publishes fails as an unacknowledged write would (0: never).
-    chaos_publish_failure_rate: float = 0.0
-
 
 class ServiceConfigError(ValueError):
     """A service's configuration would leave it running without a check it must make; the message says
@@ -119,14 +116,6 @@ def build_events(
         trust = build_trust(settings, role=role_of_service(service))
     if bus is None:
         bus = build_bus(settings, client_id=service)
-        if settings.chaos_publish_failure_rate > 0:
-            from baton.chaos import FlakyBus
-
-            logging.getLogger(__name__).warning(
-                "chaos: %.0f%% of publishes will fail (BATON_CHAOS_PUBLISH_FAILURE_RATE)",
-                settings.chaos_publish_failure_rate * 100,
-            )
-            bus = FlakyBus(bus, failure_rate=settings.chaos_publish_failure_rate, seed=os.getpid())
     return EventBus(
         bus=bus,
         serde=AvroSerde(build_registry(settings)),

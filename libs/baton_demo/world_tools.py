@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from baton.tools import PythonTool, ToolContext, python_tool, tools_of
-from baton.world import World
+from baton_demo.world import World
 
 
 class Customer(BaseModel):

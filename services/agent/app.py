@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from baton import topics
 from baton.bus.base import Subscription
-from baton.faults import FaultPlan
 from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
 from baton.model import ModelClient, OpenAIChatModel, ScriptedModel
@@ -15,7 +14,7 @@ from baton.tools.loader import registry_for
 from baton.tools.registry import ToolRegistry
 from baton.workflows import AgentSpec, default_workflow_dir, load_workflows
 from services.agent.config import Settings
-from services.agent.handlers import AgentHandlers
+from services.agent.handlers import AgentHandlers, ProposalFilter
 
 SERVICE = "agent"
 
@@ -36,7 +35,7 @@ class AgentApp:
         self.ledger.close()
 
 
-def build_model(settings: Settings, agent: AgentSpec, faults: FaultPlan | None = None) -> ModelClient:
+def build_model(settings: Settings, agent: AgentSpec) -> ModelClient:
     """The agent's declared model (the key from configuration), else the service's configured one."""
     declared = agent.model
     if declared is not None and declared.backend == "openai":
@@ -44,7 +43,7 @@ def build_model(settings: Settings, agent: AgentSpec, faults: FaultPlan | None =
         return OpenAIChatModel(declared.base_url, declared.name, settings.openai_api_key)
     if declared is None and settings.backend == "openai":
         return OpenAIChatModel(settings.openai_base_url, settings.openai_model, settings.openai_api_key)
-    return ScriptedModel(seed=settings.seed, faults=faults or FaultPlan())
+    return ScriptedModel(seed=settings.seed)
 
 
 def build_tools(settings: Settings) -> ToolRegistry:
@@ -56,9 +55,9 @@ async def start(
     events: EventBus,
     settings: Settings,
     *,
-    faults: FaultPlan | None = None,
     model: ModelClient | None = None,
     tools: ToolRegistry | None = None,
+    proposal_filter: ProposalFilter | None = None,
 ) -> AgentApp:
     """Subscribe one agent kind on a started bus; `tools`, when given, is a started registry shared with others."""
     workflows = load_workflows()
@@ -68,8 +67,6 @@ async def start(
         raise SystemExit(f"BATON_AGENT_KIND={settings.kind!r} must name one declared agent kind; known: {known}")
     workflow = owners[0]
     agent = workflow.agent(settings.kind)
-    if faults is None:
-        faults = FaultPlan.load(settings.fault_plan) if settings.fault_plan else FaultPlan()
     owns_tools = tools is None
     registry = tools if tools is not None else build_tools(settings)
     if owns_tools:
@@ -87,11 +84,11 @@ async def start(
         events,
         workflow=workflow,
         agent=agent,
-        model=model or build_model(settings, agent, faults),
+        model=model or build_model(settings, agent),
         tools=registry,
         ledger=ledger,
-        faults=faults,
         max_context_bytes=settings.max_context_bytes,
+        proposal_filter=proposal_filter,
     )
     step_topic = topics.agent_steps(settings.kind)
     await events.bus.create_topics(

@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "gpt-4o-mini"
     openai_api_key: str = ""
-    fault_plan: Path | None = None
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
 
     def tool_modules(self) -> list[str]:

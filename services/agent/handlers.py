@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 
 from baton import topics
 from baton.agent import StepOutcome, run_step
@@ -21,7 +22,6 @@ from baton.contracts.models import (
     StepRequested,
     stable_event_id,
 )
-from baton.faults import ATTACK_FAULTS, HANDOFF_FAULTS, FaultPlan, attack_handoff, corrupt_handoff
 from baton.handoff import verify_snapshot_integrity
 from baton.ledger import Ledger, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
@@ -29,6 +29,9 @@ from baton.model import ModelClient
 from baton.tools.executor import StepTools
 from baton.tools.registry import ToolRegistry
 from baton.workflows import AgentSpec, WorkflowSpec
+
+# What leaves the agent as its handoff: (the proposal, the snapshot received, the attempt) -> the proposal sent.
+ProposalFilter = Callable[[HandoffProposed, ContextSnapshot, int], HandoffProposed]
 
 
 class AgentHandlers:
@@ -43,8 +46,8 @@ class AgentHandlers:
         model: ModelClient,
         tools: ToolRegistry,
         ledger: Ledger,
-        faults: FaultPlan,
         max_context_bytes: int,
+        proposal_filter: ProposalFilter | None = None,
     ) -> None:
         self._events = events
         self._workflow = workflow
@@ -53,7 +56,7 @@ class AgentHandlers:
         self._tools = tools
         self._schemas = {t.name: tools.declaration(t.name).parameters for t in agent.tools}
         self._ledger = ledger
-        self._faults = faults
+        self._proposal_filter = proposal_filter
         self._max_bytes = max_context_bytes
         self.steps_run = 0
         self.steps_replayed = 0
@@ -199,10 +202,6 @@ class AgentHandlers:
             )
         )
         if proposed is not None and outcome.context is not None:
-            fault = self._faults.fault_for(cause.envelope.workflow_id, self._agent.name, attempt)
-            if fault in HANDOFF_FAULTS:
-                assert fault is not None
-                proposed = corrupt_handoff(fault, proposed, snapshot)
             proposal = HandoffProposed(
                 envelope=self._envelope(cause, step_key, "handoff", seq),
                 from_agent=self._agent.name,
@@ -210,8 +209,7 @@ class AgentHandlers:
                 snapshot=proposed,
                 provenance=[outcome.provenance[k] for k in sorted(outcome.provenance)],
             )
-            if fault in ATTACK_FAULTS:
-                assert fault is not None
-                proposal = attack_handoff(fault, proposal, received=snapshot, owned=self._agent.owned_keys())
+            if self._proposal_filter is not None:
+                proposal = self._proposal_filter(proposal, snapshot, attempt)
             out.append((topics.HANDOFF_PROPOSALS, proposal))
         return [(topic, await self._events.serde.encode(ev)) for topic, ev in out]

@@ -13,7 +13,6 @@ import pytest
 from baton.audit.anchors import StoreAnchorSink
 from baton.audit.chain import Record, record_hash
 from baton.audit.keys import generate_signing_key
-from baton.audit.measure import synthetic_records
 from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.sqlite_store import SqliteAuditStore, stored_row
 from baton.audit.store import AuditStore
@@ -22,6 +21,7 @@ from baton.bus.base import BusRecord
 from baton.context import make_snapshot
 from baton.contracts.models import Envelope, Event, HandoffProposed, StepRequested, TaskRequested
 from baton.contracts.serde import AvroSerde
+from baton_demo.perf.audit import synthetic_records
 from services.auditor.handlers import AuditorHandlers
 
 KEY = generate_signing_key()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from baton.audit.keys import generate_signing_key
-from baton.audit.measure import auditor_append_rate, bare_insert_rate, bare_scan_rate, synthetic_records, verify_rate
 from baton.audit.sqlite_store import SqliteAuditStore
+from baton_demo.perf.audit import auditor_append_rate, bare_insert_rate, bare_scan_rate, synthetic_records, verify_rate
 
 
 async def test_the_auditor_and_verify_measurements_run_the_real_paths_against_their_baselines(tmp_path: Path) -> None:

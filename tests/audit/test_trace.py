@@ -15,9 +15,9 @@ from rich.console import Console
 
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.trace import render_timeline, trace_workflow
-from baton.demo import run_demo
-from baton.faults import Fault
-from baton.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE
+from baton_demo.demo import run_demo
+from baton_demo.faults import Fault
+from baton_demo.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE
 
 
 @pytest.fixture(scope="module")

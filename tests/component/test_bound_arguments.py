@@ -13,10 +13,10 @@ from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Outcome
 from baton.context import make_snapshot
 from baton.contracts.models import Envelope, Event, StepCompleted, StepRequested, WorkflowEscalated
-from baton.faults import Fault, FaultPlan
-from baton.mesh import start_mesh
 from baton.messaging import EventConsumer
-from baton.world import World, seeded_tenant
+from baton_demo.faults import Fault, FaultPlan
+from baton_demo.mesh import start_mesh
+from baton_demo.world import World, seeded_tenant
 from tests.harness.collect import Collector
 from tests.harness.expected import outcome_key
 

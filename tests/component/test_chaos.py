@@ -17,16 +17,16 @@ from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.verify import verify_store
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
-from baton.chaos import FlakyBus, Poison, consumed_topics, poison_records
 from baton.client import BatonClient
 from baton.contracts.models import DeadLettered
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.demo import _eligible, _inputs
-from baton.faults import Fault, FaultPlan
-from baton.mesh import start_mesh
 from baton.workflows import agent_kinds, load_workflows
-from baton.world import World, seeded_tenant
+from baton_demo.chaos import FlakyBus, Poison, consumed_topics, poison_records
+from baton_demo.demo import _eligible, _inputs
+from baton_demo.faults import Fault, FaultPlan
+from baton_demo.mesh import start_mesh
+from baton_demo.world import World, seeded_tenant
 from services.auditor.app import audited_topics
 from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings

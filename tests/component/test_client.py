@@ -14,12 +14,12 @@ from baton.context import make_snapshot
 from baton.contracts.models import Envelope, WorkflowCompleted, WorkflowHalted
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.demo import _inputs
 from baton.ledger import Ledger
-from baton.mesh import start_mesh
 from baton.messaging import EventBus
 from baton.workflows import load_workflows
-from baton.world import World
+from baton_demo.demo import _inputs
+from baton_demo.mesh import start_mesh
+from baton_demo.world import World
 from tests.harness.identities import events_as, trust
 
 

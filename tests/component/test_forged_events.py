@@ -32,6 +32,7 @@ from baton.contracts.serde import AvroSerde
 from baton.identity import Identity
 from baton.messaging import EventConsumer
 from baton.workflows import agent_kinds, load_workflows
+from baton_demo.world import World
 from services.agent import app as agent_app
 from services.agent.config import Settings as AgentSettings
 from services.auditor import app as auditor_app
@@ -40,6 +41,7 @@ from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
 from tests.harness.collect import Collector
 from tests.harness.identities import DOMAIN, events_as
+from tests.harness.world_tools import world_registry
 
 SERDE = AvroSerde(LocalSchemaRegistry())
 
@@ -80,7 +82,8 @@ async def test_a_forged_step_sent_straight_to_an_agent_is_never_executed(tmp_pat
     )
     issuer = await agent_app.start(
         events_as(identity.agent_role("refund_issuer"), bus, serde=SERDE),
-        AgentSettings(kind="refund_issuer", world_db=tmp_path / "world.db"),
+        AgentSettings(kind="refund_issuer", ledger_db=tmp_path / "ledger.db"),
+        tools=await world_registry(World(tmp_path / "world.db")),
     )
     step = StepRequested(
         envelope=Envelope(workflow_id="wf-forged", tenant_id="t1", producer="supervisor"),

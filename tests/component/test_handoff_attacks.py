@@ -21,10 +21,10 @@ from baton.contracts.models import (
     WorkflowEscalated,
     WorkflowHalted,
 )
-from baton.faults import Fault, FaultPlan
-from baton.mesh import start_mesh
 from baton.workflows import agent_kinds, load_workflows
-from baton.world import World
+from baton_demo.faults import Fault, FaultPlan
+from baton_demo.mesh import start_mesh
+from baton_demo.world import World
 from tests.harness.collect import Collector
 
 Code = HandoffRejectionCode

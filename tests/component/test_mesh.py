@@ -10,12 +10,12 @@ from rich.console import Console
 
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Outcome
-from baton.demo import _inputs, run_demo
-from baton.faults import ARGUMENT_FAULTS, Fault
 from baton.ledger import Ledger
-from baton.mesh import start_mesh
 from baton.workflows import load_workflows
-from baton.world import World, seeded_tenant
+from baton_demo.demo import _inputs, run_demo
+from baton_demo.faults import ARGUMENT_FAULTS, Fault
+from baton_demo.mesh import start_mesh
+from baton_demo.world import World, seeded_tenant
 from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
 

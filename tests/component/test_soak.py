@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from baton.soak import soak
+from baton_demo.soak import soak
 
 
 @pytest.mark.parametrize(("service", "held"), [("supervisor", 50), ("handoff-validator", 0)])

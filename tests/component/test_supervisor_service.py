@@ -11,7 +11,6 @@ import pytest
 from baton import topics
 from baton.bus.base import BusRecord, BusUnavailableError
 from baton.bus.embedded import EmbeddedBus
-from baton.chaos import FlakyBus
 from baton.client import BatonClient
 from baton.context import make_snapshot
 from baton.contracts.models import (
@@ -28,6 +27,7 @@ from baton.contracts.serde import AvroSerde
 from baton.messaging import EventBus
 from baton.supervisor import Supervisor, proposal_event_id
 from baton.workflows import load_workflows
+from baton_demo.chaos import FlakyBus
 from services.supervisor import app as supervisor_app
 from services.supervisor.config import Settings as SupervisorSettings
 from services.supervisor.handlers import SupervisorHandlers

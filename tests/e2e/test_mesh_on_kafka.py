@@ -17,17 +17,17 @@ import pytest
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.bus.kafka import KafkaBus
-from baton.chaos import consumed_topics, forged_outcome, poison_records
 from baton.client import BatonClient, Outcome
 from baton.contracts.models import DeadLettered, Event, HandoffAccepted, HandoffRejected, StepCompleted
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.demo import DETECTED_BY, _eligible, _inputs
-from baton.faults import Fault, FaultPlan
 from baton.ledger import Ledger
 from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
-from baton.world import World, seeded_tenant
+from baton_demo.chaos import consumed_topics, forged_outcome, poison_records
+from baton_demo.demo import DETECTED_BY, _eligible, _inputs
+from baton_demo.faults import Fault, FaultPlan
+from baton_demo.world import World, seeded_tenant
 from tests.harness.expected import Submission, expected_outcomes, outcome_key
 from tests.harness.identities import DOMAIN, trust, write_keys
 from tests.harness.kafka_broker import KafkaBroker
@@ -36,6 +36,8 @@ from tests.harness.processes import ServiceProcesses
 pytestmark = pytest.mark.e2e
 
 WORKFLOWS = 200
+# Services run with the demo's faults (BATON_DEMO_*): `python -m baton_demo.service SERVICE`.
+DEMO_SERVICE = ("-m", "baton_demo.service")
 HANDOFF_FAULTS = (Fault.TRUNCATE, Fault.STALE, Fault.TAMPER)
 
 
@@ -87,10 +89,10 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         "BATON_WORLD_DB": str(tmp_path / "world.db"),
         "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
         "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
-        "BATON_AGENT_FAULT_PLAN": str(tmp_path / "faults.json"),
+        "BATON_DEMO_FAULT_PLAN": str(tmp_path / "faults.json"),
         "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
         # Every service: this share of its publishes fails, as a broker timing out would.
-        "BATON_CHAOS_PUBLISH_FAILURE_RATE": "0.02",
+        "BATON_DEMO_PUBLISH_FAILURE_RATE": "0.02",
     }
     procs = ServiceProcesses(env=env, logdir=tmp_path)
     serde = AvroSerde(LocalSchemaRegistry())
@@ -110,11 +112,11 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         ]
     )
     try:
-        procs.start("supervisor-1", "supervisor")
-        procs.start("supervisor-2", "supervisor")  # two replicas share the workflows by partition
-        procs.start("handoff-validator", "handoff-validator")
+        procs.spawn("supervisor-1", *DEMO_SERVICE, "supervisor")
+        procs.spawn("supervisor-2", *DEMO_SERVICE, "supervisor")  # two replicas share the workflows by partition
+        procs.spawn("handoff-validator", *DEMO_SERVICE, "handoff-validator")
         for kind in agent_kinds(specs):
-            procs.start(f"agent-{kind}", "agent", "--kind", kind)
+            procs.spawn(f"agent-{kind}", "-m", "baton_demo.agent", "--kind", kind)
         client = BatonClient(EventBus(bus=bus, serde=serde, producer="e2e-client", trust=trust("client")))
         for sub in submissions:
             await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
@@ -130,7 +132,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
                     outcomes.setdefault(outcome.envelope.workflow_id, outcome)
                     if len(outcomes) >= len(submissions) // 4 and not killed:
                         procs.kill("supervisor-1")  # mid-run: its partitions move to supervisor-2 ...
-                        procs.start("supervisor-3", "supervisor")  # ... and some on to a replacement
+                        procs.spawn("supervisor-3", *DEMO_SERVICE, "supervisor")  # ... and some on to a replacement
                         killed = True
                     async with arrived:
                         arrived.notify_all()
@@ -158,7 +160,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         for p in poison:
             await bus.publish(p.topic, p.value, key=p.key, headers=p.headers)
         procs.kill("supervisor-2")
-        procs.start("supervisor-4", "supervisor")
+        procs.spawn("supervisor-4", *DEMO_SERVICE, "supervisor")
         for sub in later:
             await client.submit(sub.workflow_type, sub.context, tenant_id=sub.tenant_id, workflow_id=sub.workflow_id)
         forged = await forged_outcome(

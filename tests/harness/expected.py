@@ -18,9 +18,9 @@ from baton.client import BatonClient
 from baton.contracts.models import Event, WorkflowCompleted, WorkflowEscalated, WorkflowHalted
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.faults import FaultPlan
-from baton.mesh import start_mesh
-from baton.world import World
+from baton_demo.faults import FaultPlan
+from baton_demo.mesh import start_mesh
+from baton_demo.world import World
 
 OutcomeKey = tuple[str, str]
 

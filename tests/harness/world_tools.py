@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from baton_demo.world_tools import world_tools
-
 from baton.ledger import Ledger
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.executor import StepTools
-from baton.world import World
+from baton_demo.world import World
+from baton_demo.world_tools import world_tools
 
 
 async def world_registry(world: World) -> ToolRegistry:

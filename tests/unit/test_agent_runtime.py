@@ -10,11 +10,11 @@ import pytest
 
 from baton.agent import StepOutcome, run_step
 from baton.contracts.models import FailureClass
-from baton.faults import Fault, FaultPlan
 from baton.ledger import Ledger
 from baton.model import ScriptedModel
 from baton.workflows import load_workflows
-from baton.world import World
+from baton_demo.faults import Fault, FaultInjectingModel, FaultPlan
+from baton_demo.world import World
 from tests.harness.world_tools import step_tools
 
 WORKFLOWS = load_workflows()
@@ -56,7 +56,7 @@ async def _step(
         agent=spec.agent(agent),
         workflow_id="wf",
         context=context,
-        model=ScriptedModel(seed=1, faults=plan),
+        model=FaultInjectingModel(ScriptedModel(seed=1), plan),
         tools=tools,
         attempt=attempt,
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from baton.perf.profiling import Profile
-from baton.perf.report import BenchReport, write
-from baton.perf.stats import Comparison, LoadPoint, Series, percentile
+from baton_demo.perf.profiling import Profile
+from baton_demo.perf.report import BenchReport, write
+from baton_demo.perf.stats import Comparison, LoadPoint, Series, percentile
 
 
 def _cmp(key: str, unit: str, baton: list[float], baseline: list[float], *, higher: bool = True) -> Comparison:

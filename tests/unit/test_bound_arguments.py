@@ -11,12 +11,12 @@ import pytest
 
 from baton.agent import StepOutcome, bind_arguments, run_step
 from baton.contracts.models import FailureClass, PermissionTier
-from baton.faults import Fault, FaultPlan
 from baton.ledger import Ledger
 from baton.model import ScriptedModel
 from baton.tools import ToolError
 from baton.workflows import ToolSpec, load_workflows
-from baton.world import World, WorldSchemaError, seeded_tenant
+from baton_demo.faults import Fault, FaultInjectingModel, FaultPlan
+from baton_demo.world import World, WorldSchemaError, seeded_tenant
 from tests.harness.world_tools import step_tools, world_registry
 
 WORKFLOWS = load_workflows()
@@ -67,7 +67,7 @@ async def _step(
         agent=spec.agent(agent),
         workflow_id="wf",
         context=context,
-        model=ScriptedModel(faults=FaultPlan({"wf": (agent, fault)} if fault else {})),
+        model=FaultInjectingModel(ScriptedModel(), FaultPlan({"wf": (agent, fault)} if fault else {})),
         tools=tools,
     )
 

@@ -15,7 +15,7 @@ from baton.agent import run_step
 from baton.ledger import Ledger
 from baton.model import MalformedOutputError, ModelRequest, OpenAIChatModel, RateLimitedError
 from baton.workflows import load_workflows
-from baton.world import World, seeded_tenant
+from baton_demo.world import World, seeded_tenant
 from tests.harness.world_tools import step_tools
 
 

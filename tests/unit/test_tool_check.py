@@ -19,7 +19,11 @@ PARAMS: dict[str, Any] = {
     "required": ["invoice_id", "amount"],
     "additionalProperties": False,
 }
-RETURNS: dict[str, Any] = {"type": "object", "properties": {"payment_id": {"type": "string"}}, "required": ["payment_id"]}
+RETURNS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"payment_id": {"type": "string"}},
+    "required": ["payment_id"],
+}
 
 
 class Fixed:

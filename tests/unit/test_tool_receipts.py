@@ -14,7 +14,7 @@ from baton.handoff import ToolReceipt
 from baton.ledger import Ledger
 from baton.receipts import LedgerToolReceipts, MemoryToolReceipts, ToolReceipts
 from baton.workflows import load_workflows
-from baton.world import World
+from baton_demo.world import World
 from tests.harness.world_tools import step_tools
 
 REFUND = load_workflows()["support_refund"]

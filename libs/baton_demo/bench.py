@@ -1,5 +1,5 @@
 """What signing costs: Ed25519 per event on both sides, against encoding and decoding alone (one figure of
-`make bench`, see baton.perf)."""
+`make bench`, see baton_demo.perf)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.identity import TrustDomain
 from baton.messaging import EventBus, unauthorized
-from baton.perf.stats import Comparison, alternate
+from baton_demo.perf.stats import Comparison, alternate
 
 
 async def signing_cost(*, events: int = 5_000, reps: int = 3) -> list[Comparison]:

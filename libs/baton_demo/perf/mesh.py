@@ -11,10 +11,10 @@ from pathlib import Path
 from baton import identity, topics
 from baton.bus.base import Bus
 from baton.client import BatonClient
-from baton.demo import Observer, _inputs
 from baton.messaging import EventBus, EventConsumer
 from baton.workflows import load_workflows
-from baton.world import World, seeded_tenant
+from baton_demo.demo import Observer, _inputs
+from baton_demo.world import World, seeded_tenant
 
 # What the observer watches: outcomes to know when a run is over, proposals and verdicts for handoff latency.
 OBSERVED = [topics.HANDOFF_PROPOSALS, topics.HANDOFF_VERDICTS, topics.STEP_RESULTS, topics.OUTCOMES]

@@ -19,15 +19,15 @@ from baton.contracts.models import Event
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.messaging import EventBus
-from baton.perf.local import run_embedded
-from baton.perf.mesh import MeshRun, client_on, drive, observe, seed_world, submissions
-from baton.perf.profiling import Profile, profiled
-from baton.perf.stats import Comparison, LoadPoint, alternate, percentile
-from baton.perf.workload import handoff
-from baton.soak import NullBus
 from baton.testbed.kafka_broker import KafkaBroker
 from baton.testbed.processes import ServiceProcesses
 from baton.workflows import agent_kinds, load_workflows
+from baton_demo.perf.local import run_embedded
+from baton_demo.perf.mesh import MeshRun, client_on, drive, observe, seed_world, submissions
+from baton_demo.perf.profiling import Profile, profiled
+from baton_demo.perf.stats import Comparison, LoadPoint, alternate, percentile
+from baton_demo.perf.workload import handoff
+from baton_demo.soak import NullBus
 from services.auditor.app import audited_topics
 
 PASSTHROUGH_OUT = "bench.passthrough.out"
@@ -173,7 +173,7 @@ async def validator_against_passthrough(
         )
 
     async def baseline(rep: int) -> float:
-        args = ["-m", "baton.perf.passthrough", broker.bootstrap, topics.HANDOFF_PROPOSALS, PASSTHROUGH_OUT]
+        args = ["-m", "baton_demo.perf.passthrough", broker.bootstrap, topics.HANDOFF_PROPOSALS, PASSTHROUGH_OUT]
         return await side(rep, "passthrough", [*args, PASSTHROUGH_GROUP], PASSTHROUGH_OUT)
 
     try:
@@ -274,7 +274,7 @@ async def mesh_on_kafka(
     procs.start("supervisor", "supervisor")
     procs.start("handoff-validator", "handoff-validator")
     for kind in agent_kinds(specs):
-        procs.start(f"agent-{kind}", "agent", "--kind", kind)
+        procs.spawn(f"agent-{kind}", "-m", "baton_demo.agent", "--kind", kind)
     client, events = client_on(bus, trust, "bench-client")
     observer = await observe(events, "baton.bench.observer")
     audited = audited_topics()
@@ -367,7 +367,7 @@ async def _profile_mesh(
     bus: KafkaBus, client: Any, observer: Any, trust: identity.TrustDomain, workdir: Path, work: Any
 ) -> Profile:
     """Every service in this process on the broker under cProfile (the processes are stopped by now)."""
-    from baton.mesh import start_mesh
+    from baton_demo.mesh import start_mesh
 
     async def run() -> None:
         mesh = await start_mesh(bus, world_db=workdir / "world.db", trust=trust)

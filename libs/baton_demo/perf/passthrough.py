@@ -1,6 +1,6 @@
 """The baseline of the validator: a bare aiokafka consume -> produce passthrough with batched acks.
 
-`python -m baton.perf.passthrough BOOTSTRAP SOURCE SINK GROUP` copies every record of SOURCE to SINK (same
+`python -m baton_demo.perf.passthrough BOOTSTRAP SOURCE SINK GROUP` copies every record of SOURCE to SINK (same
 key, same headers), sends a poll batch without awaiting each send, awaits the batch's acknowledgements, then
 commits its offsets: at-least-once, as cheap as a Kafka consumer-producer gets. Producer settings as
 Baton's bus (acks=all, idempotence, linger 0 ms); the same 500 records per poll as Baton's consumers.

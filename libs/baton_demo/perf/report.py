@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baton.perf.profiling import Profile
-from baton.perf.stats import Comparison, LoadPoint
+from baton_demo.perf.profiling import Profile
+from baton_demo.perf.stats import Comparison, LoadPoint
 
 
 @dataclass

@@ -32,11 +32,11 @@ from baton.contracts.models import (
     WorkflowEscalated,
     WorkflowHalted,
 )
-from baton.faults import ATTACK_FAULTS, HANDOFF_FAULTS, Fault, FaultPlan
-from baton.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
 from baton.messaging import EventConsumer
 from baton.workflows import WorkflowSpec, load_workflows
-from baton.world import World, seeded_tenant
+from baton_demo.faults import ATTACK_FAULTS, HANDOFF_FAULTS, Fault, FaultPlan
+from baton_demo.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
+from baton_demo.world import World, seeded_tenant
 from services.auditor.app import audited_topics
 
 DETECTED_BY: dict[Fault, str] = {

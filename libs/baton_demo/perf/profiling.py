@@ -10,7 +10,7 @@ from typing import Any
 
 # Functions of these trees are Baton's side; the rest (asyncio, aiokafka, pymongo, sqlite3) is shown by callers.
 _BATON = ("/libs/baton/", "/services/")
-_BENCH = "/libs/baton/perf/"  # the bench's own driving code is not Baton's side
+_BENCH = "/libs/baton_demo/perf/"  # the bench's own driving code is not Baton's side
 
 
 @dataclass(frozen=True)

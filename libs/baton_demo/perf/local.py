@@ -33,11 +33,11 @@ from baton.context import parse_context
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.handoff import CheckpointView, HandoffVerdict, VerifiedContexts, verify_handoff
-from baton.mesh import start_mesh
-from baton.perf.mesh import MeshRun, drive, observe, seed_world, submissions
-from baton.perf.stats import Comparison, alternate
-from baton.perf.workload import WORKFLOW, Handoff, handoff
 from baton.workflows import WorkflowSpec, agent_kinds, load_workflows
+from baton_demo.mesh import start_mesh
+from baton_demo.perf.mesh import MeshRun, drive, observe, seed_world, submissions
+from baton_demo.perf.stats import Comparison, alternate
+from baton_demo.perf.workload import WORKFLOW, Handoff, handoff
 from services.auditor.app import audited_topics
 from services.auditor.handlers import AuditorHandlers
 

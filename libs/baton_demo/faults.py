@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
-from collections.abc import Collection, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 
 from baton.context import canonical_bytes, context_sha256, load_context, make_snapshot
 from baton.contracts.models import ContextSnapshot, HandoffProposed
+from baton.model import MalformedOutputError, ModelClient, ModelReply, ModelRequest, RateLimitedError, ToolChoice
+from baton.workflows import AgentSpec, lookup
 
 
 class Fault(StrEnum):
@@ -138,3 +142,74 @@ class FaultPlan:
                 wf, agents = pool.pop()
                 plan[wf] = (rnd.choice(list(agents)), fault)
         return cls(plan)
+
+
+def _attacked(fault: Fault | None, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments a misled model picks: the next record's id (another customer, often another tenant's),
+    or every number a tenth of the truth (a refund under its approval threshold)."""
+    out = dict(arguments)
+    for name, value in arguments.items():
+        if fault is Fault.OTHER_RECORD and isinstance(value, str):
+            digits = len(value) - len(value.rstrip("0123456789"))
+            if digits:
+                out[name] = f"{value[:-digits]}{int(value[-digits:]) + 1:0{digits}d}"
+        elif fault is Fault.UNDERSTATE and isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = round(value / 10, 2)
+    return out
+
+
+@dataclass
+class FaultInjectingModel:
+    """A model that misbehaves as the plan says: loops, names a tool that does not exist, answers with low
+    confidence, returns malformed output, hits a rate limit, or picks arguments other than the context's."""
+
+    inner: ModelClient
+    plan: FaultPlan
+    rate_limit_failures: int = 2
+    _rate_limited: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    async def decide(self, request: ModelRequest) -> ModelReply:
+        agent = request.agent
+        fault = self.plan.fault_for(request.workflow_id, agent.name, request.attempt)
+        if fault is Fault.RATE_LIMIT:
+            key = f"{request.workflow_id}:{agent.name}"
+            if self._rate_limited[key] < self.rate_limit_failures:
+                self._rate_limited[key] += 1
+                raise RateLimitedError("scripted backend: 429 Too Many Requests (injected)")
+        if fault is Fault.MALFORMED:
+            raise MalformedOutputError("model returned '{\"tool\": lookup_' which is not valid JSON (injected)")
+        reply = await self.inner.decide(request)
+        if fault is Fault.UNKNOWN_TOOL:
+            return ModelReply(
+                ToolChoice("delete_all_records", {}), 0.9, reply.prompt_tokens, 25, "use a tool I was not given"
+            )
+        if fault is Fault.LOOP and agent.tools:
+            first = agent.tools[0]
+            args = {k: lookup(request.context, v) for k, v in first.args.items()}
+            return ModelReply(ToolChoice(first.name, args), 0.9, reply.prompt_tokens, 25, "try again, maybe it changed")
+        if reply.tool is not None:
+            return dataclasses.replace(reply, tool=ToolChoice(reply.tool.name, _attacked(fault, reply.tool.arguments)))
+        if fault is Fault.LOW_CONFIDENCE:
+            return dataclasses.replace(reply, confidence=0.2)
+        return reply
+
+
+ProposalFilter = Callable[[HandoffProposed, ContextSnapshot, int], HandoffProposed]
+
+
+def handoff_faults(plan: FaultPlan, agent: AgentSpec) -> ProposalFilter:
+    """The agent service's proposal filter that corrupts (HANDOFF_FAULTS) or attacks (ATTACK_FAULTS) a handoff."""
+    owned = agent.owned_keys()
+
+    def apply(proposal: HandoffProposed, received: ContextSnapshot, attempt: int) -> HandoffProposed:
+        fault = plan.fault_for(proposal.envelope.workflow_id, agent.name, attempt)
+        if fault in HANDOFF_FAULTS:
+            assert fault is not None
+            # Only the proposal's snapshot: the StepCompleted the agent publishes carries the one it made.
+            proposal = proposal.model_copy(update={"snapshot": corrupt_handoff(fault, proposal.snapshot, received)})
+        if fault in ATTACK_FAULTS:
+            assert fault is not None
+            proposal = attack_handoff(fault, proposal, received=received, owned=owned)
+        return proposal
+
+    return apply

@@ -26,8 +26,8 @@ from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Task
 from baton.contracts.models import DeadLettered, WorkflowCompleted, WorkflowEscalated, WorkflowHalted
 from baton.contracts.serde import AvroSerde
-from baton.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
 from baton.workflows import load_workflows
+from baton_demo.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
 from services.auditor.app import audited_topics
 
 AUDIT_DB = "audit.db"

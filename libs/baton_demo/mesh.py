@@ -6,21 +6,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baton_demo.world_tools import world_tools
 from pydantic import SecretStr
 
 from baton.audit.keys import encode_signing_key, generate_signing_key
 from baton.bus.base import Bus
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
-from baton.faults import FaultPlan
 from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
 from baton.runtime import RuntimeSettings, instance_id
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.loader import registry_for
 from baton.workflows import agent_kinds, default_workflow_dir, load_workflows
-from baton.world import World
+from baton_demo.faults import FaultInjectingModel, FaultPlan, handoff_faults
+from baton_demo.world import World
+from baton_demo.world_tools import world_tools
 
 # Next to the embedded audit store: the anchors the auditor also publishes to a file, and its public key.
 AUDIT_ANCHOR_FILE = "audit-anchors.jsonl"
@@ -129,11 +129,14 @@ async def start_mesh(
         tools = registry_for(workflow_dir)
         mesh.apps["tools"] = _Closing(tools=tools)
     await tools.start()
-    for kind in agent_kinds(load_workflows()):
+    plan = faults or FaultPlan()
+    for kind, spec in agent_kinds(load_workflows()).items():
+        settings = AgentSettings(runtime=runtime, kind=kind, ledger_db=ledger, seed=seed)
         mesh.apps[f"agent:{kind}"] = await agent_app.start(
             mesh.events(f"agent-{kind}"),
-            AgentSettings(runtime=runtime, kind=kind, ledger_db=ledger, seed=seed),
-            faults=faults or FaultPlan(),
+            settings,
+            model=FaultInjectingModel(agent_app.build_model(settings, spec), plan),
+            proposal_filter=handoff_faults(plan, spec),
             tools=tools,
         )
     mesh.apps["supervisor"] = await supervisor_app.start(

@@ -19,14 +19,14 @@ from baton.audit.mongo_store import MongoAuditStore
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.verify import verify_store
 from baton.handoff import CheckpointView
-from baton.perf import kafka as on_kafka
-from baton.perf import local
-from baton.perf.profiling import profiled
-from baton.perf.report import BenchReport, write
-from baton.perf.stats import Comparison
-from baton.perf.workload import handoff
 from baton.testbed.ferretdb import start_ferretdb
 from baton.testbed.kafka_broker import KafkaBroker, start_broker
+from baton_demo.perf import kafka as on_kafka
+from baton_demo.perf import local
+from baton_demo.perf.profiling import profiled
+from baton_demo.perf.report import BenchReport, write
+from baton_demo.perf.stats import Comparison
+from baton_demo.perf.workload import handoff
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _say(message: str) -> None:
 
 
 async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
-    from baton.bench import signing_cost
+    from baton_demo.bench import signing_cost
 
     def add(cmp: Comparison) -> Comparison:
         report.comparisons.append(cmp)
