@@ -72,6 +72,7 @@ def wait_for_port(port: int, *, timeout_s: float = 20.0, alive: subprocess.Popen
 def port_is_free(port: int) -> bool:
     """Whether nobody listens on 127.0.0.1:port."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT does not count
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
