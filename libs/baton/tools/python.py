@@ -95,9 +95,7 @@ def _declare(
         fields[param.name] = (hint, default)
     if "return" not in hints:
         raise TypeError(f"tool {fn.__qualname__}: annotate its return type (a pydantic model or a JSON type)")
-    arguments = create_model(
-        f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    arguments = create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
     returns_hint = hints["return"]
     result: TypeAdapter[Any] = TypeAdapter(returns_hint)
     returns = result.json_schema()
