@@ -121,11 +121,13 @@ class _Session:
             async with self._opener() as client:
                 self._ready.set_result(client)
                 await self._stop.wait()
-        except BaseException as exc:
+        except Exception as exc:
             if not self._ready.done():
-                self._ready.set_exception(exc if isinstance(exc, Exception) else ConnectionError(_describe(exc)))
-            if not isinstance(exc, Exception):
-                raise
+                self._ready.set_exception(exc)
+        except BaseException:
+            if not self._ready.done():
+                self._ready.cancel()  # closed while connecting: nobody waits for this session any more
+            raise
 
     @property
     def alive(self) -> bool:
@@ -154,6 +156,7 @@ class McpToolProvider:
         self._client: Client | None = None
         self._declarations: dict[str, ToolDeclaration] = {}
         self._lock = asyncio.Lock()  # one (re)connect at a time; calls themselves run concurrently
+        self._reopening: asyncio.Task[Client] | None = None
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[Client]:
@@ -255,18 +258,43 @@ class McpToolProvider:
             await session.close()
 
     async def close(self) -> None:
+        reopening, self._reopening = self._reopening, None
+        if reopening is not None and not reopening.done():
+            reopening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ToolError):
+                await reopening
         async with self._lock:
             await self._close_session()
 
     async def declarations(self) -> Sequence[ToolDeclaration]:
         return list(self._declarations.values())
 
-    async def _reconnect(self, dead: Client | None) -> Client:
-        async with self._lock:
-            if self._client is not None and self._client is not dead:
-                return self._client  # another task already re-opened it
-            await self._close_session()
-            return await self._connect()
+    def _reopen(self, dead: Client | None) -> asyncio.Task[Client]:
+        """Re-open the session, or join the re-opening already under way.
+
+        It runs in a task of its own: a caller whose time-out fires mid-way must not abandon it half-open
+        (the next caller would start over, and with a short time-out never finish).
+        """
+        if self._reopening is None or self._reopening.done():
+
+            async def reopen() -> Client:
+                async with self._lock:
+                    if self._client is not None and self._client is not dead:
+                        return self._client  # re-opened meanwhile
+                    await self._close_session()
+                    return await self._connect()
+
+            self._reopening = asyncio.create_task(reopen(), name=f"baton-{self.name}-reopen")
+            # Read the outcome even when no caller waits for it, so a failure is not reported as unretrieved.
+            self._reopening.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._reopening
+
+    async def _live_client(self) -> Client:
+        client, session = self._client, self._session
+        if client is not None and session is not None and session.alive:
+            return client
+        # Nothing was sent on a session already gone: re-opening it and sending is safe for any tool.
+        return await asyncio.shield(self._reopen(client))
 
     async def invoke(self, call: ToolCall) -> Any:
         declaration = self._declarations.get(call.tool)
@@ -274,21 +302,20 @@ class McpToolProvider:
             raise ToolError(
                 "UNKNOWN_TOOL", f"{self.name} has no tool {call.tool!r}; it has {sorted(self._declarations)}"
             )
-        client = self._client
-        if client is None or self._session is None or not self._session.alive:
-            client = await self._reconnect(client)  # nothing was sent on a session already gone: safe to re-open
+        client = await self._live_client()
         try:
             result = await self._call(client, call)
         except _ConnectionLostError as exc:
-            client = await self._reconnect(client)
+            reopening = self._reopen(client)
             if not declaration.idempotent:
                 raise ToolError(
                     "UNREACHABLE",
                     f"{declaration.ref}: the session with MCP server {self.config.server!r} dropped during the call "
                     f"({exc}), which may or may not have run; it was not re-sent because the tool is not declared "
-                    "idempotent. The session is re-opened for the next call",
+                    "idempotent. The session is being re-opened for the next call",
                     FailureClass.TRANSIENT,
                 ) from exc
+            client = await asyncio.shield(reopening)
             try:
                 result = await self._call(client, call)
             except _ConnectionLostError as again:
