@@ -65,7 +65,8 @@ def mcp_config(transport: str, effects: EffectLog, url: str = "", **overrides: A
     common: dict[str, Any] = {
         "server": "payments",
         "idempotent": ["lookup", "record_payment"],
-        "timeout_s": TIMEOUT_S,
+        "timeout_s": 10,
+        "timeouts": {"slow": TIMEOUT_S},
         "max_result_bytes": MAX_RESULT_BYTES,
     }
     if transport == "stdio":
@@ -338,8 +339,7 @@ async def test_mcp_url_with_nothing_listening_is_unreachable() -> None:
 
 async def test_mcp_session_that_dies_is_reopened_once(tmp_path: Path) -> None:
     effects = EffectLog(tmp_path / "effects.jsonl")
-    # Time-outs long enough for the next call to wait out the re-opening (a new server process).
-    provider = McpToolProvider(mcp_config("stdio", effects, version="7", timeout_s=30))
+    provider = McpToolProvider(mcp_config("stdio", effects, version="7"))
     registry = ToolRegistry([provider])
     await registry.start()
     try:
@@ -361,6 +361,7 @@ async def test_mcp_pack_naming_an_idempotent_tool_the_server_lacks_is_refused(tm
     with pytest.raises(ToolError) as caught:
         await provider.start()
     assert caught.value.code == "UNKNOWN_TOOL" and "record_payments" in str(caught.value)
+    assert "idempotent" in str(caught.value)
     await provider.close()
 
 

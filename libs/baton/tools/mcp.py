@@ -17,7 +17,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp import Client, MCPError, StdioServerParameters
@@ -51,6 +51,7 @@ class McpServerConfig(BaseModel):
     version: str | None = None
     idempotent: list[str] = Field(default_factory=list)
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # per tool, over timeout_s
     max_result_bytes: int = Field(DEFAULT_MAX_RESULT_BYTES, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)
 
@@ -236,20 +237,20 @@ class McpToolProvider:
                     returns=dict(tool.output_schema) if tool.output_schema is not None else dict(PERMISSIVE_RETURNS),
                     tier=None,
                     idempotent=tool.name in self.config.idempotent,
-                    timeout_s=self.config.timeout_s,
+                    timeout_s=self.config.timeouts.get(tool.name, self.config.timeout_s),
                     max_result_bytes=self.config.max_result_bytes,
                     source=f"mcp:{self.config.server}",
                 )
             cursor = page.next_cursor
             if cursor is None:
                 break
-        unknown = sorted(set(self.config.idempotent) - set(found))
-        if unknown:
-            raise ToolError(
-                "UNKNOWN_TOOL",
-                f"the tool pack marks {unknown} of MCP server {self.config.server!r} idempotent, but the server "
-                f"offers no such tool (it offers {sorted(found)}): fix the name",
-            )
+        for what, named in (("idempotent", self.config.idempotent), ("timeouts", self.config.timeouts)):
+            if unknown := sorted(set(named) - set(found)):
+                raise ToolError(
+                    "UNKNOWN_TOOL",
+                    f"the tool pack names {unknown} under {what} of MCP server {self.config.server!r}, but the "
+                    f"server offers no such tool (it offers {sorted(found)}): fix the name",
+                )
         return found
 
     async def _close_session(self) -> None:
