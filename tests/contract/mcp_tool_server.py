@@ -12,13 +12,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ListToolsResult, PaginatedRequestParams, TextContent
 
 from tests.contract.tool_kit import SCHEMAS, Blob, EffectLog, Invoice, Kit, Payment
 
 SERVER_VERSION = "1.4"
+PAGE_SIZE = 2  # tools per tools/list page, so every listing needs its cursors followed
+
+
+class PagedServer(MCPServer):
+    """MCPServer lists every tool in one page; this one pages them, as large servers do.
+
+    (The SDK has no public switch for it, so the listing handler is overridden.)
+    """
+
+    async def _handle_list_tools(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        tools = await self.list_tools()
+        start = int(params.cursor) if params is not None and params.cursor else 0
+        end = start + PAGE_SIZE
+        return ListToolsResult(tools=tools[start:end], next_cursor=str(end) if end < len(tools) else None)
 
 
 def build_server(effects: EffectLog, *, stdio: bool = False) -> MCPServer:
@@ -59,7 +76,7 @@ def build_server(effects: EffectLog, *, stdio: bool = False) -> MCPServer:
     # the SDK server's own output check, so the client side is what must refuse it.)
     bad = next(t for t in tools if t.name == "bad_result")
     bad.fn_metadata.output_schema = SCHEMAS["bad_result"][1]
-    return MCPServer("baton-test-payments", version=SERVER_VERSION, tools=tools, log_level="WARNING")
+    return PagedServer("baton-test-payments", version=SERVER_VERSION, tools=tools, log_level="WARNING")
 
 
 if __name__ == "__main__":

@@ -355,6 +355,24 @@ async def test_mcp_session_that_dies_is_reopened_once(tmp_path: Path) -> None:
         await registry.close()
 
 
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_mcp_provider_started_and_closed_from_different_tasks(
+    transport: str, tmp_path: Path, mcp_http_service: tuple[str, EffectLog]
+) -> None:
+    effects = EffectLog(tmp_path / "effects.jsonl") if transport == "stdio" else mcp_http_service[1]
+    provider = McpToolProvider(mcp_config(transport, effects, mcp_http_service[0]))
+    registry = ToolRegistry([provider])
+    # Each step in a task of its own, as a service's startup, handlers and shutdown are.
+    await asyncio.create_task(registry.start())
+    # Five tools at two per page: the whole listing means the cursors were followed.
+    extra = {"exit_process"} if transport == "stdio" else set()
+    assert {d.name for d in registry.declarations()} == TOOL_NAMES | extra
+    answer = await asyncio.create_task(call(Served(transport, registry, effects), "lookup", {"invoice_id": "inv-3"}))
+    assert answer["invoice_id"] == "inv-3"
+    await asyncio.create_task(registry.close())
+    await registry.close()  # a second close is harmless
+
+
 async def test_mcp_pack_naming_an_idempotent_tool_the_server_lacks_is_refused(tmp_path: Path) -> None:
     effects = EffectLog(tmp_path / "effects.jsonl")
     provider = McpToolProvider(mcp_config("stdio", effects, idempotent=["record_payments"]))

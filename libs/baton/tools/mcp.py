@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -29,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from baton.contracts.models import FailureClass
 from baton.tools.base import DEFAULT_MAX_RESULT_BYTES, DEFAULT_TIMEOUT_S, ToolCall, ToolDeclaration, ToolError
 from baton.tools.http import EnvSecret
+
+log = logging.getLogger(__name__)
 
 PERMISSIVE_RETURNS: Mapping[str, Any] = {"type": "object"}
 _MAX_LIST_PAGES = 1000  # a server whose cursor never ends cannot hang the start
@@ -103,14 +106,15 @@ class _Session:
     entered it; `start` and `close` may run in different tasks, so neither enters the client itself.
     """
 
-    def __init__(self, opener: Callable[[], AbstractAsyncContextManager[Client]]) -> None:
+    def __init__(self, opener: Callable[[], AbstractAsyncContextManager[Client]], label: str) -> None:
         self._opener = opener
+        self._label = label
         self._stop = asyncio.Event()
         self._ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
 
     async def open(self, timeout_s: float) -> Client:
-        self._task = asyncio.create_task(self._own(), name="baton-mcp-session")
+        self._task = asyncio.create_task(self._own(), name=f"baton-{self._label}-session")
         try:
             return await asyncio.wait_for(asyncio.shield(self._ready), timeout_s)
         except BaseException:
@@ -125,6 +129,9 @@ class _Session:
         except Exception as exc:
             if not self._ready.done():
                 self._ready.set_exception(exc)
+            else:
+                # The session ended on its own; the next call sees it is not alive and re-opens it.
+                log.warning("MCP session %s ended: %s", self._label, _describe(exc))
         except BaseException:
             if not self._ready.done():
                 self._ready.cancel()  # closed while connecting: nobody waits for this session any more
@@ -177,11 +184,13 @@ class McpToolProvider:
         ):
             yield client
 
-    async def _connect(self) -> Client:
+    async def _connect(self) -> tuple[Client, dict[str, ToolDeclaration]]:
+        """Open a session and list the server's tools on it (the SDK checks results against that listing)."""
         # Secrets are resolved here, before the session task, so a missing one is MISSING_SECRET, not UNREACHABLE.
         _secrets(self.config.env, self.name)
         _secrets(self.config.headers, self.name)
-        session = _Session(self._open)
+        where = f"MCP server {self.config.server!r} ({self.config.target})"
+        session = _Session(self._open, self.name)
         try:
             client = await session.open(self.config.connect_timeout_s)
         except Exception as exc:
@@ -193,29 +202,26 @@ class McpToolProvider:
             detail = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
             raise ToolError(
                 "UNREACHABLE",
-                f"MCP server {self.config.server!r} ({self.config.target}) could not be reached: {detail}; check "
-                f"that {what} (a retry may succeed once it is up)",
+                f"{where} could not be reached: {detail}; check that {what} (a retry may succeed once it is up)",
                 FailureClass.TRANSIENT,
             ) from exc
+        try:
+            listing = await self._list(client)
+        except ToolError:
+            await session.close()
+            raise
+        except Exception as exc:
+            await session.close()
+            raise ToolError(
+                "UNREACHABLE", f"{where} failed to list its tools: {_describe(exc)}", FailureClass.TRANSIENT
+            ) from exc
         self._session, self._client = session, client
-        return client
+        return client, listing
 
     async def start(self) -> None:
         async with self._lock:
-            client = self._client or await self._connect()
-            try:
-                self._declarations = await self._list(client)
-            except ToolError:
-                await self._close_session()
-                raise
-            except Exception as exc:
-                await self._close_session()
-                raise ToolError(
-                    "UNREACHABLE",
-                    f"MCP server {self.config.server!r} ({self.config.target}) failed to list its tools: "
-                    f"{_describe(exc)}",
-                    FailureClass.TRANSIENT,
-                ) from exc
+            if self._client is None:
+                _, self._declarations = await self._connect()
 
     async def _list(self, client: Client) -> dict[str, ToolDeclaration]:
         version = self.config.version or (client.server_info.version if client.server_info else "")
@@ -283,7 +289,16 @@ class McpToolProvider:
                     if self._client is not None and self._client is not dead:
                         return self._client  # re-opened meanwhile
                     await self._close_session()
-                    return await self._connect()
+                    client, listing = await self._connect()
+                    if {n: d.as_schema() for n, d in listing.items()} != {
+                        n: d.as_schema() for n, d in self._declarations.items()
+                    }:
+                        log.warning(
+                            "MCP server %s changed its tools since start; calls are still checked against the "
+                            "declarations taken at start (restart to take the new ones)",
+                            self.config.server,
+                        )
+                    return client
 
             self._reopening = asyncio.create_task(reopen(), name=f"baton-{self.name}-reopen")
             # Read the outcome even when no caller waits for it, so a failure is not reported as unretrieved.
