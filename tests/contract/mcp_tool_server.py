@@ -39,7 +39,7 @@ class PagedServer(MCPServer):
 
 
 def build_server(effects: EffectLog, *, stdio: bool = False) -> MCPServer:
-    """The tool set (plus `exit_process` over stdio, to kill the session on purpose)."""
+    """The tool set (plus `exit_process` and `crash_once` over stdio, to kill the session on purpose)."""
     kit = Kit(effects)
 
     def lookup(invoice_id: str) -> Invoice:
@@ -68,9 +68,17 @@ def build_server(effects: EffectLog, *, stdio: bool = False) -> MCPServer:
         """End the server process mid-call (the session dies)."""
         os._exit(3)
 
+    def crash_once() -> dict[str, Any]:
+        """End the server process mid-call the first time it is called (per effect log), answer after that."""
+        marker = effects.path.with_suffix(".crashed")
+        if not marker.exists():
+            marker.touch()
+            os._exit(3)
+        return {"survived": True}
+
     functions: list[Callable[..., Any]] = [lookup, record_payment, slow, bad_result, huge_result]
     if stdio:
-        functions.append(exit_process)
+        functions += [exit_process, crash_once]
     tools = [Tool.from_function(fn) for fn in functions]
     # A misbehaving server: advertise an output schema the result breaks. (Returning a CallToolResult skips
     # the SDK server's own output check, so the client side is what must refuse it.)

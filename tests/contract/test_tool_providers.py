@@ -355,6 +355,40 @@ async def test_mcp_session_that_dies_is_reopened_once(tmp_path: Path) -> None:
         await registry.close()
 
 
+async def test_mcp_idempotent_call_lost_with_its_session_is_resent_once(tmp_path: Path) -> None:
+    effects = EffectLog(tmp_path / "effects.jsonl")
+    idempotent = ["lookup", "record_payment", "crash_once", "exit_process"]
+    registry = ToolRegistry([McpToolProvider(mcp_config("stdio", effects, idempotent=idempotent))])
+    await registry.start()
+    served = Served("mcp-stdio", registry, effects)
+    try:
+        # The first server process dies mid-call; the call is re-sent once, on a fresh session, and answered.
+        assert await call(served, "crash_once", {}) == {"survived": True}
+        # A call that kills every session it reaches is re-sent once only, then reported.
+        with pytest.raises(ToolError) as caught:
+            await call(served, "exit_process", {})
+        assert (caught.value.code, caught.value.failure_class) == ("UNREACHABLE", FailureClass.TRANSIENT)
+        assert "dropped again" in str(caught.value)
+    finally:
+        await registry.close()
+
+
+async def test_mcp_http_server_gone_mid_run_is_unreachable(tmp_path: Path) -> None:
+    effects = EffectLog(tmp_path / "effects.jsonl")
+    async with serve(build_server(effects).streamable_http_app()) as url:
+        registry = ToolRegistry([McpToolProvider(mcp_config("streamable-http", effects, f"{url}/mcp"))])
+        await registry.start()
+        served = Served("mcp-http", registry, effects)
+        assert (await call(served, "lookup", {"invoice_id": "inv-4"}))["invoice_id"] == "inv-4"
+    try:
+        with pytest.raises(ToolError) as caught:
+            await call(served, "lookup", {"invoice_id": "inv-4"})
+        assert (caught.value.code, caught.value.failure_class) == ("UNREACHABLE", FailureClass.TRANSIENT)
+        assert url in str(caught.value)
+    finally:
+        await registry.close()
+
+
 @pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
 async def test_mcp_provider_started_and_closed_from_different_tasks(
     transport: str, tmp_path: Path, mcp_http_service: tuple[str, EffectLog]
@@ -365,7 +399,7 @@ async def test_mcp_provider_started_and_closed_from_different_tasks(
     # Each step in a task of its own, as a service's startup, handlers and shutdown are.
     await asyncio.create_task(registry.start())
     # Five tools at two per page: the whole listing means the cursors were followed.
-    extra = {"exit_process"} if transport == "stdio" else set()
+    extra = {"exit_process", "crash_once"} if transport == "stdio" else set()
     assert {d.name for d in registry.declarations()} == TOOL_NAMES | extra
     answer = await asyncio.create_task(call(Served(transport, registry, effects), "lookup", {"invoice_id": "inv-3"}))
     assert answer["invoice_id"] == "inv-3"
