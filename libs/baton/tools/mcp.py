@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client  # the SDK's client with its time-outs (no public path)
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, TextContent
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -352,11 +352,12 @@ class McpToolProvider:
         }
         where = f"{call.tool} on MCP server {self.config.server!r}"
         try:
+            # RequestParamsMeta is an open TypedDict (PEP 728 extra_items), which mypy does not understand yet.
             return await client.call_tool(
                 call.tool,
                 dict(call.arguments),
                 read_timeout_seconds=call.timeout_s,
-                meta=meta,  # type: ignore[arg-type]  # RequestParamsMeta is an open TypedDict (PEP 728), which mypy cannot see
+                meta=meta,  # type: ignore[arg-type]
             )
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
