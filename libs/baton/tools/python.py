@@ -65,7 +65,7 @@ class PythonTool:
             # A blocking function runs in a worker thread, so a slow tool never stalls the event loop.
             value = await asyncio.to_thread(self.function, **kwargs)
         try:
-            checked = self.result.validate_python(value)
+            checked = self.result.validate_python(value, strict=True)
         except ValidationError as exc:
             raise ToolError(
                 "BAD_RESULT", f"{self.declaration.name} returned a value off its declared return type: {exc}"
