@@ -87,6 +87,11 @@ def test_the_guide_runs_the_invoice_example_on_the_embedded_bus(tmp_path: Path) 
         term.procs.stop_all()
 
 
+def _forget_example_modules() -> None:
+    for name in [m for m in sys.modules if m.partition(".")[0] in ("invoice_tools", "po_server", "payments_server")]:
+        del sys.modules[name]
+
+
 async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -101,6 +106,7 @@ async def test_a_redelivered_or_rerun_payment_step_pays_once(tmp_path: Path, mon
     project = copy_example(tmp_path)
     monkeypatch.chdir(project)  # the tools and the MCP server keep their data in data/ under the project
     monkeypatch.syspath_prepend(str(project))
+    _forget_example_modules()  # another test's module of the same name must not stand in for the example's
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     monkeypatch.setenv("BATON_WORKFLOW_DIR", str(project / "workflows"))
     monkeypatch.setenv("ACME_PO_TOKEN", "test-token")
@@ -150,6 +156,7 @@ async def test_a_redelivered_or_rerun_payment_step_pays_once(tmp_path: Path, mon
         await bus.stop()
         servers.stop_all()
         load_workflows.cache_clear()
+        _forget_example_modules()
     assert payments(project) == {"INV-1001": 1}
     with contextlib.closing(sqlite3.connect(project / ".baton" / "ledger.db")) as ledger:
         rows = ledger.execute("SELECT state, runs, replays FROM tool_ledger WHERE tool = 'pay_invoice'").fetchall()
