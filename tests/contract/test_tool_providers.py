@@ -18,10 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
+from baton.agent import run_step
 from baton.contracts.models import FailureClass, PermissionTier
+from baton.ledger import Ledger
+from baton.model import ScriptedModel
 from baton.tools import PythonToolProvider, ToolError, ToolProvider, ToolRegistry, tools_of
+from baton.tools.executor import StepTools
 from baton.tools.http import HttpAuth, HttpToolConfig, HttpToolProvider
 from baton.tools.mcp import McpServerConfig, McpToolProvider
+from baton.workflows import AgentSpec, Escalation, ToolSpec, WorkflowSpec
 from tests.contract.mcp_tool_server import SERVER_VERSION, build_server
 from tests.contract.tool_kit import (
     HUGE_BYTES,
@@ -410,3 +415,126 @@ async def test_mcp_pack_naming_an_idempotent_tool_the_server_lacks_is_refused(tm
 
 def test_huge_result_is_really_over_the_bound() -> None:
     assert HUGE_BYTES > MAX_RESULT_BYTES  # the huge_result tests mean something
+
+
+# --- through the agent runtime: a re-run step acts once, whatever the tool ---------------------------------
+
+PAYER = AgentSpec(
+    name="payer",
+    outputs=["payment"],
+    tools=[
+        ToolSpec(
+            name="record_payment",
+            version="1",
+            tier=PermissionTier.WRITE,
+            args={"invoice_id": "invoice_id", "amount": "amount"},
+            result_key="payment",
+        )
+    ],
+)
+PAYING = WorkflowSpec(
+    name="paying", pattern="pipeline", autonomy_level=4, agents=[PAYER], escalation=Escalation(queue="ap")
+)
+
+
+async def test_a_write_of_a_step_run_twice_has_one_effect(served: Served, tmp_path: Path) -> None:
+    """The first run died after paying and before its outcome was stored; the redelivered step runs again
+    (model included) and reaches the same key: Baton's ledger answers, the tool is not called again."""
+    ledger = Ledger(tmp_path / f"ledger-{served.kind}.db")
+    before = len(served.effects.read())
+    runs = []
+    for _ in range(2):
+        tools = StepTools(
+            served.registry, ledger, workflow_id="wf-pay", agent="payer", tenant_id="acme", step_version=2
+        )
+        runs.append(
+            await run_step(
+                workflow=PAYING,
+                agent=PAYER,
+                workflow_id="wf-pay",
+                context={"invoice_id": "inv-9", "amount": 42.0},
+                model=ScriptedModel(),
+                tools=tools,
+            )
+        )
+    assert all(r.succeeded and r.context is not None for r in runs)
+    first, again = (r.context["payment"] for r in runs if r.context is not None)
+    assert first == again
+    assert len(served.effects.read()) == before + 1
+    assert ledger.verify().counts["tool_calls_replayed"] == 1
+    ledger.close()
+
+
+def _one_tool_agent(
+    tool: str, tier: PermissionTier = PermissionTier.READ, args: dict[str, str] | None = None
+) -> AgentSpec:
+    return AgentSpec(
+        name="payer", tools=[ToolSpec(name=tool, version="1", tier=tier, args=args or {}, result_key="out")]
+    )
+
+
+async def _step_with(registry: ToolRegistry, agent: AgentSpec, context: dict[str, Any], ledger: Ledger) -> Any:
+    workflow = WorkflowSpec(
+        name="paying", pattern="pipeline", autonomy_level=4, agents=[agent], escalation=Escalation(queue="ap")
+    )
+    tools = StepTools(registry, ledger, workflow_id="wf-f", agent="payer", tenant_id="acme", step_version=1)
+    return await run_step(
+        workflow=workflow, agent=agent, workflow_id="wf-f", context=context, model=ScriptedModel(), tools=tools
+    )
+
+
+@pytest.mark.parametrize(
+    ("tool", "context", "args", "code", "failure_class"),
+    [
+        ("slow", {}, {}, "TOOL_TIMEOUT", FailureClass.TRANSIENT),
+        ("bad_result", {}, {}, "TOOL_BAD_RESULT", FailureClass.LOGIC),
+        ("huge_result", {}, {}, "TOOL_RESULT_TOO_LARGE", FailureClass.LOGIC),
+        ("lookup", {"invoice_id": 7}, {"invoice_id": "invoice_id"}, "TOOL_BAD_ARGUMENTS", FailureClass.LOGIC),
+    ],
+)
+async def test_a_failing_tool_ends_the_step_with_its_class_on_record_and_no_effect(
+    served: Served,
+    tmp_path: Path,
+    tool: str,
+    context: dict[str, Any],
+    args: dict[str, str],
+    code: str,
+    failure_class: FailureClass,
+) -> None:
+    before = len(served.effects.read())
+    ledger = Ledger(tmp_path / "ledger.db")
+    out = await _step_with(served.registry, _one_tool_agent(tool, args=args), context, ledger)
+    ledger.close()
+    assert (out.succeeded, out.error_code, out.failure_class) == (False, code, failure_class)
+    assert out.error and tool in out.error
+    # The decision that chose the tool is on record (the AgentDecision events the audit keeps).
+    assert out.decisions[-1].tool_selected == tool and out.tool_calls == 0
+    assert len(served.effects.read()) == before
+
+
+async def test_an_http_tool_answering_500_ends_the_step_as_transient(
+    http_service: tuple[str, EffectLog], tmp_path: Path
+) -> None:
+    registry = ToolRegistry([HttpToolProvider([endpoint(http_service[0] + "/status/500", name="probe")])])
+    await registry.start()
+    out = await _step_with(registry, _one_tool_agent("probe"), {}, Ledger(tmp_path / "l.db"))
+    await registry.close()
+    assert (out.error_code, out.failure_class) == ("TOOL_HTTP_500", FailureClass.TRANSIENT)
+
+
+async def test_a_write_to_an_mcp_server_that_went_down_ends_the_step_as_transient(tmp_path: Path) -> None:
+    """The server is gone when the step runs: the write was never sent, so its intent is cleared, the step is
+    transient (retried later under the same key) and nothing was paid."""
+    effects = EffectLog(tmp_path / "effects.jsonl")
+    async with serve(build_server(effects).streamable_http_app()) as url:
+        registry = ToolRegistry([McpToolProvider(mcp_config("streamable-http", effects, f"{url}/mcp", idempotent=[]))])
+        await registry.start()
+    ledger = Ledger(tmp_path / "l.db")
+    agent = _one_tool_agent("record_payment", PermissionTier.WRITE, {"invoice_id": "invoice_id", "amount": "amount"})
+    try:
+        out = await _step_with(registry, agent, {"invoice_id": "inv-1", "amount": 5.0}, ledger)
+    finally:
+        await registry.close()
+    assert (out.error_code, out.failure_class) == ("TOOL_UNREACHABLE", FailureClass.TRANSIENT), out.error
+    assert effects.read() == [] and ledger.verify().counts["tool_calls"] == 0
+    ledger.close()
