@@ -11,7 +11,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -36,6 +36,7 @@ from tests.harness.example_invoices import (
     local_outcomes,
     payments,
     po_requests,
+    po_server_port,
     shell,
 )
 from tests.harness.guide import guide_commands, wait_for_port
@@ -43,7 +44,14 @@ from tests.harness.guide import guide_commands, wait_for_port
 KAFKA_SECTION = "8. Run it on Kafka"
 
 
-def test_the_guide_runs_the_invoice_example_on_the_embedded_bus(tmp_path: Path) -> None:
+@pytest.fixture
+def po_port() -> Iterator[None]:
+    """The example's purchase-order server port, held for this test."""
+    with po_server_port():
+        yield
+
+
+def test_the_guide_runs_the_invoice_example_on_the_embedded_bus(tmp_path: Path, po_port: None) -> None:
     project = copy_example(tmp_path)
     commands = guide_commands(GUIDE)
     sections = [c.section for c in commands]
@@ -100,7 +108,9 @@ async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30
         await asyncio.sleep(0.02)
 
 
-async def test_a_redelivered_or_rerun_payment_step_pays_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_redelivered_or_rerun_payment_step_pays_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, po_port: None
+) -> None:
     """The MCP payments server pays on every call; Baton's step ledger (a redelivered step) and its tool ledger
     (the step run again, as a retry does) make it pay once."""
     project = copy_example(tmp_path)

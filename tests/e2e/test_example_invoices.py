@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tests.harness.example_invoices import (
     local_outcomes,
     payments,
     po_requests,
+    po_server_port,
     shell,
 )
 from tests.harness.expected import outcome_key
@@ -43,7 +45,16 @@ BROKER_LINES = {
 }
 
 
-async def test_the_guide_runs_the_invoice_example_on_kafka(own_broker: KafkaBroker, tmp_path: Path) -> None:
+@pytest.fixture
+def po_port() -> Iterator[None]:
+    """The example's purchase-order server port, held for this test."""
+    with po_server_port():
+        yield
+
+
+async def test_the_guide_runs_the_invoice_example_on_kafka(
+    own_broker: KafkaBroker, tmp_path: Path, po_port: None
+) -> None:
     project = copy_example(tmp_path)
     commands = guide_commands(GUIDE)
     assert {c.command for c in commands} >= set(SETUP) | set(BROKER_LINES)

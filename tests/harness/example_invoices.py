@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
+import tempfile
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.harness.guide import GuideShell, port_is_free
@@ -14,6 +18,7 @@ from tests.harness.kafka_broker import REPO
 GUIDE = REPO / "docs" / "your-first-workflow.md"
 EXAMPLE = REPO / "examples" / "invoices"
 PO_SERVER_PORT = 8765  # workflows/tools.yaml calls it there
+PORT_LOCK = Path(tempfile.gettempdir()) / f"baton-example-port-{PO_SERVER_PORT}.lock"
 
 # Each invoice's outcome: (kind, reason code), as tests.harness.expected.outcome_key gives it.
 EXPECTED = {
@@ -33,9 +38,28 @@ SETUP = {
 }
 
 
+@contextmanager
+def po_server_port(timeout_s: float = 900.0) -> Iterator[None]:
+    """Hold the example's fixed port for one test: test runs of other checkouts on this machine wait their turn."""
+    with PORT_LOCK.open("a") as lock:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{PORT_LOCK} stayed locked for {timeout_s}s") from None
+                time.sleep(0.2)
+        try:
+            assert port_is_free(PO_SERVER_PORT), f"port {PO_SERVER_PORT} is taken: the example's po_server needs it"
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def copy_example(tmp_path: Path) -> Path:
     """A fresh copy of the example project, as a clone has it (no data, no state, no keys)."""
-    assert port_is_free(PO_SERVER_PORT), f"port {PO_SERVER_PORT} is taken: the example's po_server needs it"
     return Path(
         shutil.copytree(
             EXAMPLE, tmp_path / "invoices", ignore=shutil.ignore_patterns("data", ".baton", "keys", "__pycache__")
