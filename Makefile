@@ -31,8 +31,8 @@ demo: deps ## run Baton's main job on the embedded bus (no Kafka, no MongoDB)
 	$(BIN)/baton demo
 
 lint: deps ## ruff lint and format check
-	$(BIN)/ruff check libs services tests deploy
-	$(BIN)/ruff format --check libs services tests deploy
+	$(BIN)/ruff check libs services tests deploy examples
+	$(BIN)/ruff format --check libs services tests deploy examples
 
 typecheck: deps ## mypy --strict
 	$(BIN)/mypy

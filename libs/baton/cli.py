@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import signal
 import tempfile
@@ -23,6 +24,8 @@ audit_app = typer.Typer(help="The tamper-evident audit trail (store chosen by BA
 app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="Identities: Ed25519 signing keys per role and the public keyring.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+dev_app = typer.Typer(help="Local infrastructure for development (from a checkout).", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
 tools_app = typer.Typer(
     help="Tools: the registry, and the check of workflow declarations against it.", no_args_is_help=True
 )
@@ -411,41 +414,71 @@ def demo(
 
 @app.command("publish")
 def publish(
-    workflow_type: Annotated[str, typer.Argument(help="declared workflow type, e.g. support_refund")],
-    input_json: Annotated[str, typer.Argument(help='initial context as JSON, e.g. \'{"ticket_id": "tkt-00001"}\'')],
+    workflow_type: Annotated[str | None, typer.Argument(help="declared workflow type, e.g. support_refund")] = None,
+    input_json: Annotated[
+        str | None, typer.Argument(help='initial context as JSON, e.g. \'{"ticket_id": "tkt-00001"}\'')
+    ] = None,
     tenant: Annotated[str, typer.Option(help="tenant id")] = "default",
     workflow_id: Annotated[str | None, typer.Option(help="workflow id (generated when omitted)")] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="the same key names the same workflow: a retried publish runs it once")
     ] = None,
+    tasks: Annotated[
+        Path | None, typer.Option(help="publish every task of this JSON Lines file instead (see `baton local`)")
+    ] = None,
 ) -> None:
     """Publish a TaskRequested to the tasks topic (BATON_BUS=kafka and BATON_KAFKA_BOOTSTRAP select the broker)."""
     import json
 
-    from baton.client import BatonClient
+    from baton.client import BatonClient, Task, TaskFileError, load_tasks
 
-    try:
-        context = json.loads(input_json)
-    except json.JSONDecodeError as exc:
-        typer.echo(f"INPUT_JSON is not JSON: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    if tasks is not None:
+        if workflow_type is not None or input_json is not None:
+            typer.echo("give either --tasks FILE or WORKFLOW_TYPE INPUT_JSON, not both", err=True)
+            raise typer.Exit(2)
+        try:
+            batch = load_tasks(tasks)
+        except (OSError, TaskFileError) as exc:
+            typer.echo(f"cannot read the tasks: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    else:
+        if workflow_type is None or input_json is None:
+            typer.echo("give WORKFLOW_TYPE and INPUT_JSON (or --tasks FILE)", err=True)
+            raise typer.Exit(2)
+        try:
+            context = json.loads(input_json)
+        except json.JSONDecodeError as exc:
+            typer.echo(f"INPUT_JSON is not JSON: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        if not isinstance(context, dict):
+            typer.echo(f"INPUT_JSON must be a JSON object (the initial context), got {input_json!r}", err=True)
+            raise typer.Exit(2)
+        batch = [
+            Task(
+                workflow_type=workflow_type,
+                input=context,
+                tenant=tenant,
+                workflow_id=workflow_id,
+                idempotency_key=idempotency_key,
+            )
+        ]
 
-    async def go() -> str:
+    async def go() -> list[str]:
         client = BatonClient.from_settings(name="baton-cli")
         await client.start()
         try:
-            return await client.submit(
-                workflow_type, context, tenant_id=tenant, workflow_id=workflow_id, idempotency_key=idempotency_key
-            )
+            return [await client.submit_task(task) for task in batch]
         finally:
             await client.stop()
 
-    typer.echo(_run(go()))
+    for published in _run(go()):
+        typer.echo(published)
 
 
 @app.command("outcomes")
 def outcomes(
     group: Annotated[str | None, typer.Option(help="consumer group (default: read everything from the start)")] = None,
+    count: Annotated[int | None, typer.Option(help="exit after this many workflows' outcomes (default: tail)")] = None,
 ) -> None:
     """Tail workflow outcomes, one JSON line each."""
     from baton.client import BatonClient
@@ -453,9 +486,14 @@ def outcomes(
     async def go() -> None:
         client = BatonClient.from_settings(name="baton-cli")
         await client.start()
+        seen: set[str] = set()
         try:
-            async for outcome in client.outcomes(group_id=group):
-                typer.echo(outcome.model_dump_json(exclude={"snapshot"}))
+            async with contextlib.aclosing(client.outcomes(group_id=group)) as stream:
+                async for outcome in stream:
+                    typer.echo(outcome.model_dump_json(exclude={"snapshot"}))
+                    seen.add(outcome.envelope.workflow_id)
+                    if count is not None and len(seen) >= count:
+                        break
         finally:
             await client.stop()
 
@@ -499,3 +537,50 @@ def soak(
         typer.echo(
             f"{service}: RSS grew {growth:+.1%} from {samples[0].workflows} to {samples[-1].workflows} workflows"
         )
+
+
+@dev_app.command("kafka")
+def dev_kafka(
+    port: Annotated[int, typer.Option(help="port of the broker's PLAINTEXT listener")] = 9092,
+    partitions: Annotated[int, typer.Option(help="partitions of each auto-created topic")] = 4,
+) -> None:
+    """Run the test harness's single-node Apache Kafka broker (KRaft) in the foreground until Ctrl-C."""
+    from baton.testbed.kafka_broker import KafkaBroker, fetch_kafka
+
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait below, so the broker is always stopped
+    workdir = Path(tempfile.mkdtemp(prefix="baton-dev-kafka-"))
+    broker = KafkaBroker(libs=fetch_kafka(), workdir=workdir, port=port)
+    try:
+        broker.start(partitions=partitions)
+        typer.echo(f"Kafka {broker.version} at {broker.bootstrap} (log {broker.log_path}); Ctrl-C to stop", err=True)
+        signal.sigwait(stop)
+    finally:
+        broker.stop()
+
+
+@app.command("local")
+def local(
+    workflows: Annotated[Path, typer.Option(help="your workflow directory: *.yaml declarations and tools.yaml")],
+    tasks: Annotated[Path, typer.Option(help="JSON Lines, one task each: workflow_type, input, tenant, workflow_id")],
+    state: Annotated[Path, typer.Option(help="where the audit (and the agents' ledger) is kept")] = Path(".baton"),
+    timeout_s: Annotated[float, typer.Option(help="give up waiting for outcomes after this long")] = 120.0,
+) -> None:
+    """Run a workflow directory's tasks through every service in this process on the embedded bus."""
+    import logging
+
+    from baton.client import TaskFileError, load_tasks
+    from baton_demo.local import run_local, summary
+
+    try:
+        batch = load_tasks(tasks)
+    except (OSError, TaskFileError) as exc:
+        typer.echo(f"cannot read the tasks: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logging.basicConfig(level=logging.ERROR)
+    run = _run(run_local(workflow_dir=workflows, tasks=batch, state_dir=state, timeout_s=timeout_s))
+    for wf in sorted(run.outcomes):
+        typer.echo(run.outcomes[wf].line())
+    for line in summary(run, state):
+        typer.echo(line)
+    raise typer.Exit(0 if run.ok else 1)

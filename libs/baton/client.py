@@ -7,7 +7,10 @@ import json
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from baton import topics
 from baton.bus.base import BusRecord, RetryLaterError, Subscription
@@ -19,6 +22,38 @@ from baton.runtime import RuntimeSettings, build_events, build_trust
 Outcome = WorkflowCompleted | WorkflowHalted | WorkflowEscalated
 
 _SEEN_CAPACITY = 100_000
+
+
+class Task(BaseModel):
+    """One line of a tasks file (JSON Lines): which workflow to run, for whom, on what input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workflow_type: str
+    input: dict[str, Any] = Field(description="the workflow's initial context")
+    tenant: str = "default"
+    workflow_id: str | None = None
+    idempotency_key: str | None = None
+
+
+class TaskFileError(ValueError):
+    """A tasks file has a line that is not a task; the message names the line."""
+
+
+def load_tasks(path: Path) -> list[Task]:
+    """Every task in a JSON Lines file (blank lines and lines starting with # are skipped)."""
+    tasks: list[Task] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            tasks.append(Task.model_validate_json(line))
+        except ValidationError as exc:
+            raise TaskFileError(
+                f"{path}:{number} is not a task: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}; a line is "
+                '{"workflow_type": "...", "input": {...}, "tenant": "...", "workflow_id": "..."}'
+            ) from exc
+    return tasks
 
 
 class BatonClient:
@@ -67,6 +102,16 @@ class BatonClient:
         )
         await self.events.publish(topics.TASKS, task)
         return wf
+
+    async def submit_task(self, task: Task) -> str:
+        """Submit one task of a tasks file; returns its workflow id."""
+        return await self.submit(
+            task.workflow_type,
+            task.input,
+            tenant_id=task.tenant,
+            workflow_id=task.workflow_id,
+            idempotency_key=task.idempotency_key,
+        )
 
     async def outcomes(self, *, group_id: str | None = None) -> AsyncGenerator[Outcome, None]:
         """Yield each workflow outcome once (deduplicated by event id); group_id None reads from the start.

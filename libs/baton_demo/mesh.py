@@ -16,7 +16,8 @@ from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
 from baton.runtime import RuntimeSettings, instance_id
 from baton.tools import PythonToolProvider, ToolRegistry
-from baton.workflows import agent_kinds, load_workflows
+from baton.tools.loader import registry_for
+from baton.workflows import agent_kinds, default_workflow_dir, load_workflows
 from baton_demo.faults import FaultInjectingModel, FaultPlan, handoff_faults
 from baton_demo.world import World
 from baton_demo.world_tools import world_tools
@@ -28,12 +29,16 @@ AUDIT_VERIFY_KEY_FILE = "audit-verify.pub"
 
 @dataclass
 class _Closing:
-    """The world the mesh's tools act on, closed after the agents stop."""
+    """What the mesh's tools act on (the world) or run through (a user's registry), closed after the agents stop."""
 
-    world: World
+    world: World | None = None
+    tools: ToolRegistry | None = None
 
     async def stop(self) -> None:
-        self.world.close()
+        if self.tools is not None:
+            await self.tools.close()
+        if self.world is not None:
+            self.world.close()
 
 
 @dataclass
@@ -59,10 +64,18 @@ class Mesh:
             await app.stop()
 
 
+def _check_tool_source(world_db: Path | None, workflow_dir: Path | None) -> None:
+    if (world_db is None) == (workflow_dir is None):
+        raise ValueError("start_mesh needs either world_db (the reference world) or workflow_dir (a user's tools)")
+    if workflow_dir is not None and workflow_dir.resolve() != default_workflow_dir().resolve():
+        raise ValueError(f"set BATON_WORKFLOW_DIR={workflow_dir}: the services read their declarations from there")
+
+
 async def start_mesh(
     bus: Bus,
     *,
-    world_db: Path,
+    world_db: Path | None = None,
+    workflow_dir: Path | None = None,
     audit_db: Path | None = None,
     ledger_db: Path | None = None,
     faults: FaultPlan | None = None,
@@ -72,8 +85,10 @@ async def start_mesh(
 ) -> Mesh:
     """Start the validator, the supervisor, one agent service per declared kind and (given audit_db) the
     auditor on its embedded store, on a started bus; each signs with its own identity (generated for
-    this process unless a trust domain is given). Agents share one tool registry over the world's tool pack
-    and one ledger (default: ledger.db beside the world)."""
+    this process unless a trust domain is given). Agents share one tool registry and one ledger (default:
+    ledger.db beside the world, or in the current directory's .baton/): over the reference world's tool pack at
+    world_db, or over the tool pack (tools.yaml) of a user's workflow_dir, which must be BATON_WORKFLOW_DIR (the
+    services read their declarations from there)."""
     from services.agent import app as agent_app
     from services.agent.config import Settings as AgentSettings
     from services.auditor import app as auditor_app
@@ -83,6 +98,7 @@ async def start_mesh(
     from services.supervisor import app as supervisor_app
     from services.supervisor.config import Settings as SupervisorSettings
 
+    _check_tool_source(world_db, workflow_dir)
     runtime = RuntimeSettings(bus="embedded")
     if trust is None:
         trust = TrustDomain.generate(all_roles(agent_kinds(load_workflows())))
@@ -100,14 +116,19 @@ async def start_mesh(
                 anchor_file=audit_db.with_name(AUDIT_ANCHOR_FILE),
             ),
         )
-    ledger = ledger_db or world_db.with_name("ledger.db")
+    ledger = ledger_db or (world_db.with_name("ledger.db") if world_db is not None else Path(".baton/ledger.db"))
     mesh.apps["handoff-validator"] = await validator_app.start(
         mesh.events("handoff-validator"), ValidatorSettings(runtime=runtime, ledger_db=ledger)
     )
-    world = World(world_db)
-    tools = ToolRegistry([PythonToolProvider(world_tools(world), name="world")])
+    if world_db is not None:
+        world = World(world_db)
+        tools = ToolRegistry([PythonToolProvider(world_tools(world), name="world")])
+        mesh.apps["world"] = _Closing(world=world)
+    else:
+        assert workflow_dir is not None
+        tools = registry_for(workflow_dir)
+        mesh.apps["tools"] = _Closing(tools=tools)
     await tools.start()
-    mesh.apps["world"] = _Closing(world)
     plan = faults or FaultPlan()
     for kind, spec in agent_kinds(load_workflows()).items():
         settings = AgentSettings(runtime=runtime, kind=kind, ledger_db=ledger, seed=seed)

@@ -17,6 +17,7 @@ class ServiceProcesses:
 
     env: Mapping[str, str]
     logdir: Path
+    cwd: Path | None = None  # where the processes run (default: this process's working directory)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -29,6 +30,7 @@ class ServiceProcesses:
         proc = subprocess.Popen(
             [sys.executable, *argv],
             env={**os.environ, **self.env},
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
