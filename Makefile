@@ -42,6 +42,8 @@ schemas: deps ## schema compatibility gate (every new version BACKWARD compatibl
 
 tools: deps ## declaration gate: every pinned tool registered, at its version, compatible with tools.lock.json
 	$(BIN)/baton tools check
+	@# The example's own pack too (its MCP server is started to list its tools; the HTTP secret is only checked for presence).
+	cd examples/invoices && PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=. ACME_PO_TOKEN=declaration-check baton tools check --workflows workflows
 
 unit: deps ## fast tests: unit and component, embedded bus only
 	$(PYTEST) -m "not integration and not e2e"
