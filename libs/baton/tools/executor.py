@@ -118,6 +118,7 @@ class StepTools:
             tenant_id=self.tenant_id,
             workflow_id=self.workflow_id,
             agent=self.agent,
+            arguments_checked=True,  # run() checked them before recording anything
         )
 
 

@@ -141,10 +141,13 @@ class ToolRegistry:
         tenant_id: str,
         workflow_id: str,
         agent: str = "",
+        arguments_checked: bool = False,
     ) -> dict[str, Any]:
-        """Validate, run within the declared time-out, validate the result; ToolError with its failure class."""
+        """Validate (unless the caller just did, with check_arguments), run within the declared time-out, validate
+        the result; ToolError with its failure class."""
         declaration = self.declaration(name)
-        self.check_arguments(name, arguments)
+        if not arguments_checked:
+            self.check_arguments(name, arguments)
         provider = self._tools[name][1]
         call = ToolCall(
             tool=name,
@@ -156,7 +159,8 @@ class ToolRegistry:
             timeout_s=declaration.timeout_s,
         )
         try:
-            result = await asyncio.wait_for(provider.invoke(call), timeout=declaration.timeout_s)
+            async with asyncio.timeout(declaration.timeout_s):  # no extra task, unlike wait_for
+                result = await provider.invoke(call)
         except TimeoutError as exc:
             raise ToolError(
                 "TIMEOUT",
