@@ -9,7 +9,7 @@ opens the world at BATON_WORLD_DB (default .baton/world.db).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +75,16 @@ class Refund(BaseModel):
 
 
 class WorldTools:
-    """The world's tools over one open world."""
+    """The world's tools over one world, opened on the first call (listing the tools touches no file)."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(self, world: World | Callable[[], World]) -> None:
+        self._world = world
+
+    @property
+    def world(self) -> World:
+        if not isinstance(self._world, World):
+            self._world = self._world()
+        return self._world
 
     def _tenant(self, tool: str, ctx: ToolContext, **arguments: Any) -> None:
         self.world.check_tenant(tool, arguments, ctx.tenant_id)
@@ -148,9 +154,15 @@ def world_tools(world: World) -> list[PythonTool]:
 _OPEN: dict[Path, World] = {}
 
 
-def baton_tools(environ: Mapping[str, str] = os.environ) -> list[PythonTool]:
-    """The tools over the world at BATON_WORLD_DB (opened once per path, seeded by `baton demo` or the tests)."""
-    path = Path(environ.get("BATON_WORLD_DB", ".baton/world.db"))
+def _open(path: Path) -> World:
     if path not in _OPEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _OPEN[path] = World(path)
-    return world_tools(_OPEN[path])
+    return _OPEN[path]
+
+
+def baton_tools(environ: Mapping[str, str] = os.environ) -> list[PythonTool]:
+    """The tools over the world at BATON_WORLD_DB (opened on the first call, once per path; seeded by `baton demo`
+    or the tests)."""
+    path = Path(environ.get("BATON_WORLD_DB", ".baton/world.db"))
+    return tools_of(WorldTools(lambda: _open(path)))
