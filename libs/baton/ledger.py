@@ -225,9 +225,14 @@ class Ledger:
             self._receipt(db, key, tool, result_sha256)
 
     def call_refused(self, key: str) -> None:
-        """The tool refused the call without acting (a LOGIC error, or unreachable): forget the intent."""
+        """The tool refused this run of the call without acting: forget the intent, unless an earlier run (whose
+        outcome is unknown) is recorded under the key too, whose arguments must still be compared."""
         with self._file.tx() as db:
-            db.execute("DELETE FROM tool_ledger WHERE idempotency_key = ? AND state = 'started'", (key,))
+            db.execute("DELETE FROM tool_ledger WHERE idempotency_key = ? AND state = 'started' AND runs = 1", (key,))
+            db.execute(
+                "UPDATE tool_ledger SET runs = runs - 1 WHERE idempotency_key = ? AND state = 'started' AND runs > 1",
+                (key,),
+            )
 
     def call_replayed(self, key: str) -> None:
         with self._file.tx() as db:

@@ -8,7 +8,9 @@ tool set (tests.contract.tool_kit) and writes its effects to a file, read here.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ from tests.contract.tool_kit import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ["python", "http", "mcp-stdio", "mcp-http"]
-CALL = {"tenant_id": "acme", "workflow_id": "wf-1", "agent": "payer"}
+CALL: dict[str, Any] = {"tenant_id": "acme", "workflow_id": "wf-1", "agent": "payer"}
 
 
 @dataclass
@@ -343,7 +345,7 @@ async def test_mcp_session_that_dies_is_reopened_once(tmp_path: Path) -> None:
         with pytest.raises(ToolError) as caught:
             await call(Served("mcp-stdio", registry, effects), "exit_process", {})
         # Not idempotent: it may have run, so it is not re-sent; the next call gets a fresh session.
-        assert (caught.value.code, caught.value.failure_class) == ("UNREACHABLE", FailureClass.TRANSIENT)
+        assert (caught.value.code, caught.value.failure_class) == ("CONNECTION_LOST", FailureClass.TRANSIENT)
         assert "not re-sent" in str(caught.value)
         served = Served("mcp-stdio", registry, effects)
         assert (await call(served, "lookup", {"invoice_id": "inv-2"}))["invoice_id"] == "inv-2"
@@ -363,7 +365,7 @@ async def test_mcp_idempotent_call_lost_with_its_session_is_resent_once(tmp_path
         # A call that kills every session it reaches is re-sent once only, then reported.
         with pytest.raises(ToolError) as caught:
             await call(served, "exit_process", {})
-        assert (caught.value.code, caught.value.failure_class) == ("UNREACHABLE", FailureClass.TRANSIENT)
+        assert (caught.value.code, caught.value.failure_class) == ("CONNECTION_LOST", FailureClass.TRANSIENT)
         assert "dropped again" in str(caught.value)
     finally:
         await registry.close()
@@ -522,19 +524,60 @@ async def test_an_http_tool_answering_500_ends_the_step_as_transient(
     assert (out.error_code, out.failure_class) == ("TOOL_HTTP_500", FailureClass.TRANSIENT)
 
 
-async def test_a_write_to_an_mcp_server_that_went_down_ends_the_step_as_transient(tmp_path: Path) -> None:
-    """The server is gone when the step runs: the write was never sent, so its intent is cleared, the step is
-    transient (retried later under the same key) and nothing was paid."""
+async def test_an_mcp_server_that_went_down_fails_a_read_as_transient_and_never_retries_a_write_blind(
+    tmp_path: Path,
+) -> None:
+    """The server is gone when the step runs. Whether a request reached it cannot be known from here: a read fails
+    as transient (the supervisor retries it later), a write that is not idempotent escalates instead of being
+    retried, and nothing was paid."""
     effects = EffectLog(tmp_path / "effects.jsonl")
     async with serve(build_server(effects).streamable_http_app()) as url:
         registry = ToolRegistry([McpToolProvider(mcp_config("streamable-http", effects, f"{url}/mcp", idempotent=[]))])
         await registry.start()
     ledger = Ledger(tmp_path / "l.db")
-    agent = _one_tool_agent("record_payment", PermissionTier.WRITE, {"invoice_id": "invoice_id", "amount": "amount"})
+    read = _one_tool_agent("lookup", args={"invoice_id": "invoice_id"})
+    write = _one_tool_agent("record_payment", PermissionTier.WRITE, {"invoice_id": "invoice_id", "amount": "amount"})
     try:
-        out = await _step_with(registry, agent, {"invoice_id": "inv-1", "amount": 5.0}, ledger)
+        # The first call finds the session dead mid-request (it may have been sent); the next finds no server.
+        paid = await _step_with(registry, write, {"invoice_id": "inv-1", "amount": 5.0}, ledger)
+        looked = await _step_with(registry, read, {"invoice_id": "inv-1"}, ledger)
     finally:
         await registry.close()
-    assert (out.error_code, out.failure_class) == ("TOOL_UNREACHABLE", FailureClass.TRANSIENT), out.error
-    assert effects.read() == [] and ledger.verify().counts["tool_calls"] == 0
+    assert (paid.error_code, paid.failure_class) == ("TOOL_EFFECT_UNKNOWN", None), paid.error
+    # A read is retried later either way (whether the re-opening session was still on its way or found no server).
+    assert looked.failure_class is FailureClass.TRANSIENT, looked.error
+    assert looked.error_code in {"TOOL_UNREACHABLE", "TOOL_CONNECTION_LOST"}
+    assert effects.read() == []
     ledger.close()
+
+
+async def test_an_http_write_whose_connection_drops_after_sending_acts_once_over_two_attempts(tmp_path: Path) -> None:
+    """The server acts, then drops the connection before answering: the call may have acted, so the step
+    escalates instead of being retried, and a second attempt does not call the tool again."""
+    acted: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_and_drop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            acted.append(conn.recv(65536))  # the effect happens...
+            conn.close()  # ...and the answer never comes
+
+    threading.Thread(target=serve_and_drop, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/pay"
+    registry = ToolRegistry([HttpToolProvider([endpoint(url, name="pay", tier="WRITE")])])
+    await registry.start()
+    ledger = Ledger(tmp_path / "l.db")
+    agent = _one_tool_agent("pay", PermissionTier.WRITE)
+    try:
+        outcomes = [await _step_with(registry, agent, {}, ledger) for _ in range(2)]
+    finally:
+        await registry.close()
+        listener.close()
+        ledger.close()
+    assert [(o.error_code, o.failure_class) for o in outcomes] == [("TOOL_EFFECT_UNKNOWN", None)] * 2
+    assert "CONNECTION_LOST" in (outcomes[0].error or "")
+    assert len(acted) == 1

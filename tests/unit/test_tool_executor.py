@@ -29,6 +29,7 @@ class Payments:
         self.paid: list[tuple[str, float]] = []
         self.fail_with: ToolError | None = None
         self.hang = False
+        self.crash_after_paying = False
 
     @python_tool(version="1", tier="IRREVERSIBLE", timeout_s=0.2)
     async def pay(self, invoice_id: str, amount: float) -> Paid:
@@ -38,6 +39,8 @@ class Payments:
         if self.fail_with is not None:
             raise self.fail_with
         self.paid.append((invoice_id, amount))
+        if self.crash_after_paying:
+            raise KeyError("ledger_row")  # a bug in the tool, after its effect
         return Paid(payment_id=f"pay-{len(self.paid)}", amount=amount)
 
     @python_tool(version="1", tier="WRITE", idempotent=True, timeout_s=0.2)
@@ -45,6 +48,8 @@ class Payments:
         """Tag an invoice (idempotent: the tag is the key)."""
         if self.hang:
             await asyncio.sleep(5)
+        if self.fail_with is not None:
+            raise self.fail_with
         self.paid.append((f"tag:{ctx.idempotency_key}", 0.0))
         return {"tag": ctx.idempotency_key}
 
@@ -164,3 +169,53 @@ async def test_reads_leave_a_receipt_and_no_ledger_entry(ledger: Ledger) -> None
     receipts = LedgerToolReceipts(ledger.path)
     assert list(await receipts.find({run.key})) == [run.key]
     receipts.close()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ToolError("CONNECTION_LOST", "the connection dropped after the request was sent", FailureClass.TRANSIENT),
+        ToolError("HTTP_502", "bad gateway", FailureClass.TRANSIENT),
+        ToolError("SOMETHING_NEW", "a transient failure nobody listed", FailureClass.TRANSIENT),
+    ],
+)
+async def test_a_write_whose_call_may_have_reached_the_tool_is_never_retried(
+    ledger: Ledger, failure: ToolError
+) -> None:
+    payments = Payments()
+    payments.fail_with = failure
+    with pytest.raises(NeedsHumanError) as unknown:
+        await (await _step(payments, ledger)).run(PAY, {"invoice_id": "i", "amount": 1}, 0)
+    assert unknown.value.code == "EFFECT_UNKNOWN"
+    payments.fail_with = None  # even once the tool works again, a re-run does not call it under that key
+    with pytest.raises(NeedsHumanError):
+        await (await _step(payments, ledger)).run(PAY, {"invoice_id": "i", "amount": 1}, 0)
+    assert payments.paid == []
+
+
+async def test_a_tool_that_crashes_after_acting_ends_the_step_and_is_not_called_again(ledger: Ledger) -> None:
+    payments = Payments()
+    payments.crash_after_paying = True
+    with pytest.raises(NeedsHumanError) as unknown:
+        await (await _step(payments, ledger)).run(PAY, {"invoice_id": "i", "amount": 1}, 0)
+    assert unknown.value.code == "EFFECT_UNKNOWN" and "TOOL_FAILED" in str(unknown.value)
+    assert "KeyError" in str(unknown.value)
+    with pytest.raises(NeedsHumanError):
+        await (await _step(payments, ledger)).run(PAY, {"invoice_id": "i", "amount": 1}, 0)
+    assert payments.paid == [("i", 1.0)]
+
+
+async def test_a_refused_retry_keeps_the_record_of_an_earlier_run_whose_outcome_is_unknown(ledger: Ledger) -> None:
+    payments = Payments()
+    tools = await _step(payments, ledger)
+    key = tools.key("tag", 0)
+    ledger.call_started(key, workflow_id="wf-1", tool="tag", arguments_sha256=arguments_sha256({"invoice_id": "i"}))
+    # The retry never reaches the tool: this run did not act, but the first run's intent must stay.
+    payments.fail_with = ToolError("UNREACHABLE", "connection refused", FailureClass.TRANSIENT)
+    with pytest.raises(ToolError):
+        await tools.run(TAG, {"invoice_id": "i"}, 0)
+    payments.fail_with = None
+    assert ledger.recorded_call(key) is not None
+    with pytest.raises(NeedsHumanError) as diverged:  # a re-run with other arguments is still caught
+        await tools.run(TAG, {"invoice_id": "j"}, 0)
+    assert diverged.value.code == "WRITE_DIVERGED"

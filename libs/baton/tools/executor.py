@@ -23,8 +23,19 @@ from baton.tools.base import ToolError
 from baton.tools.registry import ToolRegistry
 from baton.workflows import ToolSpec
 
-# Tool failures after which the tool may have acted: a time-out, a server error, a result that was refused.
-_MAY_HAVE_ACTED = ("TIMEOUT", "HTTP_5", "BAD_RESULT", "RESULT_TOO_LARGE", "TOOL_FAILED")
+# Failures that promise the tool did not act: nothing reached it, or it refused before acting.
+_DID_NOT_ACT = frozenset({"UNREACHABLE", "RATE_LIMITED", "BAD_ARGUMENTS", "UNKNOWN_TOOL"})
+# LOGIC failures after which it may have acted anyway: it ran and its answer was refused, or it crashed.
+_ACTED_THEN_FAILED = frozenset({"BAD_RESULT", "RESULT_TOO_LARGE", "TOOL_FAILED"})
+
+
+def may_have_acted(exc: ToolError) -> bool:
+    """Whether a failed call may have had its effect: every transient failure but a connection never made (time-outs,
+    5xx, a connection lost mid-call, anything unknown), and a result refused after the tool ran. A LOGIC refusal
+    by the tool itself (a 4xx, its own ToolError) means it did not act."""
+    if exc.code in _DID_NOT_ACT:
+        return False
+    return exc.failure_class is FailureClass.TRANSIENT or exc.code in _ACTED_THEN_FAILED
 
 
 class NeedsHumanError(ToolError):
@@ -95,7 +106,7 @@ class StepTools:
         try:
             result = await self._invoke(spec.name, arguments, key)
         except ToolError as exc:
-            if not exc.code.startswith(_MAY_HAVE_ACTED):
+            if not may_have_acted(exc):
                 await asyncio.to_thread(self.ledger.call_refused, key)  # it did not act: a retry may run it
                 raise
             if declaration.idempotent:

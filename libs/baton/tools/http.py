@@ -166,9 +166,11 @@ class HttpToolProvider:
                 FailureClass.TRANSIENT,
             ) from exc
         except httpx.TransportError as exc:
+            # The request may have been sent and acted on: not UNREACHABLE, which promises nothing ran.
             raise ToolError(
-                "UNREACHABLE",
-                f"{where}: the connection failed during the call ({type(exc).__name__}: {exc}); a retry may succeed",
+                "CONNECTION_LOST",
+                f"{where}: the connection failed during the call ({type(exc).__name__}: {exc}); the call may or may "
+                "not have acted",
                 FailureClass.TRANSIENT,
             ) from exc
         return self._decode(where, response.status_code, bytes(body))

@@ -6,7 +6,7 @@ server (else the server's own `serverInfo.version`). The idempotency key is sent
 (`idempotency_key`), so a server that can honour it does.
 
 A session that dies is re-opened once. A call that was in flight when it died may or may not have run, so
-it is re-sent only when the tool is declared idempotent; otherwise the caller gets UNREACHABLE (TRANSIENT)
+it is re-sent only when the tool is declared idempotent; otherwise the caller gets CONNECTION_LOST (TRANSIENT)
 and the next call uses the new session.
 """
 
@@ -325,7 +325,7 @@ class McpToolProvider:
             reopening = self._reopen(client)
             if not declaration.idempotent:
                 raise ToolError(
-                    "UNREACHABLE",
+                    "CONNECTION_LOST",
                     f"{declaration.ref}: the session with MCP server {self.config.server!r} dropped during the call "
                     f"({exc}), which may or may not have run; it was not re-sent because the tool is not declared "
                     "idempotent. The session is being re-opened for the next call",
@@ -336,7 +336,7 @@ class McpToolProvider:
                 result = await self._call(client, call)
             except _ConnectionLostError as again:
                 raise ToolError(
-                    "UNREACHABLE",
+                    "CONNECTION_LOST",
                     f"{declaration.ref}: the session with MCP server {self.config.server!r} ({self.config.target}) "
                     f"dropped again right after it was re-opened ({again}); check the server",
                     FailureClass.TRANSIENT,

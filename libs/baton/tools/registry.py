@@ -18,6 +18,11 @@ from baton.contracts.models import FailureClass
 from baton.tools.base import ToolCall, ToolDeclaration, ToolError, ToolProvider
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    """At most `limit` characters of a value or message: errors go into step results, traces and the audit."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _where(error: SchemaError) -> str:
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
     return path or "(the whole value)"
@@ -37,7 +42,8 @@ def schema_problems(schema: Mapping[str, Any], value: Any, *, limit: int = 5) ->
         elif error.validator == "additionalProperties":
             out.append(f"{_where(error)}: {error.message}")
         else:
-            out.append(f"{_where(error)}: expected {error.validator} {error.validator_value!r}, got {error.instance!r}")
+            expected = _clip(repr(error.validator_value), 80)
+            out.append(f"{_where(error)}: expected {error.validator} {expected}, got {_clip(repr(error.instance), 80)}")
     if len(errors) > limit:
         out.append(f"... and {len(errors) - limit} more")
     return out
@@ -166,6 +172,15 @@ class ToolRegistry:
                 "TIMEOUT",
                 f"{declaration.ref} did not answer within its {declaration.timeout_s:g}s time-out",
                 FailureClass.TRANSIENT,
+            ) from exc
+        except ToolError:
+            raise
+        except Exception as exc:
+            # A tool that crashed (a KeyError, a database error) ends its step like any other failure, never as a
+            # handler crash the step is retried on; it may have acted before it raised.
+            raise ToolError(
+                "TOOL_FAILED",
+                f"{declaration.ref} raised {type(exc).__name__}: {_clip(str(exc))}; fix the tool (see its logs)",
             ) from exc
         return self.check_result(name, result)
 
