@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -100,7 +101,16 @@ class ModelSpec(_Strict):
     def _complete(self) -> ModelSpec:
         if self.backend == "openai" and not (self.name and self.base_url):
             raise ValueError("an openai model needs both name and base_url (the key comes from configuration)")
+        if self.base_url is not None and not self.base_url.startswith("https://") and not self.on_this_host:
+            # The operator's key travels with every request: never in clear to another host.
+            raise ValueError(f"model base_url {self.base_url!r} must be https:// (plain http only to this host)")
         return self
+
+    @property
+    def on_this_host(self) -> bool:
+        """Whether base_url names this host (a local model server, reached without TLS or a key)."""
+        host = urlsplit(self.base_url or "").hostname or ""
+        return host in {"localhost", "127.0.0.1", "::1"}
 
 
 class AgentSpec(_Strict):

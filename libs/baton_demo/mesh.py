@@ -123,7 +123,7 @@ async def start_mesh(
     if world_db is not None:
         world = World(world_db)
         tools = ToolRegistry([PythonToolProvider(world_tools(world), name="world")])
-        mesh.apps["world"] = _Closing(world=world)
+        mesh.apps["world"] = _Closing(world=world, tools=tools)
     else:
         assert workflow_dir is not None
         tools = registry_for(workflow_dir)

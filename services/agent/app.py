@@ -9,6 +9,7 @@ from baton.bus.base import Subscription
 from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
 from baton.model import ModelClient, OpenAIChatModel, ScriptedModel
+from baton.tools.base import ToolError
 from baton.tools.check import agent_tool_problems
 from baton.tools.loader import registry_for
 from baton.tools.registry import ToolRegistry
@@ -40,15 +41,26 @@ def build_model(settings: Settings, agent: AgentSpec) -> ModelClient:
     declared = agent.model
     if declared is not None and declared.backend == "openai":
         assert declared.base_url is not None and declared.name is not None  # the declaration requires both
+        if not settings.openai_api_key and not declared.on_this_host:
+            raise SystemExit(
+                f"agent {agent.name} declares model {declared.name} at {declared.base_url}, but no key is configured: "
+                "set BATON_AGENT_OPENAI_API_KEY (keys come from configuration, never from the declaration)"
+            )
         return OpenAIChatModel(declared.base_url, declared.name, settings.openai_api_key)
     if declared is None and settings.backend == "openai":
         return OpenAIChatModel(settings.openai_base_url, settings.openai_model, settings.openai_api_key)
     return ScriptedModel(seed=settings.seed)
 
 
-def build_tools(settings: Settings) -> ToolRegistry:
-    """The registry over the tool pack beside the declarations and the modules in BATON_AGENT_TOOLS (not started)."""
-    return registry_for(default_workflow_dir(), pack=settings.tool_pack, modules=settings.tool_modules())
+def build_tools(settings: Settings, agent: AgentSpec) -> ToolRegistry:
+    """The registry over the tool pack beside the declarations and the modules in BATON_AGENT_TOOLS (not started),
+    with the HTTP tools this agent calls (it needs their secrets, not every tool's)."""
+    return registry_for(
+        default_workflow_dir(),
+        pack=settings.tool_pack,
+        modules=settings.tool_modules(),
+        only={t.name for t in agent.tools},
+    )
 
 
 async def start(
@@ -68,31 +80,42 @@ async def start(
     workflow = owners[0]
     agent = workflow.agent(settings.kind)
     owns_tools = tools is None
-    registry = tools if tools is not None else build_tools(settings)
+    registry = tools if tools is not None else build_tools(settings, agent)
     if owns_tools:
-        await registry.start()
-    problems = agent_tool_problems(agent, registry)
-    if problems:
+        try:
+            await registry.start()  # closes what it started when it fails
+        except ToolError as exc:
+            raise SystemExit(f"agent {agent.name} cannot start: its tools are not available: {exc}") from exc
+    ledger: Ledger | None = None
+    try:
+        problems = agent_tool_problems(agent, registry)
+        if problems:
+            raise SystemExit(
+                f"agent {agent.name} of workflow {workflow.name} cannot start; its declared tools do not match the "
+                "registry:\n  " + "\n  ".join(problems)
+            )
+        ledger = Ledger(settings.ledger_db)
+        handlers = AgentHandlers(
+            events,
+            workflow=workflow,
+            agent=agent,
+            model=model or build_model(settings, agent),
+            tools=registry,
+            ledger=ledger,
+            max_context_bytes=settings.max_context_bytes,
+            proposal_filter=proposal_filter,
+        )
+        step_topic = topics.agent_steps(settings.kind)
+        await events.bus.create_topics(
+            [step_topic, topics.STEP_RESULTS, topics.DECISIONS, topics.HANDOFF_PROPOSALS, topics.DEAD_LETTER]
+        )
+        sub, _ = await consume(
+            events, [step_topic], group_id=topics.agent_group(settings.kind), handler=handlers.on_step
+        )
+    except BaseException:
+        if ledger is not None:
+            ledger.close()
         if owns_tools:
             await registry.close()
-        raise SystemExit(
-            f"agent {agent.name} of workflow {workflow.name} cannot start; its declared tools do not match the "
-            "registry:\n  " + "\n  ".join(problems)
-        )
-    ledger = Ledger(settings.ledger_db)
-    handlers = AgentHandlers(
-        events,
-        workflow=workflow,
-        agent=agent,
-        model=model or build_model(settings, agent),
-        tools=registry,
-        ledger=ledger,
-        max_context_bytes=settings.max_context_bytes,
-        proposal_filter=proposal_filter,
-    )
-    step_topic = topics.agent_steps(settings.kind)
-    await events.bus.create_topics(
-        [step_topic, topics.STEP_RESULTS, topics.DECISIONS, topics.HANDOFF_PROPOSALS, topics.DEAD_LETTER]
-    )
-    sub, _ = await consume(events, [step_topic], group_id=topics.agent_group(settings.kind), handler=handlers.on_step)
+        raise
     return AgentApp(handlers=handlers, subscriptions=[sub], ledger=ledger, tools=registry, owns_tools=owns_tools)

@@ -121,6 +121,14 @@ async def test_a_tool_that_carries_no_tier_like_an_mcp_one_takes_the_declaration
             "parameter invoice_id accepted ['string'], now only ['integer']",
         ),
         ({"returns": {"type": "object", "properties": {}}}, "result field payment_id is no longer promised"),
+        (
+            {"returns": {**RETURNS, "properties": {"payment_id": {"type": "string", "format": "uuid"}}}},
+            "returns field payment_id changed inside",
+        ),
+        (
+            {"parameters": {**PARAMS, "$defs": {"Line": {"type": "object", "required": ["sku"]}}}},
+            "parameters changed in ['$defs']",
+        ),
     ],
 )
 async def test_a_locked_version_whose_schema_changed_incompatibly_is_refused(changed: dict[str, Any], why: str) -> None:
@@ -131,6 +139,8 @@ async def test_a_locked_version_whose_schema_changed_incompatibly_is_refused(cha
 async def test_a_compatible_change_passes_and_an_unlocked_version_asks_for_the_lock() -> None:
     optional = {**PARAMS, "properties": {**PARAMS["properties"], "memo": {"type": "string"}}}
     assert await _problems(_workflow(), _pay(parameters=optional)) == []
+    reworded = {**PARAMS, "title": "Pay", "description": "Pay an invoice, now with prose"}
+    assert await _problems(_workflow(), _pay(parameters=reworded)) == []
     assert any("run `baton tools lock`" in p for p in await _problems(_workflow(), _pay(), lock={}))
 
 
@@ -152,7 +162,7 @@ async def test_lock_records_new_versions_and_refuses_to_overwrite_an_incompatibl
 
 
 def test_an_openai_model_needs_its_name_and_url_and_never_a_key() -> None:
-    assert ModelSpec(backend="openai", name="gpt-4o-mini", base_url="http://x/v1").name == "gpt-4o-mini"
+    assert ModelSpec(backend="openai", name="gpt-4o-mini", base_url="https://x/v1").name == "gpt-4o-mini"
     with pytest.raises(ValueError, match="needs both name and base_url"):
         ModelSpec(backend="openai", name="gpt-4o-mini")
     with pytest.raises(ValueError, match="api_key"):
@@ -165,11 +175,18 @@ def test_each_agent_gets_its_declared_model_and_the_key_from_configuration() -> 
     from services.agent.config import Settings
 
     settings = Settings(openai_api_key="sk-from-config")
-    strong = AgentSpec(name="planner", model=ModelSpec(backend="openai", name="big-1", base_url="http://llm/v1"))
+    strong = AgentSpec(name="planner", model=ModelSpec(backend="openai", name="big-1", base_url="https://llm/v1"))
     cheap = AgentSpec(name="extractor", model=ModelSpec(backend="scripted"))
     planner = build_model(settings, strong)
     assert isinstance(planner, OpenAIChatModel)
-    assert (planner.base_url, planner.model, planner.api_key) == ("http://llm/v1", "big-1", "sk-from-config")
+    assert (planner.base_url, planner.model, planner.api_key) == ("https://llm/v1", "big-1", "sk-from-config")
     assert isinstance(build_model(settings, cheap), ScriptedModel)
     # No model declared: the service's configured backend.
     assert isinstance(build_model(Settings(backend="openai"), AgentSpec(name="x")), OpenAIChatModel)
+    # A remote model without a key is refused at start; the key never goes in clear to another host.
+    with pytest.raises(SystemExit, match="BATON_AGENT_OPENAI_API_KEY"):
+        build_model(Settings(), strong)
+    with pytest.raises(ValueError, match="must be https"):
+        ModelSpec(backend="openai", name="m", base_url="http://llm.example.com/v1")
+    local = AgentSpec(name="local", model=ModelSpec(backend="openai", name="m", base_url="http://127.0.0.1:8000/v1"))
+    assert isinstance(build_model(Settings(), local), OpenAIChatModel)

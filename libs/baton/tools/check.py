@@ -98,6 +98,40 @@ def schema_breaks(old: Mapping[str, Any], new: Mapping[str, Any], *, side: str) 
     return breaks
 
 
+_PROSE = frozenset({"title", "description", "examples"})
+
+
+def _normal(schema: Any) -> Any:
+    """A schema without its prose (titles, descriptions, examples), which never breaks a caller."""
+    if isinstance(schema, Mapping):
+        return {k: _normal(v) for k, v in schema.items() if k not in _PROSE}
+    if isinstance(schema, list):
+        return [_normal(v) for v in schema]
+    return schema
+
+
+def unproven_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, side: str) -> list[str]:
+    """Changes the rules of schema_breaks cannot judge (inside a property, a $ref'd model, anyOf, ...): refused
+    rather than guessed compatible."""
+    before, after = _normal(old), _normal(new)
+    if before == after:
+        return []
+    out: list[str] = []
+    old_props, new_props = before.get("properties") or {}, after.get("properties") or {}
+    for name in sorted(set(old_props) & set(new_props)):
+        if old_props[name] != new_props[name] and _types(old_props[name]) == _types(new_props[name]):
+            out.append(f"{side} field {name} changed inside (not only its type)")
+    rest = sorted(k for k in {*before, *after} - {"properties", "required", "type"} if before.get(k) != after.get(k))
+    if rest:
+        out.append(f"{side} changed in {rest}")
+    return out
+
+
+def incompatibilities(old: Mapping[str, Any], new: Mapping[str, Any], *, side: str) -> list[str]:
+    """Every reason a locked schema's callers may break under the new one."""
+    return schema_breaks(old, new, side=side) + unproven_changes(old, new, side=side)
+
+
 def lock_entry(declaration: ToolDeclaration) -> dict[str, Any]:
     return {"parameters": dict(declaration.parameters), "returns": dict(declaration.returns)}
 
@@ -130,7 +164,7 @@ def declaration_problems(
             problems.append(f"{found.ref} is not in {TOOL_LOCK_FILE}: run `baton tools lock` and commit the file")
             continue
         for side in ("parameters", "returns"):
-            for why in schema_breaks(locked[side], getattr(found, side), side=side):
+            for why in incompatibilities(locked[side], getattr(found, side), side=side):
                 problems.append(
                     f"{found.ref} changed incompatibly since it was locked ({why}): give the tool a new version "
                     "and pin it, or restore its schema"
@@ -155,7 +189,7 @@ def write_lock(
             continue
         locked = entries.get(found.ref)
         if locked is not None and any(
-            schema_breaks(locked[side], getattr(found, side), side=side) for side in ("parameters", "returns")
+            incompatibilities(locked[side], getattr(found, side), side=side) for side in ("parameters", "returns")
         ):
             refused.append(found.ref)
             continue

@@ -11,7 +11,7 @@ A relative `cwd` of an MCP server resolves against the pack file's directory, wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import yaml
@@ -53,15 +53,19 @@ class ToolPack(BaseModel):
             raise ValueError(f"two MCP servers share a name: {twice}; rename one")
         return self
 
-    def providers(self, extra_python_modules: Sequence[str] = ()) -> list[ToolProvider]:
+    def providers(
+        self, extra_python_modules: Sequence[str] = (), *, only: Collection[str] | None = None
+    ) -> list[ToolProvider]:
         """One provider per source: the pack's Python modules plus `extra_python_modules`, its HTTP tools, and
-        each MCP server (with its cwd resolved against the pack's directory). None is started."""
+        each MCP server (with its cwd resolved against the pack's directory). None is started. `only`: the HTTP
+        tools a service calls (an agent needs the secrets of its own tools, not of every tool in the pack)."""
         found: list[ToolProvider] = []
         modules = list(dict.fromkeys([*self.python, *extra_python_modules]))
         if modules:
             found.append(PythonToolProvider.from_modules(modules))
-        if self.http:
-            found.append(HttpToolProvider(self.http, name=f"http:{self._source}"))
+        http = [t for t in self.http if only is None or t.name in only]
+        if http:
+            found.append(HttpToolProvider(http, name=f"http:{self._source}"))
         for server in self.mcp:
             if server.transport == "stdio":
                 server = server.model_copy(update={"cwd": str(self._base_dir / (server.cwd or "."))})

@@ -17,7 +17,9 @@ import asyncio
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
@@ -51,7 +53,7 @@ class PythonTool:
     context_param: str | None
     wraps_result: bool
 
-    async def __call__(self, call: ToolCall) -> Any:
+    async def __call__(self, call: ToolCall, executor: Executor | None = None) -> Any:
         try:
             parsed = self.arguments.model_validate(dict(call.arguments))
         except ValidationError as exc:
@@ -63,7 +65,7 @@ class PythonTool:
             value = await self.function(**kwargs)
         else:
             # A blocking function runs in a worker thread, so a slow tool never stalls the event loop.
-            value = await asyncio.to_thread(self.function, **kwargs)
+            value = await asyncio.get_running_loop().run_in_executor(executor, partial(self.function, **kwargs))
         try:
             checked = self.result.validate_python(value, strict=True)
         except ValidationError as exc:
@@ -177,8 +179,12 @@ def tools_of(*objects: Any) -> list[PythonTool]:
 class PythonToolProvider:
     """Tools from Python functions (decorated with `python_tool`)."""
 
-    def __init__(self, tools: Sequence[PythonTool], *, name: str = "python") -> None:
+    def __init__(self, tools: Sequence[PythonTool], *, name: str = "python", max_threads: int = 16) -> None:
         self.name = name
+        # Blocking tools run on this provider's own threads: one that hangs past its time-out keeps a thread,
+        # but never the pool the rest of the service (its ledger, its bus) runs blocking work on.
+        self._max_threads = max_threads
+        self._threads = self._pool()
         self._tools = {t.declaration.name: t for t in tools}
         if len(self._tools) != len(tools):
             names = [t.declaration.name for t in tools]
@@ -209,8 +215,13 @@ class PythonToolProvider:
     async def start(self) -> None:
         return None
 
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self._max_threads, thread_name_prefix=f"tools-{self.name}")
+
     async def close(self) -> None:
-        return None
+        # A fresh (thread-less until used) pool in its place: a provider can be started again after close.
+        old, self._threads = self._threads, self._pool()
+        old.shutdown(wait=False, cancel_futures=True)
 
     async def declarations(self) -> Sequence[ToolDeclaration]:
         return [t.declaration for t in self._tools.values()]
@@ -219,4 +230,4 @@ class PythonToolProvider:
         tool = self._tools.get(call.tool)
         if tool is None:
             raise ToolError("UNKNOWN_TOOL", f"{self.name} has no tool {call.tool!r}; it has {sorted(self._tools)}")
-        return await tool(call)
+        return await tool(call, self._threads)

@@ -59,7 +59,15 @@ class ToolRegistry:
         self._started = False
 
     async def start(self) -> None:
-        """Start every provider and list its tools; a name offered twice is an error (which one would run?)."""
+        """Start every provider and list its tools; a name offered twice is an error (which one would run?).
+        On any failure the providers already started are closed again (no MCP server process left behind)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         for provider in self.providers:
             await provider.start()
         self._tools.clear()
@@ -88,8 +96,15 @@ class ToolRegistry:
         self._started = True
 
     async def close(self) -> None:
+        """Close every provider, even when one fails to close (the first failure is raised after)."""
+        failure: BaseException | None = None
         for provider in reversed(self.providers):
-            await provider.close()
+            try:
+                await provider.close()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def declarations(self) -> list[ToolDeclaration]:
         return [d for d, _ in self._tools.values()]
