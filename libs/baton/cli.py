@@ -570,7 +570,7 @@ def local(
     import logging
 
     from baton.client import TaskFileError, load_tasks
-    from baton_demo.local import run_local, summary
+    from baton_demo.local import LocalStateError, run_local, summary
 
     try:
         batch = load_tasks(tasks)
@@ -578,7 +578,11 @@ def local(
         typer.echo(f"cannot read the tasks: {exc}", err=True)
         raise typer.Exit(2) from exc
     logging.basicConfig(level=logging.ERROR)
-    run = _run(run_local(workflow_dir=workflows, tasks=batch, state_dir=state, timeout_s=timeout_s))
+    try:
+        run = _run(run_local(workflow_dir=workflows, tasks=batch, state_dir=state, timeout_s=timeout_s))
+    except LocalStateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     for wf in sorted(run.outcomes):
         typer.echo(run.outcomes[wf].line())
     for line in summary(run, state):

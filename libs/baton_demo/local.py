@@ -73,15 +73,31 @@ def _outcome(event: WorkflowCompleted | WorkflowHalted | WorkflowEscalated) -> L
     return LocalOutcome(wf, kind, event.reason_code, event.reason)
 
 
+LOCAL_MARKER = ".baton-local"
+
+
+class LocalStateError(Exception):
+    """The state directory holds an audit or ledger `baton local` did not make."""
+
+
 def _prepare(workflow_dir: Path, state_dir: Path) -> None:
     # The services read their declarations (and the agents their tools.yaml) from BATON_WORKFLOW_DIR.
     os.environ["BATON_WORKFLOW_DIR"] = str(workflow_dir.resolve())
     load_workflows.cache_clear()
     state_dir.mkdir(parents=True, exist_ok=True)
     # A fresh audit (chains of an earlier run would not verify) and a fresh ledger (the same tasks again would
-    # replay the earlier run's steps instead of running them).
-    for stale in [*state_dir.glob("audit*"), *state_dir.glob(f"{LEDGER_DB}*")]:
-        stale.unlink()
+    # replay the earlier run's steps instead of running them) — but only files an earlier `baton local` made:
+    # the same names are the defaults of a real auditor's store and a real agent's ledger.
+    stale = [*state_dir.glob("audit*"), *state_dir.glob(f"{LEDGER_DB}*")]
+    marker = state_dir / LOCAL_MARKER
+    if stale and not marker.exists():
+        raise LocalStateError(
+            f"{state_dir} holds {sorted(p.name for p in stale)} that `baton local` did not make (no {LOCAL_MARKER} "
+            "there): it will not delete them; pass --state with a directory of its own"
+        )
+    for path in stale:
+        path.unlink()
+    marker.write_text("made by `baton local`: its audit and ledger here are replaced on every run\n")
 
 
 async def run_local(
