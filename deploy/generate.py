@@ -183,7 +183,9 @@ def kubernetes() -> list[dict[str, Any]]:
             "volumes": [{"name": "keyring", "configMap": {"name": "baton-keyring"}}],
         }
         if name.startswith("agent-"):
-            # The reference workflows' tools act on a local SQLite "world"; real tools call real systems.
+            # /data holds the reference world and the agent's ledger. emptyDir loses the ledger with the pod, and with
+            # it the record that a write already ran: a production agent puts /data on a persistent volume
+            # (docs/deploy.md).
             container["volumeMounts"].append({"name": "world", "mountPath": "/data"})
             pod["volumes"].append({"name": "world", "emptyDir": {}})
         docs.append(
