@@ -581,3 +581,18 @@ async def test_an_http_write_whose_connection_drops_after_sending_acts_once_over
     assert [(o.error_code, o.failure_class) for o in outcomes] == [("TOOL_EFFECT_UNKNOWN", None)] * 2
     assert "CONNECTION_LOST" in (outcomes[0].error or "")
     assert len(acted) == 1
+
+
+async def test_an_mcp_server_registers_only_the_tools_its_pack_uses(tmp_path: Path) -> None:
+    effects = EffectLog(tmp_path / "effects.jsonl")
+    registry = ToolRegistry([McpToolProvider(mcp_config("stdio", effects, tools=["lookup"]))])
+    await registry.start()
+    try:
+        assert [d.name for d in registry.declarations()] == ["lookup"]
+        with pytest.raises(ToolError, match="no tool 'record_payment' in the registry"):
+            await call(Served("mcp-stdio", registry, effects), "record_payment", {"invoice_id": "i", "amount": 1.0})
+    finally:
+        await registry.close()
+    unknown = ToolRegistry([McpToolProvider(mcp_config("stdio", effects, tools=["refund"]))])
+    with pytest.raises(ToolError, match=r"names \['refund'\] under tools"):
+        await unknown.start()

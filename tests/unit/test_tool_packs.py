@@ -119,6 +119,19 @@ async def test_providers_cover_every_source_plus_extra_python_modules(project: P
     assert ledger.config.cwd is None
 
 
+async def test_a_service_gets_only_the_http_tools_and_mcp_servers_it_calls(project: Path) -> None:
+    text = (project / "tools.yaml").read_text().replace("    idempotent: [pay_invoice]\n", "    tools: [pay_invoice]\n")
+    (project / "tools.yaml").write_text(text)
+    pack = load_tool_pack(project / "tools.yaml")
+    # An agent calling only lookup_invoice: no HTTP tool (no secret needed), no payments server started; the
+    # ledger server lists no `tools:`, so which of its tools are called is only known once it is asked.
+    python, ledger = pack.providers(only={"lookup_invoice"})
+    assert isinstance(python, PythonToolProvider)
+    assert isinstance(ledger, McpToolProvider) and ledger.config.server == "ledger"
+    kinds = [type(p).__name__ for p in pack.providers(only={"pay_invoice", "check_purchase_order"})]
+    assert kinds == ["PythonToolProvider", "HttpToolProvider", "McpToolProvider", "McpToolProvider"]
+
+
 async def test_a_stdio_server_without_cwd_runs_in_the_pack_directory(tmp_path: Path) -> None:
     path = write_pack(tmp_path, "mcp: [{server: s, command: python}]")
     (server,) = load_tool_pack(path).providers()

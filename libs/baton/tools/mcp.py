@@ -53,6 +53,9 @@ class McpServerConfig(BaseModel):
     headers: dict[str, str | EnvSecret] = Field(default_factory=dict)
     version: str | None = None
     idempotent: list[str] = Field(default_factory=list)
+    # The server's tools this pack uses (default: all it offers). Given, an agent that calls none of them does
+    # not start the server at all (no process, no secrets), and the others are not registered.
+    tools: list[str] | None = None
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # per tool, over timeout_s
     max_result_bytes: int = Field(DEFAULT_MAX_RESULT_BYTES, gt=0)
@@ -250,13 +253,20 @@ class McpToolProvider:
             cursor = page.next_cursor
             if cursor is None:
                 break
-        for what, named in (("idempotent", self.config.idempotent), ("timeouts", self.config.timeouts)):
+        named_sets = (
+            ("tools", self.config.tools or []),
+            ("idempotent", self.config.idempotent),
+            ("timeouts", self.config.timeouts),
+        )
+        for what, named in named_sets:
             if unknown := sorted(set(named) - set(found)):
                 raise ToolError(
                     "UNKNOWN_TOOL",
                     f"the tool pack names {unknown} under {what} of MCP server {self.config.server!r}, but the "
                     f"server offers no such tool (it offers {sorted(found)}): fix the name",
                 )
+        if self.config.tools is not None:
+            found = {name: d for name, d in found.items() if name in self.config.tools}
         return found
 
     async def _close_session(self) -> None:

@@ -57,8 +57,9 @@ class ToolPack(BaseModel):
         self, extra_python_modules: Sequence[str] = (), *, only: Collection[str] | None = None
     ) -> list[ToolProvider]:
         """One provider per source: the pack's Python modules plus `extra_python_modules`, its HTTP tools, and
-        each MCP server (with its cwd resolved against the pack's directory). None is started. `only`: the HTTP
-        tools a service calls (an agent needs the secrets of its own tools, not of every tool in the pack)."""
+        each MCP server (with its cwd resolved against the pack's directory). None is started. `only`: the tools a
+        service calls: HTTP tools outside it are left out with their secrets, and so is an MCP server whose
+        `tools:` list names none of them."""
         found: list[ToolProvider] = []
         modules = list(dict.fromkeys([*self.python, *extra_python_modules]))
         if modules:
@@ -67,6 +68,8 @@ class ToolPack(BaseModel):
         if http:
             found.append(HttpToolProvider(http, name=f"http:{self._source}"))
         for server in self.mcp:
+            if only is not None and server.tools is not None and not set(server.tools) & set(only):
+                continue  # none of its tools is called here: the server is not started
             if server.transport == "stdio":
                 server = server.model_copy(update={"cwd": str(self._base_dir / (server.cwd or "."))})
             found.append(McpToolProvider(server))
