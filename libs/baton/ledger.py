@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS workflow_tenants (workflow_id TEXT PRIMARY KEY, tenan
 CREATE TABLE IF NOT EXISTS tool_ledger (idempotency_key TEXT PRIMARY KEY, workflow_id TEXT NOT NULL,
     tool TEXT NOT NULL, arguments_sha256 TEXT NOT NULL, state TEXT NOT NULL, result_json TEXT,
     runs INTEGER NOT NULL DEFAULT 0, replays INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS grants_used (grant_id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tool_receipts (idempotency_key TEXT NOT NULL, tool TEXT NOT NULL,
     result_sha256 TEXT NOT NULL, PRIMARY KEY (idempotency_key, result_sha256));
 """
@@ -237,6 +238,14 @@ class Ledger:
     def call_replayed(self, key: str) -> None:
         with self._file.tx() as db:
             db.execute("UPDATE tool_ledger SET replays = replays + 1 WHERE idempotency_key = ?", (key,))
+
+    def consume_grant(self, grant_id: str, *, key: str) -> bool:
+        """Use a guard's grant once, durably before the call it permits runs; False when it was used before."""
+        with self._file.tx(durable=True) as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO grants_used (grant_id, idempotency_key) VALUES (?, ?)", (grant_id, key)
+            )
+            return cursor.rowcount == 1
 
     def record_receipt(self, key: str, *, tool: str, result_sha256: str) -> None:
         """What a call (a read, which needs no ledger entry) returned, for the handoff validator."""

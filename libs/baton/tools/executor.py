@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier
 from baton.handoff import tool_call_key
+from baton.identity import Keyring
 from baton.ledger import Ledger
+from baton.policy.grants import GrantRefusedError, SignedGrant, check_grant
 from baton.tools.base import ToolError
 from baton.tools.registry import ToolRegistry
 from baton.workflows import ToolSpec
@@ -65,17 +68,23 @@ class StepTools:
     agent: str
     tenant_id: str
     step_version: int
+    # Given: every call that would run needs the policy guard's grant for exactly it (checked here, where the
+    # tool runs, and used once); a replayed write runs nothing and needs none.
+    grants: Keyring | None = None
 
     def key(self, tool: str, ordinal: int) -> str:
         """The idempotency key of the ordinal-th call (from 0) of a tool in this step."""
         return tool_call_key(self.workflow_id, self.agent, tool, step_version=self.step_version, ordinal=ordinal)
 
-    async def run(self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int) -> ToolRun:
+    async def run(
+        self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int, grant: SignedGrant | None = None
+    ) -> ToolRun:
         """Run a call (or replay its recorded result); ToolError when it fails, NeedsHumanError when unsafe."""
         key = self.key(spec.name, ordinal)
         declaration = self.registry.declaration(spec.name)
         self.registry.check_arguments(spec.name, arguments)  # nothing is recorded for a call that cannot run
         if spec.tier is PermissionTier.READ:
+            await self._authorized(spec, arguments, key, grant)
             result = await self._invoke(spec.name, arguments, key)
             await asyncio.to_thread(
                 self.ledger.record_receipt, key, tool=spec.name, result_sha256=context_sha256(result)
@@ -94,6 +103,12 @@ class StepTools:
         if before is not None and before.done and before.result is not None:
             await asyncio.to_thread(self.ledger.call_replayed, key)
             return ToolRun(key, before.result, replayed=True)
+        try:
+            await self._authorized(spec, arguments, key, grant)
+        except GrantRefusedError:
+            if before is None:
+                await asyncio.to_thread(self.ledger.call_refused, key)  # the intent just written: nothing ran
+            raise
         if before is not None and not declaration.idempotent:
             raise NeedsHumanError(
                 "EFFECT_UNKNOWN",
@@ -120,6 +135,25 @@ class StepTools:
             self.ledger.call_done, key, result, tool=spec.name, result_sha256=context_sha256(result)
         )
         return ToolRun(key, result)
+
+    async def _authorized(
+        self, spec: ToolSpec, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
+    ) -> None:
+        if self.grants is None:
+            return
+        expected = {
+            "workflow_id": self.workflow_id,
+            "agent": self.agent,
+            "step_version": self.step_version,
+            "tool": spec.name,
+            "arguments_sha256": arguments_sha256(arguments),
+            "idempotency_key": key,
+        }
+        checked = check_grant(grant, self.grants, expected=expected, now=time.time())
+        if not await asyncio.to_thread(self.ledger.consume_grant, checked.grant_id, key=key):
+            raise GrantRefusedError(
+                "GRANT_REUSED", f"the authorization for {spec.name} was used before: each one permits one call"
+            )
 
     async def _invoke(self, name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
         return await self.registry.invoke(

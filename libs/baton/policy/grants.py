@@ -1,0 +1,104 @@
+"""Tool grants: the guard's signed, single-use permission for one exact call, checked where the tool runs.
+
+A grant binds the workflow, the agent, the step (context version), the tool, the hash of the arguments, the
+idempotency key and an expiry, and is signed with the guard's Ed25519 identity. The tool's side (the agent's
+executor) runs a call only with a grant that verifies against the keyring as the guard's, matches the call
+exactly, has not expired, and was never used before (the ledger consumes it). A rogue agent that skips the
+guard has no grant; one that replays an old grant finds it used; one that changes the arguments after the
+grant finds the hash does not match.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from baton import identity
+from baton.context import canonical_bytes
+from baton.identity import AuthenticationError, Identity, Keyring
+from baton.tools.base import ToolError
+
+_DOMAIN = b"baton.tool-grant.v1\x00"  # a grant's signature can never pass for an event's, nor the reverse
+
+
+@dataclass(frozen=True)
+class ToolGrant:
+    """What the guard permits: one call, exactly."""
+
+    grant_id: str
+    workflow_id: str
+    agent: str
+    step_version: int
+    tool: str
+    arguments_sha256: str
+    idempotency_key: str
+    policy_version: str
+    expires_at: float
+
+    def message(self) -> bytes:
+        return _DOMAIN + canonical_bytes(asdict(self))
+
+
+@dataclass(frozen=True)
+class SignedGrant:
+    """A grant with the guard's signature and key id, as it travels (e.g. in ToolCallAuthorized)."""
+
+    grant: ToolGrant
+    key_id: str
+    signature: bytes
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"grant": asdict(self.grant), "key_id": self.key_id, "signature": base64.b64encode(self.signature).decode()}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SignedGrant:
+        raw = json.loads(text)
+        return cls(ToolGrant(**raw["grant"]), raw["key_id"], base64.b64decode(raw["signature"]))
+
+
+def issue_grant(guard: Identity, *, ttl_s: float, now: float, **binding: Any) -> SignedGrant:
+    """Sign a grant for one call (binding: workflow_id, agent, step_version, tool, arguments_sha256,
+    idempotency_key, policy_version)."""
+    grant = ToolGrant(grant_id=uuid.uuid4().hex, expires_at=now + ttl_s, **binding)
+    return SignedGrant(grant, guard.key_id, guard.sign(grant.message()))
+
+
+class GrantRefusedError(ToolError):
+    """The call has no valid grant: nothing runs (codes GRANT_MISSING, GRANT_FORGED, GRANT_EXPIRED,
+    GRANT_MISMATCH, GRANT_REUSED)."""
+
+
+def check_grant(signed: SignedGrant | None, keyring: Keyring, *, expected: Mapping[str, Any], now: float) -> ToolGrant:
+    """The grant, if it is the guard's, unexpired and for exactly this call; GrantRefusedError otherwise.
+    (Single use is the caller's to enforce, atomically with running the call: `Ledger.consume_grant`.)"""
+    tool = expected.get("tool", "?")
+    if signed is None:
+        raise GrantRefusedError(
+            "GRANT_MISSING", f"{tool} runs only with the policy guard's authorization, and this call has none"
+        )
+    try:
+        role = keyring.verify(signed.key_id.encode(), signed.signature, signed.grant.message())
+    except AuthenticationError as exc:
+        raise GrantRefusedError("GRANT_FORGED", f"the authorization for {tool} does not verify: {exc}") from exc
+    if role != identity.POLICY_GUARD:
+        raise GrantRefusedError(
+            "GRANT_FORGED", f"the authorization for {tool} is signed by {role}, not by the policy guard"
+        )
+    grant = asdict(signed.grant)
+    differing = sorted(k for k, v in expected.items() if grant.get(k) != v)
+    if differing:
+        raise GrantRefusedError(
+            "GRANT_MISMATCH",
+            f"the authorization was for another call ({', '.join(differing)} differ): a call runs only as authorized",
+        )
+    if now > signed.grant.expires_at:
+        raise GrantRefusedError(
+            "GRANT_EXPIRED", f"the authorization for {tool} expired {now - signed.grant.expires_at:.0f}s ago: ask again"
+        )
+    return signed.grant
