@@ -10,14 +10,13 @@ import hashlib
 import json
 import random
 import sqlite3
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from baton.ledger import SqliteFile
 from baton.tools.base import ToolError
 
 _SCHEMA = """
@@ -85,25 +84,21 @@ class WorldIntegrityReport:
 class World:
     """Connection to the world database (safe to share between threads and processes).
 
-    One connection, reused, in WAL mode. Commits write the WAL without waiting for the disk
-    (synchronous=NORMAL: durable across a crash of the process, and a power loss can only lose a
-    suffix of the latest commits); step_completed, the commit that precedes publishing anything
-    about a step, waits for the disk (synchronous=FULL), which makes every earlier commit durable
-    too. So nothing leaves the process before the world state it reports is on disk.
+    One connection, reused, in WAL mode (`baton.ledger.SqliteFile`). Seeding and reads commit without waiting
+    for the disk; a write tool's effect commits durably (synchronous=FULL) before its result is returned, so no
+    step reports an effect the world could still lose: the world is the system of record of its own effects,
+    apart from the agent's ledger (another file) which records the result after.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.RLock()  # re-entrant: a tool call's reads run inside its own transaction
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
+        # The connection and its re-entrant lock (a tool call's reads run inside its own transaction).
+        self._db, self._lock = self._file.db, self._file.lock
+        self._tx, self._one = self._file.tx, self._file.one
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(customers)")}
         if "tenant_id" not in columns:
-            self._db.close()
+            self._file.close()
             raise WorldSchemaError(
                 f"{path} was created before world records belonged to tenants (customers has no tenant_id): "
                 "delete it and seed a new world"
@@ -111,39 +106,12 @@ class World:
 
     def close(self) -> None:
         # Under the lock: a tool call still running in a worker thread finishes first.
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction (joined when this thread is already in one); durable: wait for the disk."""
-        with self._lock:
-            if self._db.in_transaction:
-                yield self._db
-                return
-            if durable:
-                self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            finally:
-                if durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
+        self._file.close()
 
     def _insert(self, db: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
         row = dict(row, checksum=_checksum(table, row))
         cols = ", ".join(row)
         db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
-
-    def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(sql, args).fetchone()
-        return dict(row) if row is not None else None
 
     # -- seeding -----------------------------------------------------------------------------------
 
@@ -252,7 +220,7 @@ class World:
         return {"amount": amount, "currency": "EUR", "order_id": order["id"]}
 
     def _idempotent(self, key: str, tool: str, act: Callable[[sqlite3.Connection], dict[str, Any]]) -> dict[str, Any]:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             done = db.execute("SELECT result_json FROM tool_calls WHERE idempotency_key = ?", (key,)).fetchone()
             if done is not None:
                 db.execute("UPDATE tool_calls SET executions = executions + 1 WHERE idempotency_key = ?", (key,))
