@@ -15,9 +15,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baton import identity, topics
-from baton.audit.completeness import EmbeddedAuditedLog, verify_audit
-from baton.audit.keys import encode_public_key
-from baton.audit.sqlite_store import SqliteAuditStore
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient
@@ -35,9 +32,8 @@ from baton.contracts.models import (
 from baton.messaging import EventConsumer
 from baton.workflows import WorkflowSpec, load_workflows
 from baton_demo.faults import ATTACK_FAULTS, HANDOFF_FAULTS, Fault, FaultPlan
-from baton_demo.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
+from baton_demo.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, drain_auditor, start_mesh, verify_embedded_audit
 from baton_demo.world import World, seeded_tenant
-from services.auditor.app import audited_topics
 
 DETECTED_BY: dict[Fault, str] = {
     Fault.TRUNCATE: HandoffRejectionCode.TRUNCATED.value,
@@ -206,26 +202,12 @@ async def run_demo(
             except TimeoutError:
                 break
         progress.update(bar, completed=len(observer.outcomes))
-    auditor = mesh.apps["auditor"].handlers
-    public_key = auditor.public_key
-    (directory / AUDIT_VERIFY_KEY_FILE).write_text(encode_public_key(public_key) + "\n")
-    audited = audited_topics()
-    while auditor.appended + auditor.skipped < bus.size(audited) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.02)  # the auditor drains what the outcomes left behind
+    public_key = await drain_auditor(mesh, bus, directory, deadline=deadline)
     await mesh.stop()
     await bus.stop()
     integrity = world.verify()
     world.close()
-    store = SqliteAuditStore(directory / "audit.db")
-    audit, _sources = await verify_audit(
-        store,
-        public_key,
-        anchor_bus=bus,
-        anchor_file=directory / AUDIT_ANCHOR_FILE,
-        log=EmbeddedAuditedLog(bus),
-        audited=audited,
-    )
-    await store.close()
+    audit = await verify_embedded_audit(bus, directory / "audit.db", public_key)
 
     outcomes: Counter[str] = Counter()
     reasons: Counter[str] = Counter()

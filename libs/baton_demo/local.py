@@ -18,17 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from baton import identity, topics
-from baton.audit.completeness import EmbeddedAuditedLog, verify_audit
-from baton.audit.keys import encode_public_key
-from baton.audit.sqlite_store import SqliteAuditStore
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Task
 from baton.contracts.models import DeadLettered, WorkflowCompleted, WorkflowEscalated, WorkflowHalted
 from baton.contracts.serde import AvroSerde
 from baton.workflows import load_workflows
-from baton_demo.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, start_mesh
-from services.auditor.app import audited_topics
+from baton_demo.mesh import AUDIT_ANCHOR_FILE, AUDIT_VERIFY_KEY_FILE, drain_auditor, start_mesh, verify_embedded_audit
 
 AUDIT_DB = "audit.db"
 LEDGER_DB = "ledger.db"
@@ -122,27 +118,13 @@ async def run_local(
                     break
     except TimeoutError:
         pass
-    auditor = mesh.apps["auditor"].handlers
-    public_key = auditor.public_key
-    (state_dir / AUDIT_VERIFY_KEY_FILE).write_text(encode_public_key(public_key) + "\n")
-    audited = audited_topics()
-    while auditor.appended + auditor.skipped < bus.size(audited) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.02)  # the auditor drains what the outcomes left behind
+    public_key = await drain_auditor(mesh, bus, state_dir, deadline=deadline)
     await mesh.stop()
     run = LocalRun(outcomes=outcomes, missing=[wf for wf in ids if wf not in outcomes])
     await _tally(bus, mesh.serde, run)
-    store = SqliteAuditStore(state_dir / AUDIT_DB)
     try:
-        report, _sources = await verify_audit(
-            store,
-            public_key,
-            anchor_bus=bus,
-            anchor_file=state_dir / AUDIT_ANCHOR_FILE,
-            log=EmbeddedAuditedLog(bus),
-            audited=audited,
-        )
+        report = await verify_embedded_audit(bus, state_dir / AUDIT_DB, public_key)
     finally:
-        await store.close()
         await bus.stop()
     run.audit_records, run.audit_problems = report.records, report.problems
     return run

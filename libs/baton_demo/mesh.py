@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import SecretStr
 
-from baton.audit.keys import encode_signing_key, generate_signing_key
+from baton.audit.completeness import EmbeddedAuditedLog, verify_audit
+from baton.audit.keys import encode_public_key, encode_signing_key, generate_signing_key
+from baton.audit.sqlite_store import SqliteAuditStore
+from baton.audit.verify import VerifyReport
 from baton.bus.base import Bus
+from baton.bus.embedded import EmbeddedBus
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.identity import TrustDomain, all_roles, role_of_service
@@ -143,3 +150,36 @@ async def start_mesh(
         mesh.events("supervisor"), SupervisorSettings(runtime=runtime, backoff_base_s=backoff_base_s)
     )
     return mesh
+
+
+async def drain_auditor(mesh: Mesh, bus: EmbeddedBus, directory: Path, *, deadline: float) -> Ed25519PublicKey:
+    """Write the embedded auditor's public key beside its store and wait (until deadline, a monotonic time) for
+    it to have recorded everything on the audited topics; its public key."""
+    from services.auditor.app import audited_topics
+
+    auditor = mesh.apps["auditor"].handlers
+    public_key: Ed25519PublicKey = auditor.public_key
+    (directory / AUDIT_VERIFY_KEY_FILE).write_text(encode_public_key(public_key) + "\n")
+    audited = audited_topics()
+    while auditor.appended + auditor.skipped < bus.size(audited) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)  # the auditor drains what the outcomes left behind
+    return public_key
+
+
+async def verify_embedded_audit(bus: EmbeddedBus, audit_db: Path, public_key: Ed25519PublicKey) -> VerifyReport:
+    """`baton audit verify` of the embedded store against the bus it audited and the anchor file beside it."""
+    from services.auditor.app import audited_topics
+
+    store = SqliteAuditStore(audit_db)
+    try:
+        report, _sources = await verify_audit(
+            store,
+            public_key,
+            anchor_bus=bus,
+            anchor_file=audit_db.with_name(AUDIT_ANCHOR_FILE),
+            log=EmbeddedAuditedLog(bus),
+            audited=audited_topics(),
+        )
+    finally:
+        await store.close()
+    return report
