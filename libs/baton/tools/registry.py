@@ -7,7 +7,7 @@ the same way, so nothing malformed enters a context. Time-outs are enforced here
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -56,7 +56,6 @@ class ToolRegistry:
         self.providers = list(providers)
         self._tools: dict[str, tuple[ToolDeclaration, ToolProvider]] = {}
         self._validators: dict[str, tuple[Draft202012Validator, Draft202012Validator]] = {}
-        self._started = False
 
     async def start(self) -> None:
         """Start every provider and list its tools; a name offered twice is an error (which one would run?).
@@ -93,7 +92,6 @@ class ToolRegistry:
                     Draft202012Validator(dict(declaration.parameters)),
                     Draft202012Validator(dict(declaration.returns)),
                 )
-        self._started = True
 
     async def close(self) -> None:
         """Close every provider, even when one fails to close (the first failure is raised after)."""
@@ -198,11 +196,3 @@ class ToolRegistry:
                 f"{declaration.ref} raised {type(exc).__name__}: {_clip(str(exc))}; fix the tool (see its logs)",
             ) from exc
         return self.check_result(name, result)
-
-
-def registry_of(*providers: ToolProvider) -> ToolRegistry:
-    """A registry over these providers (not started)."""
-    return ToolRegistry(providers)
-
-
-__all__: Sequence[str] = ["ToolRegistry", "registry_of", "schema_problems"]
