@@ -12,6 +12,8 @@ STEP_RESULTS = "baton.steps.results"
 DECISIONS = "baton.agents.decisions"
 TOOL_REQUESTS = "baton.tools.requests"
 TOOL_VERDICTS = "baton.tools.verdicts"
+# What the guard's rules found: redactions, injection flags, spend alerts (never a redacted value).
+GUARD_FLAGS = "baton.guard.flags"
 APPROVAL_REQUESTS = "baton.approvals.requested"
 APPROVAL_DECISIONS = "baton.approvals.decided"
 CHECKPOINTS = "baton.workflows.checkpoints"
@@ -23,6 +25,7 @@ AUDIT_ANCHORS = "baton.audit.anchors"
 GROUP_SUPERVISOR = "baton.supervisor"
 GROUP_HANDOFF_VALIDATOR = "baton.handoff-validator"
 GROUP_AUDITOR = "baton.auditor"
+GROUP_POLICY_GUARD = "baton.policy-guard"
 
 
 def agent_steps(agent_kind: str) -> str:
@@ -61,6 +64,7 @@ PRODUCERS: dict[str, dict[str, frozenset[str]]] = {
     DECISIONS: {"AgentDecision": frozenset({ANY_AGENT})},
     TOOL_REQUESTS: {"ToolCallRequested": frozenset({ANY_AGENT})},
     TOOL_VERDICTS: {t: frozenset({identity.POLICY_GUARD}) for t in ("ToolCallAuthorized", "ToolCallDenied")},
+    GUARD_FLAGS: {"GuardFlagged": frozenset({identity.POLICY_GUARD, ANY_AGENT})},
     APPROVAL_REQUESTS: {"ApprovalRequested": frozenset({identity.POLICY_GUARD})},
     APPROVAL_DECISIONS: {"ApprovalDecided": frozenset({identity.APPROVALS})},
     CHECKPOINTS: {"WorkflowCheckpointed": frozenset({identity.SUPERVISOR})},
@@ -113,6 +117,7 @@ CORE_TOPICS: tuple[str, ...] = (
     DECISIONS,
     TOOL_REQUESTS,
     TOOL_VERDICTS,
+    GUARD_FLAGS,
     APPROVAL_REQUESTS,
     APPROVAL_DECISIONS,
     CHECKPOINTS,

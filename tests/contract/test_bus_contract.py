@@ -350,6 +350,21 @@ async def test_a_reader_without_group_is_assigned_every_partition_once(bus: Bus,
     assert assigned.items == [frozenset((topic, p) for p in range(PARTITIONS))]
 
 
+async def test_a_reader_from_the_end_reads_only_what_is_published_after_it_subscribed(bus: Bus, unique: str) -> None:
+    topic = f"t.from-end.{unique}"
+    await bus.create_topics([topic], partitions=PARTITIONS)
+    for i in range(8):
+        await bus.publish(topic, f"old-{i}".encode(), key=f"k{i}".encode())
+    got: Collector[BusRecord] = Collector()
+    await bus.subscribe([topic], group_id=None, handler=got.add, from_end=True)
+    # Published right after subscribe returned, on every partition: none may be missed, no old one read.
+    new = {f"new-{i}".encode() for i in range(8)}
+    for i, value in enumerate(sorted(new)):
+        await bus.publish(topic, value, key=f"k{i}".encode())
+    await got.wait_until(lambda items: {r.value for r in items} >= new)
+    assert sorted(r.value for r in got.items) == sorted(new)
+
+
 async def test_a_failing_on_assign_is_retried_before_any_record_is_handled(bus: Bus, unique: str) -> None:
     topic = f"t.assign-fails.{unique}"
     await bus.create_topics([topic], partitions=PARTITIONS)

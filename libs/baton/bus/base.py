@@ -312,8 +312,12 @@ class Bus(Protocol):
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
         by_key: bool = True,
+        from_end: bool = False,
     ) -> Subscription:
         """Consume as a member of group_id (None: every partition from the start); a failed record is retried.
+
+        from_end (only with group_id None): read only what is published after this call returns (a reply
+        listener, e.g. an agent waiting for the guard's verdicts, has no use for the topic's history).
 
         Up to max_records per poll: one key's records in order, different keys concurrently (see
         KeyLanes); each partition is committed up to its first record not yet handled. by_key=False: every

@@ -67,6 +67,8 @@ class EmbeddedSubscription:
         by_key: bool = True,
     ) -> None:
         self._bus = bus
+        # A broadcast reader's first position per partition (from_end: the log's end when it subscribed).
+        self.start_at: dict[TopicPartition, int] = {}
         self.topics = tuple(topics)
         self.group_id = group_id
         self._handler = handler
@@ -159,7 +161,9 @@ class EmbeddedSubscription:
             self._bus.release(self.group_id, new, self)
             raise
         for tp in new:
-            self._positions[tp] = self._bus.committed(self.group_id, tp) if self.group_id is not None else 0
+            self._positions[tp] = (
+                self._bus.committed(self.group_id, tp) if self.group_id is not None else self.start_at.get(tp, 0)
+            )
         self._owned |= new
 
     async def _let_go(self, partitions: set[TopicPartition]) -> None:
@@ -407,6 +411,7 @@ class EmbeddedBus:
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
         by_key: bool = True,
+        from_end: bool = False,
     ) -> EmbeddedSubscription:
         # As on Kafka: up to max_records per round, shared out across the partitions, handled by key.
         return self._join(
@@ -420,14 +425,17 @@ class EmbeddedBus:
                 on_assign=on_assign,
                 on_revoke=on_revoke,
                 retry_backoff=retry_backoff,
-            )
+            ),
+            from_end=from_end,
         )
 
-    def _join(self, sub: EmbeddedSubscription) -> EmbeddedSubscription:
+    def _join(self, sub: EmbeddedSubscription, *, from_end: bool = False) -> EmbeddedSubscription:
         group_id = sub.group_id
         for topic in sub.topics:
             self._ensure(topic)
         if group_id is None:
+            if from_end:
+                sub.start_at = {tp: len(records) for tp, records in self._logs.items() if tp[0] in sub.topics}
             sub._assign(frozenset(tp for tp in self._logs if tp[0] in sub.topics))
             self._broadcast.append(sub)
         else:

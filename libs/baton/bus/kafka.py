@@ -104,13 +104,15 @@ class KafkaSubscription:
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
         by_key: bool = True,
+        from_end: bool = False,
     ) -> None:
+        self._from_end = from_end and group_id is None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="latest" if self._from_end else "earliest",
             max_poll_records=max_records,
             max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
             rebalance_timeout_ms=_MAX_POLL_INTERVAL_MS,
@@ -159,8 +161,25 @@ class KafkaSubscription:
     async def start(self) -> None:
         self._consumer.subscribe(list(self._topics), listener=_Rebalance(self))
         await self._consumer.start()
+        if self._from_end:
+            await self._pin_end_positions()
         step = self._step_batch if self._batch_handler is not None else self._step
         self._task = asyncio.create_task(self._supervise(step), name=f"kafka-consumer-{self._group_id}")
+
+    async def _pin_end_positions(self) -> None:
+        """Resolve every partition's position (the end) now, so a record published after start() is read."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while True:
+            known = {t: self._consumer.partitions_for_topic(t) for t in self._topics}
+            wanted = {TopicPartition(t, p) for t, ps in known.items() for p in ps or ()}
+            if all(known.values()) and wanted <= self._consumer.assignment():
+                break
+            if loop.time() > deadline:
+                raise BusUnavailableError(f"no partitions of {list(self._topics)} assigned within 10 s")
+            await asyncio.sleep(0.05)
+        for tp in wanted:
+            await self._consumer.position(tp)
 
     # -- rebalance ---------------------------------------------------------------------------------
 
@@ -529,6 +548,7 @@ class KafkaBus:
         on_revoke: PartitionsCallback | None = None,
         retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
         by_key: bool = True,
+        from_end: bool = False,
     ) -> KafkaSubscription:
         sub = KafkaSubscription(
             self._bootstrap,
@@ -537,6 +557,7 @@ class KafkaBus:
             self._client_id,
             handler=handler,
             by_key=by_key,
+            from_end=from_end,
             max_records=max_records,
             on_assign=on_assign,
             on_revoke=on_revoke,

@@ -213,17 +213,19 @@ class HandoffRejected(Event):
 
 
 class ToolCallRequested(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.ToolCallRequested"
+    avro_name: ClassVar[str] = "io.baton.events.v2.ToolCallRequested"
     event_type: ClassVar[str] = "ToolCallRequested"
     call_id: str
     agent: str
     tool: str
     arguments_json: str
     idempotency_key: str
+    step_version: int = 0
+    arguments_sha256: str = ""
 
 
 class ToolCallAuthorized(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.ToolCallAuthorized"
+    avro_name: ClassVar[str] = "io.baton.events.v2.ToolCallAuthorized"
     event_type: ClassVar[str] = "ToolCallAuthorized"
     call_id: str
     agent: str
@@ -231,16 +233,50 @@ class ToolCallAuthorized(Event):
     tier: PermissionTier
     idempotency_key: str
     approval_id: str | None = None
+    grant: str = ""
+    policy_version: str = ""
+    policies: list[str] = Field(default_factory=list)
+    cost_usd: float = 0.0
 
 
 class ToolCallDenied(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.ToolCallDenied"
+    avro_name: ClassVar[str] = "io.baton.events.v2.ToolCallDenied"
     event_type: ClassVar[str] = "ToolCallDenied"
     call_id: str
     agent: str
     tool: str
     reason_code: str
     reason: str
+    policy_version: str = ""
+    policies: list[str] = Field(default_factory=list)
+    failure_class: FailureClass | None = None
+    approval_id: str | None = None
+
+
+class GuardFlagKind(StrEnum):
+    PII_REDACTED = "PII_REDACTED"
+    INJECTION_FLAGGED = "INJECTION_FLAGGED"
+    SPEND_ALERT = "SPEND_ALERT"
+    RATE_LIMITED = "RATE_LIMITED"
+
+
+class GuardFlagItem(Record):
+    avro_name: ClassVar[str] = "io.baton.common.v1.GuardFlagItem"
+    path: str
+    label: str
+    count: int
+
+
+class GuardFlagged(Event):
+    avro_name: ClassVar[str] = "io.baton.events.v1.GuardFlagged"
+    event_type: ClassVar[str] = "GuardFlagged"
+    kind: GuardFlagKind
+    source: str
+    tool: str | None = None
+    call_id: str | None = None
+    items: list[GuardFlagItem] = Field(default_factory=list)
+    figures: dict[str, float] = Field(default_factory=dict)
+    detail: str
 
 
 class ApprovalRequested(Event):
@@ -338,6 +374,7 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     ToolCallRequested,
     ToolCallAuthorized,
     ToolCallDenied,
+    GuardFlagged,
     ApprovalRequested,
     ApprovalDecided,
     WorkflowCheckpointed,
@@ -348,4 +385,11 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     DeadLettered,
 )
 
-RECORD_MODELS: tuple[type[Record], ...] = (Envelope, ContextSnapshot, ContextDiff, ToolProvenance, *EVENT_MODELS)
+RECORD_MODELS: tuple[type[Record], ...] = (
+    Envelope,
+    ContextSnapshot,
+    ContextDiff,
+    ToolProvenance,
+    GuardFlagItem,
+    *EVENT_MODELS,
+)
