@@ -16,14 +16,30 @@ from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier, ToolProvenance
 from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
 from baton.tools.base import ToolError
-from baton.tools.executor import ToolRun, escalates
+from baton.tools.executor import GuardDeniedError, ToolRun, escalates
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
 
 
 class StepToolRunner(Protocol):
     """Runs one step's tool calls (`baton.tools.executor.StepTools` over the registry and the ledger)."""
 
+    @property
+    def guarded(self) -> bool:
+        """Whether the policy guard decides each call (then the runtime does not decide approval itself)."""
+        ...
+
     async def run(self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int) -> ToolRun: ...
+
+    async def refused(self, tool: str, arguments: Mapping[str, Any], ordinal: int) -> ToolError | None:
+        """Ask the guard about a call that will not run (so its verdict is on record): its refusal, or None."""
+        ...
+
+
+def step_error_code(exc: ToolError) -> str:
+    """How a failed call names the step's failure: the guard's denials by their rule, the rest as TOOL_<code>."""
+    if isinstance(exc, GuardDeniedError):
+        return exc.code if exc.code in ("APPROVAL_REQUIRED", "UNKNOWN_TOOL") else f"DENIED_{exc.code}"
+    return f"TOOL_{exc.code}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +204,14 @@ async def run_step(
             return outcome
         choice = reply.tool
         spec = agent.tool(choice.name)
+        if spec is None and tools.guarded:
+            outcome.decisions.append(trace)
+            seen = distinct.setdefault(choice.name, [])
+            refusal = await tools.refused(choice.name, choice.arguments, len(seen))
+            seen.append(f"refused-{len(seen)}")
+            if refusal is None:  # never expected: the guard permits only granted tools
+                refusal = ToolError("UNKNOWN_TOOL", f"{agent.name} is not given tool {choice.name!r}: it does not run")
+            return outcome.fail(escalates(refusal), step_error_code(refusal), str(refusal))
         if spec is None:
             outcome.decisions.append(trace)
             return outcome.fail(
@@ -220,30 +244,38 @@ async def run_step(
                 f"{agent.name} called {choice.name} with the same arguments {fingerprints[fingerprint]} times "
                 f"(limit {budgets.loop_threshold}): circuit breaker tripped",
             )
+        seen = distinct.setdefault(choice.name, [])
+        if arguments_digest not in seen:
+            seen.append(arguments_digest)
+        ordinal = seen.index(arguments_digest)
         # Approval is decided on what would run, never on the model's own numbers; a human who must look
         # anyway also sees where the model diverged.
-        if workflow.needs_approval(spec, arguments):
-            outcome.decisions.append(trace)
-            diverged = f"; the model proposed otherwise ({call.diverged})" if call.diverged else ""
-            return outcome.fail(
-                None,
-                "APPROVAL_REQUIRED",
-                f"{choice.name} is {spec.tier.value} and its bound arguments {json.dumps(arguments, default=str)} "
-                f"need a human's approval before it runs{diverged}",
-            )
         if call.diverged and spec.tier is not PermissionTier.READ:
             outcome.decisions.append(trace)
+            if workflow.needs_approval(spec, arguments):
+                # Asked of the guard when it decides (so the approval request is its own, on the bound arguments);
+                # nothing runs now either way.
+                refusal = await tools.refused(choice.name, arguments, ordinal) if tools.guarded else None
+                if refusal is None or refusal.code == "APPROVAL_REQUIRED":
+                    return outcome.fail(
+                        None,
+                        "APPROVAL_REQUIRED",
+                        f"{_approval_text(spec, arguments)}; the model proposed otherwise ({call.diverged})",
+                    )
             return outcome.fail(
                 FailureClass.LOGIC,
                 "ARGUMENT_NOT_BOUND",
                 f"{choice.name} is {spec.tier.value} and acts only on the verified context's values; refused, "
                 f"nothing ran: {call.diverged}",
             )
-        seen = distinct.setdefault(choice.name, [])
-        if arguments_digest not in seen:
-            seen.append(arguments_digest)
+        if not tools.guarded and workflow.needs_approval(spec, arguments):
+            outcome.decisions.append(trace)
+            return outcome.fail(None, "APPROVAL_REQUIRED", _approval_text(spec, arguments))
         try:
-            run = await tools.run(spec, arguments, seen.index(arguments_digest))
+            run = await tools.run(spec, arguments, ordinal)
+        except GuardDeniedError as exc:
+            outcome.decisions.append(trace)
+            return outcome.fail(escalates(exc), step_error_code(exc), str(exc))
         except ToolError as exc:
             outcome.decisions.append(trace)
             return outcome.fail(escalates(exc), f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
@@ -257,6 +289,13 @@ async def run_step(
         outcome.decisions.append(_with_output(trace, ctx))
     return outcome.fail(
         FailureClass.LOGIC, "NO_CONCLUSION", f"{agent.name} did not finish within {max_iterations} model turns"
+    )
+
+
+def _approval_text(spec: ToolSpec, arguments: Mapping[str, Any]) -> str:
+    return (
+        f"{spec.name} is {spec.tier.value} and its bound arguments {json.dumps(arguments, default=str)} "
+        "need a human's approval before it runs"
     )
 
 

@@ -37,6 +37,7 @@ SERVICES: dict[str, str] = {
     "handoff-validator": "services.handoff_validator",
     "agent": "services.agent",
     "auditor": "services.auditor",
+    "policy-guard": "services.policy_guard",
 }
 
 

@@ -102,6 +102,8 @@ async def start_mesh(
     from services.auditor.config import Settings as AuditorSettings
     from services.handoff_validator import app as validator_app
     from services.handoff_validator.config import Settings as ValidatorSettings
+    from services.policy_guard import app as guard_app
+    from services.policy_guard.config import Settings as GuardSettings
     from services.supervisor import app as supervisor_app
     from services.supervisor.config import Settings as SupervisorSettings
 
@@ -136,6 +138,12 @@ async def start_mesh(
         tools = registry_for(workflow_dir)
         mesh.apps["tools"] = _Closing(tools=tools)
     await tools.start()
+    world_of = mesh.apps.get("world")
+    mesh.apps["policy-guard"] = await guard_app.start(
+        mesh.events("policy-guard"),
+        GuardSettings(runtime=runtime),
+        owner_of=world_of.world.tenant_of if world_of is not None and world_of.world is not None else None,
+    )
     plan = faults or FaultPlan()
     for kind, spec in agent_kinds(load_workflows()).items():
         settings = AgentSettings(runtime=runtime, kind=kind, ledger_db=ledger, seed=seed)

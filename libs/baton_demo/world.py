@@ -164,8 +164,12 @@ class World:
             return [r[0] for r in self._db.execute("SELECT id FROM tickets ORDER BY id")]
 
     def tenant_of(self, argument: str, value: Any) -> str | None:
-        """The tenant owning the row an argument names (customer_id, ticket_id); None when there is no such row."""
-        row = self._one(_OWNER_OF[argument], value)
+        """The tenant owning the row an argument names (customer_id, ticket_id); None when there is no such row
+        or the argument names no record."""
+        sql = _OWNER_OF.get(argument)
+        if sql is None:
+            return None
+        row = self._one(sql, value)
         return str(row["tenant_id"]) if row is not None else None
 
     # -- tools -------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from baton import topics
 from baton.bus.base import Subscription
+from baton.guard_client import GuardClient
 from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
 from baton.model import ModelClient, OpenAIChatModel, ScriptedModel
@@ -27,10 +28,12 @@ class AgentApp:
     ledger: Ledger
     tools: ToolRegistry
     owns_tools: bool
+    guard: GuardClient
 
     async def stop(self) -> None:
         for sub in self.subscriptions:
             await sub.stop()
+        await self.guard.stop()
         if self.owns_tools:
             await self.tools.close()
         self.ledger.close()
@@ -87,6 +90,7 @@ async def start(
         except ToolError as exc:
             raise SystemExit(f"agent {agent.name} cannot start: its tools are not available: {exc}") from exc
     ledger: Ledger | None = None
+    guard = GuardClient(events, timeout_s=settings.guard_timeout_s)
     try:
         problems = agent_tool_problems(agent, registry)
         if problems:
@@ -95,6 +99,8 @@ async def start(
                 "registry:\n  " + "\n  ".join(problems)
             )
         ledger = Ledger(settings.ledger_db)
+        # Every tool call is the policy guard's to authorize: its signed grant is checked where the tool runs.
+        await guard.start()
         handlers = AgentHandlers(
             events,
             workflow=workflow,
@@ -104,6 +110,7 @@ async def start(
             ledger=ledger,
             max_context_bytes=settings.max_context_bytes,
             proposal_filter=proposal_filter,
+            guard=guard,
         )
         step_topic = topics.agent_steps(settings.kind)
         await events.bus.create_topics(
@@ -113,9 +120,12 @@ async def start(
             events, [step_topic], group_id=topics.agent_group(settings.kind), handler=handlers.on_step
         )
     except BaseException:
+        await guard.stop()
         if ledger is not None:
             ledger.close()
         if owns_tools:
             await registry.close()
         raise
-    return AgentApp(handlers=handlers, subscriptions=[sub], ledger=ledger, tools=registry, owns_tools=owns_tools)
+    return AgentApp(
+        handlers=handlers, subscriptions=[sub], ledger=ledger, tools=registry, owns_tools=owns_tools, guard=guard
+    )

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     openai_api_key: str = ""
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    # How long a tool call waits for the policy guard's verdict before the step is retried later (nothing runs).
+    guard_timeout_s: float = 30.0
 
     def tool_modules(self) -> list[str]:
         return [m.strip() for m in self.tools.split(",") if m.strip()]

@@ -26,7 +26,7 @@ from baton.handoff import verify_snapshot_integrity
 from baton.ledger import Ledger, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
 from baton.model import ModelClient
-from baton.tools.executor import StepTools
+from baton.tools.executor import Authorizer, StepTools
 from baton.tools.registry import ToolRegistry
 from baton.workflows import AgentSpec, WorkflowSpec
 
@@ -48,7 +48,9 @@ class AgentHandlers:
         ledger: Ledger,
         max_context_bytes: int,
         proposal_filter: ProposalFilter | None = None,
+        guard: Authorizer | None = None,
     ) -> None:
+        self._guard = guard
         self._events = events
         self._workflow = workflow
         self._agent = agent
@@ -129,6 +131,8 @@ class AgentHandlers:
             agent=self._agent.name,
             tenant_id=tenant,
             step_version=snapshot.version,
+            grants=self._events.trust.keyring if self._guard is not None else None,
+            authorizer=self._guard,
         )
         outcome = await run_step(
             workflow=self._workflow,

@@ -114,7 +114,8 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
     for wf in ("other-ticket", "understated", "other-filing"):
         assert "ARGUMENT_NOT_BOUND" in in_audit[wf], in_audit[wf]
     for wf in ("cross-tenant", "cross-tenant-refund"):
-        assert {"TENANT_MISMATCH", "TOOL_TENANT_MISMATCH"} & in_audit[wf], in_audit[wf]
+        # The policy guard denies it before the tool (whose own tenant check stays as a second line) is reached.
+        assert "DENIED_CROSS_TENANT" in in_audit[wf], in_audit[wf]
     await mesh.stop()
     await bus.stop()
     got = {wf: outcome_key(o) for wf, o in outcomes.items()}
@@ -124,11 +125,11 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
         "understated-big": ("escalated", "APPROVAL_REQUIRED"),  # decided on the bound amount, over 500
         "other-filing": ("escalated", "ARGUMENT_NOT_BOUND"),
         "rebound-read": ("completed", "COMPLETED"),  # the read ran on the bound id; the filing went through
-        "cross-tenant": ("escalated", "TOOL_TENANT_MISMATCH"),
-        "cross-tenant-refund": ("escalated", "TOOL_TENANT_MISMATCH"),
+        "cross-tenant": ("escalated", "DENIED_CROSS_TENANT"),
+        "cross-tenant-refund": ("escalated", "DENIED_CROSS_TENANT"),
     }
     reasons = {wf: o.reason for wf, o in outcomes.items() if isinstance(o, WorkflowEscalated)}
-    assert "the model chose" in reasons["other-ticket"] and "of another tenant" in reasons["cross-tenant"]
+    assert "the model chose" in reasons["other-ticket"] and "another tenant's record" in reasons["cross-tenant"]
     report = world.verify()
     assert report.ok, report.problems
     # Nothing was written but the one legitimate filing; the refused steps' next agents never acted.

@@ -19,6 +19,8 @@ import cedarpy
 from baton.contracts.models import PermissionTier
 
 POLICY_DIR = "policies"
+# Baton's default policy set, used when the workflow directory brings none (`Policies.load(..., fallback=True)`).
+DEFAULT_POLICIES = Path(__file__).parent / "default" / POLICY_DIR
 
 
 class PolicyLoadError(ValueError):
@@ -92,9 +94,13 @@ class Policies:
         }
 
     @classmethod
-    def load(cls, directory: Path) -> Policies:
-        """Every *.cedar file under `directory/policies`, in name order; version = a digest of names and texts."""
+    def load(cls, directory: Path, *, fallback: bool = False) -> Policies:
+        """Every *.cedar file under `directory/policies`, in name order; version = a digest of names and texts.
+        fallback: with no such file, Baton's default policies (permit granted tools by tier and approval rules,
+        forbid cross-tenant and ungranted calls; libs/baton/policy/default/)."""
         files = sorted((directory / POLICY_DIR).glob("*.cedar"))
+        if not files and fallback:
+            return cls.load(DEFAULT_POLICIES.parent)
         if not files:
             raise PolicyLoadError(
                 f"no policies in {directory / POLICY_DIR}: every tool call would be denied; add a *.cedar file"

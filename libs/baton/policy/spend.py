@@ -44,6 +44,7 @@ class _Account:
     spent: float = 0.0
     reserved: dict[str, float] = field(default_factory=dict)
     alerted: set[float] = field(default_factory=set)
+    charged: set[str] = field(default_factory=set)
 
     @property
     def committed(self) -> float:
@@ -72,7 +73,7 @@ class SpendLimits:
         Reserving the same id twice holds it once (a redelivered request)."""
         limit = self.limit_of(tenant_id)
         account = self._account(tenant_id, day)
-        if reservation_id in account.reserved:
+        if reservation_id in account.reserved or reservation_id in account.charged:
             return SpendVerdict.RESERVED, "already reserved"
         if limit is None:
             return SpendVerdict.OVER_LIMIT, f"tenant {tenant_id!r} has no spend limit configured: nothing is spent"
@@ -92,7 +93,18 @@ class SpendLimits:
         if reservation_id not in account.reserved:
             return []
         del account.reserved[reservation_id]
+        account.charged.add(reservation_id)
         account.spent += actual_usd
+        return self._alerts(tenant_id, day, account)
+
+    def charge(self, charge_id: str, tenant_id: str, day: str, amount_usd: float) -> list[SpendAlert]:
+        """Count spend that already happened (model tokens used): no reservation, counted once per charge id,
+        even past the limit (it was spent); returns the alerts crossed for the first time."""
+        account = self._account(tenant_id, day)
+        if charge_id in account.charged:
+            return []
+        account.charged.add(charge_id)
+        account.spent += amount_usd
         return self._alerts(tenant_id, day, account)
 
     def release(self, reservation_id: str, tenant_id: str, day: str) -> None:

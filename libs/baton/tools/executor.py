@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier
@@ -45,6 +45,36 @@ class NeedsHumanError(ToolError):
     """A write that Baton will not run (again) on its own: a human decides (the step escalates)."""
 
 
+class GuardDeniedError(ToolError):
+    """The policy guard refused the call; nothing ran. `escalate`: a human decides (e.g. approval required)."""
+
+    def __init__(
+        self, code: str, message: str, failure_class: FailureClass | None, *, approval_id: str | None = None
+    ) -> None:
+        super().__init__(code, message, failure_class or FailureClass.LOGIC)
+        self.escalate = failure_class is None
+        self.approval_id = approval_id
+
+
+@dataclass(frozen=True)
+class CallToAsk:
+    """One call the agent wants to make, as the guard needs to see it."""
+
+    workflow_id: str
+    tenant_id: str
+    agent: str
+    tool: str
+    arguments: Mapping[str, Any]
+    idempotency_key: str
+    step_version: int
+
+
+class Authorizer(Protocol):
+    """Asks the policy guard (baton.guard_client.GuardClient): its grant, or GuardDeniedError."""
+
+    async def ask(self, call: CallToAsk) -> SignedGrant: ...
+
+
 def arguments_sha256(arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest()
 
@@ -71,6 +101,39 @@ class StepTools:
     # Given: every call that would run needs the policy guard's grant for exactly it (checked here, where the
     # tool runs, and used once); a replayed write runs nothing and needs none.
     grants: Keyring | None = None
+    # Given: the guard is asked for each call that would run, and its grant is what runs it (requires grants).
+    authorizer: Authorizer | None = None
+
+    def __post_init__(self) -> None:
+        if self.authorizer is not None and self.grants is None:
+            raise ValueError("StepTools with an authorizer needs the keyring (grants) its grants are checked against")
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the policy guard decides this step's calls (approval included)."""
+        return self.authorizer is not None
+
+    async def refused(self, tool: str, arguments: Mapping[str, Any], ordinal: int) -> ToolError | None:
+        """Ask the guard about a call that will not run (so its verdict is on record): its refusal, or None when it
+        would have permitted it (the grant is never used)."""
+        if self.authorizer is None:
+            return None
+        try:
+            await self.authorizer.ask(self._ask(tool, arguments, self.key(tool, ordinal)))
+        except ToolError as exc:
+            return exc
+        return None
+
+    def _ask(self, tool: str, arguments: Mapping[str, Any], key: str) -> CallToAsk:
+        return CallToAsk(
+            workflow_id=self.workflow_id,
+            tenant_id=self.tenant_id,
+            agent=self.agent,
+            tool=tool,
+            arguments=arguments,
+            idempotency_key=key,
+            step_version=self.step_version,
+        )
 
     def key(self, tool: str, ordinal: int) -> str:
         """The idempotency key of the ordinal-th call (from 0) of a tool in this step."""
@@ -105,9 +168,10 @@ class StepTools:
             return ToolRun(key, before.result, replayed=True)
         try:
             await self._authorized(spec, arguments, key, grant)
-        except GrantRefusedError:
+        except ToolError:
+            # Refused, denied, or no verdict in time: nothing ran, so the intent just written is withdrawn.
             if before is None:
-                await asyncio.to_thread(self.ledger.call_refused, key)  # the intent just written: nothing ran
+                await asyncio.to_thread(self.ledger.call_refused, key)
             raise
         if before is not None and not declaration.idempotent:
             raise NeedsHumanError(
@@ -139,6 +203,8 @@ class StepTools:
     async def _authorized(
         self, spec: ToolSpec, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
     ) -> None:
+        if grant is None and self.authorizer is not None:
+            grant = await self.authorizer.ask(self._ask(spec.name, arguments, key))
         if self.grants is None:
             return
         expected = {
@@ -169,4 +235,6 @@ class StepTools:
 
 def escalates(exc: ToolError) -> FailureClass | None:
     """The failure class a step ends with (None: escalate to a human)."""
-    return None if isinstance(exc, NeedsHumanError) else exc.failure_class
+    if isinstance(exc, NeedsHumanError) or (isinstance(exc, GuardDeniedError) and exc.escalate):
+        return None
+    return exc.failure_class

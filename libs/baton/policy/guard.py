@@ -1,0 +1,356 @@
+"""The policy guard's verdict on one tool call: pure rules over the declarations, the policies and the accounts.
+
+Order of the checks (the first that refuses decides, so the reason names one thing to fix):
+the request is well formed (arguments parse, their hash and the idempotency key match the call) -> the agent is
+declared -> the tool exists and the agent's declaration grants it -> no argument names another tenant's record ->
+the agent's tool-call rate -> the Cedar policies (tier, autonomy level, approval rules; default deny) -> the
+tenant's daily spend (the call's cost is reserved against the limit) -> a grant signed with the guard's identity,
+bound to exactly this call, single use, with an expiry.
+
+No broker imports: the guard service feeds requests in and publishes what comes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from baton.context import canonical_bytes
+from baton.contracts.models import FailureClass, PermissionTier
+from baton.handoff import tool_call_prefix
+from baton.identity import Identity
+from baton.policy.decisions import Policies, ToolCallFacts, Verdict
+from baton.policy.grants import SignedGrant, issue_grant
+from baton.policy.rates import SlidingWindow
+from baton.policy.spend import SpendAlert, SpendLimits, SpendVerdict
+from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec
+
+# Which tenant owns the record an argument names (None: no such record, or not a record id).
+OwnerOf = Callable[[str, Any], str | None]
+
+_KEY_SUFFIX = re.compile(r"v(?P<version>[0-9]+)\.(?P<ordinal>[0-9]+)")
+
+
+@dataclass(frozen=True)
+class ToolAsk:
+    """A tool-call request as the guard decides on it (from ToolCallRequested and its envelope)."""
+
+    call_id: str
+    workflow_id: str
+    tenant_id: str
+    agent: str
+    tool: str
+    arguments_json: str
+    arguments_sha256: str
+    idempotency_key: str
+    step_version: int
+
+
+@dataclass(frozen=True)
+class ApprovalAsk:
+    """What the guard asks a human to approve: this exact call."""
+
+    approval_id: str
+    reason: str
+    arguments_json: str
+    expires_at: float
+    queue: str
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """Authorized (with its grant) or denied (with a code the agent can act on and how the step should end)."""
+
+    call_id: str
+    authorized: bool
+    code: str
+    reason: str
+    policy_version: str
+    policies: tuple[str, ...] = ()
+    tier: PermissionTier | None = None
+    grant: SignedGrant | None = None
+    cost_usd: float = 0.0
+    # None: a human decides (approval required, or a refusal the step cannot work around on its own).
+    failure_class: FailureClass | None = FailureClass.LOGIC
+    approval: ApprovalAsk | None = None
+    alerts: tuple[SpendAlert, ...] = ()
+    rate_limited: bool = False
+
+
+@dataclass(frozen=True)
+class Prices:
+    """What a call and a model token cost, for the tenants' daily spend."""
+
+    tool_cost_usd: Mapping[str, float] = field(default_factory=dict)
+    default_tool_cost_usd: float = 0.0
+    usd_per_1k_tokens: float = 0.0
+
+    def of_tool(self, tool: str) -> float:
+        return self.tool_cost_usd.get(tool, self.default_tool_cost_usd)
+
+    def of_tokens(self, tokens: int) -> float:
+        return tokens * self.usd_per_1k_tokens / 1000.0
+
+
+def day_of(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def cross_tenant_arguments(arguments: Mapping[str, Any], tenant_id: str, owner_of: OwnerOf | None) -> list[str]:
+    """Each argument that names a record of another tenant, as "name=value (tenant X)"."""
+    if owner_of is None:
+        return []
+    out: list[str] = []
+    for name, value in sorted(arguments.items()):
+        owner = owner_of(name, value)
+        if owner is not None and owner != tenant_id:
+            out.append(f"{name}={value!r} belongs to another tenant")
+    return out
+
+
+class ToolCallGuard:
+    """Decides tool calls; remembers recent verdicts by call id, so a redelivered request gets the same one."""
+
+    def __init__(
+        self,
+        *,
+        workflows: Mapping[str, WorkflowSpec],
+        policies: Policies,
+        signer: Identity,
+        spend: SpendLimits,
+        prices: Prices,
+        rate: SlidingWindow,
+        owner_of: OwnerOf | None = None,
+        grant_ttl_s: float = 60.0,
+        approval_ttl_s: float | None = None,
+        remember: int = 10_000,
+    ) -> None:
+        self._policies = policies
+        self._signer = signer
+        self._spend = spend
+        self._prices = prices
+        self._rate = rate
+        self._owner_of = owner_of
+        self._grant_ttl_s = grant_ttl_s
+        self._approval_ttl_s = approval_ttl_s
+        self._remember = remember
+        self._recent: OrderedDict[str, GuardVerdict] = OrderedDict()
+        self._agents: dict[str, tuple[WorkflowSpec, AgentSpec]] = {
+            a.name: (w, a) for w in workflows.values() for a in w.agents
+        }
+        self._declared_tools = {t.name for w in workflows.values() for a in w.agents for t in a.tools}
+
+    @property
+    def policy_version(self) -> str:
+        return self._policies.version
+
+    @property
+    def spend(self) -> SpendLimits:
+        return self._spend
+
+    def decide(self, ask: ToolAsk, *, now: float) -> GuardVerdict:
+        """The verdict on a request (the remembered one for a call id seen before)."""
+        seen = self._recent.get(ask.call_id)
+        if seen is not None:
+            self._recent.move_to_end(ask.call_id)
+            return seen
+        verdict = self._decide(ask, now)
+        self._recent[ask.call_id] = verdict
+        while len(self._recent) > self._remember:
+            self._recent.popitem(last=False)
+        return verdict
+
+    def _deny(
+        self,
+        ask: ToolAsk,
+        code: str,
+        reason: str,
+        *,
+        failure_class: FailureClass | None = FailureClass.LOGIC,
+        policies: tuple[str, ...] = (),
+        tier: PermissionTier | None = None,
+        **extra: Any,
+    ) -> GuardVerdict:
+        return GuardVerdict(
+            ask.call_id,
+            False,
+            code,
+            reason,
+            self._policies.version,
+            policies,
+            tier,
+            failure_class=failure_class,
+            **extra,
+        )
+
+    def _decide(self, ask: ToolAsk, now: float) -> GuardVerdict:
+        arguments, problem = _parsed(ask)
+        if problem:
+            return self._deny(ask, "BAD_REQUEST", problem)
+        assert arguments is not None
+        owner = self._agents.get(ask.agent)
+        if owner is None:
+            return self._deny(
+                ask,
+                "UNKNOWN_AGENT",
+                f"no workflow declares an agent {ask.agent!r}: only declared agents may call tools",
+                failure_class=FailureClass.SYSTEMIC,
+            )
+        workflow, agent = owner
+        spec = agent.tool(ask.tool)
+        if spec is None:
+            if ask.tool not in self._declared_tools:
+                return self._deny(
+                    ask,
+                    "UNKNOWN_TOOL",
+                    f"there is no tool {ask.tool!r}; {agent.name} may call {[t.name for t in agent.tools]}",
+                )
+            return self._deny(
+                ask,
+                "NOT_GRANTED",
+                f"{agent.name} is not granted {ask.tool!r} (another agent's tool); its declaration grants "
+                f"{[t.name for t in agent.tools]}: an agent acts only within its own tools",
+            )
+        crossing = cross_tenant_arguments(arguments, ask.tenant_id, self._owner_of)
+        if crossing:
+            facts = self._facts(ask, workflow, spec, arguments, cross_tenant=True)
+            decided = self._policies.decide(facts)
+            return self._deny(
+                ask,
+                "CROSS_TENANT",
+                f"{ask.tool} for tenant {ask.tenant_id!r} names another tenant's record ({'; '.join(crossing)}): "
+                "denied before anything ran; a workflow acts only on its own tenant's records",
+                policies=decided.policies,
+                tier=spec.tier,
+            )
+        rate_key = f"{ask.workflow_id}:{ask.agent}"
+        if not self._rate.allow(rate_key, now):
+            return self._deny(
+                ask,
+                "RATE_LIMITED",
+                f"{agent.name} made more than {self._rate.limit} tool calls in {self._rate.window_s:.0f} s in workflow "
+                f"{ask.workflow_id}: halted as a runaway agent; a human looks before it runs again",
+                failure_class=FailureClass.SYSTEMIC,
+                tier=spec.tier,
+                rate_limited=True,
+            )
+        facts = self._facts(ask, workflow, spec, arguments, cross_tenant=False)
+        decided = self._policies.decide(facts)
+        if decided.verdict is Verdict.APPROVAL_REQUIRED:
+            approval = ApprovalAsk(
+                approval_id=hashlib.sha256(f"{ask.idempotency_key}:{ask.arguments_sha256}".encode()).hexdigest()[:32],
+                reason=decided.reason,
+                arguments_json=ask.arguments_json,
+                expires_at=now + (self._approval_ttl_s or workflow.escalation.sla_s),
+                queue=workflow.escalation.queue,
+            )
+            return self._deny(
+                ask,
+                "APPROVAL_REQUIRED",
+                f"{decided.reason}; its bound arguments {ask.arguments_json} wait for a human (approval "
+                f"{approval.approval_id} in queue {approval.queue})",
+                failure_class=None,
+                policies=decided.policies,
+                tier=spec.tier,
+                approval=approval,
+            )
+        if decided.verdict is Verdict.DENIED:
+            return self._deny(ask, "POLICY_DENIED", decided.reason, policies=decided.policies, tier=spec.tier)
+        cost = self._prices.of_tool(ask.tool)
+        day = day_of(now)
+        # One reservation per idempotency key: a re-asked call (its first grant lost with a crashed agent) costs once.
+        spent, why = self._spend.reserve(ask.idempotency_key, ask.tenant_id, day, cost)
+        if spent is SpendVerdict.OVER_LIMIT:
+            return self._deny(
+                ask, "SPEND_LIMIT", why, failure_class=FailureClass.SYSTEMIC, policies=decided.policies, tier=spec.tier
+            )
+        # A call's price is fixed: the reservation settles at once (a call that then fails still counts: spent
+        # conservatively, never over the limit).
+        alerts = self._spend.settle(ask.idempotency_key, ask.tenant_id, day, cost)
+        grant = issue_grant(
+            self._signer,
+            ttl_s=self._grant_ttl_s,
+            now=now,
+            workflow_id=ask.workflow_id,
+            agent=ask.agent,
+            step_version=ask.step_version,
+            tool=ask.tool,
+            arguments_sha256=ask.arguments_sha256,
+            idempotency_key=ask.idempotency_key,
+            policy_version=self._policies.version,
+        )
+        return GuardVerdict(
+            ask.call_id,
+            True,
+            "AUTHORIZED",
+            decided.reason,
+            self._policies.version,
+            decided.policies,
+            spec.tier,
+            grant=grant,
+            cost_usd=cost,
+            failure_class=None,
+            alerts=tuple(alerts),
+        )
+
+    def _facts(
+        self,
+        ask: ToolAsk,
+        workflow: WorkflowSpec,
+        spec: ToolSpec,
+        arguments: Mapping[str, Any],
+        *,
+        cross_tenant: bool,
+    ) -> ToolCallFacts:
+        return ToolCallFacts(
+            agent=ask.agent,
+            tool=ask.tool,
+            tier=spec.tier,
+            tenant_id=ask.tenant_id,
+            workflow_type=workflow.name,
+            granted=True,
+            needs_approval=workflow.needs_approval(spec, arguments),
+            cross_tenant=cross_tenant,
+        )
+
+    def charge_tokens(self, charge_id: str, tenant_id: str, tokens: int, *, now: float) -> list[SpendAlert]:
+        """Spend for model tokens already used (a model call cannot be un-spent): counted once per charge id."""
+        amount = self._prices.of_tokens(tokens)
+        if amount <= 0:
+            return []
+        return self._spend.charge(charge_id, tenant_id, day_of(now), amount)
+
+
+def _parsed(ask: ToolAsk) -> tuple[dict[str, Any] | None, str]:
+    """The arguments, or what is wrong with the request (nothing runs on a request the guard cannot read)."""
+    try:
+        arguments = json.loads(ask.arguments_json)
+    except ValueError as exc:
+        return None, f"arguments_json is not JSON ({exc}): send the arguments as a JSON object"
+    if not isinstance(arguments, dict):
+        return None, f"arguments_json must be a JSON object, got {type(arguments).__name__}"
+    try:
+        digest = hashlib.sha256(canonical_bytes(arguments)).hexdigest()
+    except ValueError as exc:
+        return None, f"the arguments cannot be canonicalised ({exc})"
+    if digest != ask.arguments_sha256:
+        return None, (
+            f"arguments_sha256 {ask.arguments_sha256[:12] or '(empty)'}… does not match the arguments "
+            f"({digest[:12]}…): the hash is over their RFC 8785 canonical JSON"
+        )
+    prefix = tool_call_prefix(ask.workflow_id, ask.agent, ask.tool)
+    suffix = _KEY_SUFFIX.fullmatch(ask.idempotency_key.removeprefix(prefix))
+    if not ask.idempotency_key.startswith(prefix) or suffix is None:
+        return None, (
+            f"idempotency key {ask.idempotency_key!r} is not this call's: it must be "
+            f"'{prefix}v<step version>.<n>' (the workflow, agent and tool asking)"
+        )
+    if int(suffix["version"]) != ask.step_version:
+        return None, f"idempotency key {ask.idempotency_key!r} names step v{suffix['version']}, not v{ask.step_version}"
+    return arguments, ""

@@ -1,0 +1,159 @@
+"""Policy guard handlers: a verdict on every tool-call request; token spend from the agents' decisions."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from baton import topics
+from baton.bus.base import BusRecord
+from baton.contracts.models import (
+    AgentDecision,
+    ApprovalFallback,
+    ApprovalRequested,
+    Envelope,
+    Event,
+    GuardFlagged,
+    GuardFlagKind,
+    ToolCallAuthorized,
+    ToolCallDenied,
+    ToolCallRequested,
+    stable_event_id,
+)
+from baton.messaging import EventBus, RejectedEvent
+from baton.policy.guard import GuardVerdict, ToolAsk, ToolCallGuard
+from baton.policy.spend import SpendAlert
+
+
+class PolicyGuardHandlers:
+    """Answers each ToolCallRequested with ToolCallAuthorized (carrying the signed grant) or ToolCallDenied."""
+
+    def __init__(self, events: EventBus, guard: ToolCallGuard, *, clock: Callable[[], float] = time.time) -> None:
+        self._events = events
+        self.guard = guard
+        self._clock = clock
+        self.authorized = 0
+        self.denied: Counter[str] = Counter()
+        self.spend_alerts = 0
+
+    async def on_event(self, event: Event, record: BusRecord) -> None:
+        if isinstance(event, ToolCallRequested):
+            await self.on_request(event)
+        elif isinstance(event, AgentDecision):
+            await self.on_decision(event)
+        else:
+            raise RejectedEvent(
+                "UNEXPECTED_EVENT",
+                f"the policy guard reads ToolCallRequested and AgentDecision; got {event.event_type} on {record.topic}",
+            )
+
+    async def on_request(self, event: ToolCallRequested) -> None:
+        env = event.envelope
+        ask = ToolAsk(
+            call_id=event.call_id,
+            workflow_id=env.workflow_id,
+            tenant_id=env.tenant_id,
+            agent=event.agent,
+            tool=event.tool,
+            arguments_json=event.arguments_json,
+            arguments_sha256=event.arguments_sha256,
+            idempotency_key=event.idempotency_key,
+            step_version=event.step_version,
+        )
+        verdict = self.guard.decide(ask, now=self._clock())
+        out: list[tuple[str, Event]] = []
+        if verdict.approval is not None:
+            approval = verdict.approval
+            out.append(
+                (
+                    topics.APPROVAL_REQUESTS,
+                    ApprovalRequested(
+                        envelope=self._envelope(event, "approval"),
+                        approval_id=approval.approval_id,
+                        call_id=event.idempotency_key,
+                        agent=event.agent,
+                        tool=event.tool,
+                        arguments_json=approval.arguments_json,
+                        reason=approval.reason,
+                        expires_at=datetime.fromtimestamp(approval.expires_at, UTC),
+                        fallback=ApprovalFallback.DENY,
+                    ),
+                )
+            )
+        out.append((topics.TOOL_VERDICTS, self._verdict_event(event, verdict)))
+        if verdict.rate_limited:
+            out.append((topics.GUARD_FLAGS, self._flag(event, GuardFlagKind.RATE_LIMITED, verdict.reason, "rate")))
+        out.extend((topics.GUARD_FLAGS, self._alert(event, a)) for a in verdict.alerts)
+        for topic, ev in out:
+            await self._events.publish(topic, ev)
+        if verdict.authorized:
+            self.authorized += 1
+        else:
+            self.denied[verdict.code] += 1
+
+    async def on_decision(self, event: AgentDecision) -> None:
+        tokens = event.prompt_tokens + event.completion_tokens
+        alerts = self.guard.charge_tokens(
+            event.envelope.event_id, event.envelope.tenant_id, tokens, now=event.envelope.occurred_at.timestamp()
+        )
+        for alert in alerts:
+            await self._events.publish(topics.GUARD_FLAGS, self._alert(event, alert))
+
+    def _envelope(self, cause: Event, what: str) -> Envelope:
+        base = self._events.envelope(cause=cause)
+        return base.model_copy(update={"event_id": stable_event_id(cause.envelope.event_id, "guard", what)})
+
+    def _verdict_event(self, event: ToolCallRequested, verdict: GuardVerdict) -> Event:
+        if verdict.authorized:
+            assert verdict.grant is not None and verdict.tier is not None
+            return ToolCallAuthorized(
+                envelope=self._envelope(event, "verdict"),
+                call_id=event.call_id,
+                agent=event.agent,
+                tool=event.tool,
+                tier=verdict.tier,
+                idempotency_key=event.idempotency_key,
+                grant=verdict.grant.to_json(),
+                policy_version=verdict.policy_version,
+                policies=list(verdict.policies),
+                cost_usd=verdict.cost_usd,
+            )
+        return ToolCallDenied(
+            envelope=self._envelope(event, "verdict"),
+            call_id=event.call_id,
+            agent=event.agent,
+            tool=event.tool,
+            reason_code=verdict.code,
+            reason=verdict.reason,
+            policy_version=verdict.policy_version,
+            policies=list(verdict.policies),
+            failure_class=verdict.failure_class,
+            approval_id=verdict.approval.approval_id if verdict.approval else None,
+        )
+
+    def _flag(self, cause: Event, kind: GuardFlagKind, detail: str, what: str, **figures: float) -> GuardFlagged:
+        return GuardFlagged(
+            envelope=self._envelope(cause, f"flag-{what}"),
+            kind=kind,
+            source=self._events.role,
+            tool=getattr(cause, "tool", None),
+            call_id=getattr(cause, "idempotency_key", None),
+            figures=figures,
+            detail=detail,
+        )
+
+    def _alert(self, cause: Event, alert: SpendAlert) -> GuardFlagged:
+        self.spend_alerts += 1
+        what = "the hard stop: further calls are denied today" if alert.share >= 1.0 else "an alert"
+        return self._flag(
+            cause,
+            GuardFlagKind.SPEND_ALERT,
+            f"tenant {alert.tenant_id} spent {alert.spent_usd:.4f} of {alert.limit_usd:.2f} USD on {alert.day} "
+            f"({alert.share:.0%} reached: {what})",
+            f"spend-{alert.day}-{alert.share}",
+            spent_usd=alert.spent_usd,
+            limit_usd=alert.limit_usd,
+            share=alert.share,
+        )
