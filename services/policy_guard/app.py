@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from baton import topics
 from baton.bus.base import Subscription
@@ -52,8 +54,24 @@ def build_guard(events: EventBus, settings: Settings, *, owner_of: OwnerOf | Non
     )
 
 
+def load_owner_hook(spec: str) -> OwnerOf:
+    """`module:function` -> the function (a clear error naming the setting when it cannot be loaded)."""
+    module_name, _, name = spec.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ServiceConfigError(
+            f"BATON_POLICY_GUARD_OWNERS={spec!r} cannot be loaded ({exc}): name a function as module:function"
+        ) from exc
+    if not callable(hook):
+        raise ServiceConfigError(f"BATON_POLICY_GUARD_OWNERS={spec!r} is not a function")
+    return cast(OwnerOf, hook)
+
+
 async def start(events: EventBus, settings: Settings, *, owner_of: OwnerOf | None = None) -> PolicyGuardApp:
-    """Subscribe the guard on a started bus."""
+    """Subscribe the guard on a started bus (owner_of, when given, wins over BATON_POLICY_GUARD_OWNERS)."""
+    if owner_of is None and settings.owners:
+        owner_of = load_owner_hook(settings.owners)
     handlers = PolicyGuardHandlers(events, build_guard(events, settings, owner_of=owner_of))
     await events.bus.create_topics(
         [

@@ -26,5 +26,8 @@ class Settings(BaseSettings):
     tool_cost_usd: dict[str, float] = Field(default_factory=dict)
     default_tool_cost_usd: float = 0.0
     usd_per_1k_tokens: float = 0.0
+    # Which tenant owns the record a tool argument names: a Python function `module:function(argument, value)`
+    # returning the tenant id or None (e.g. baton_demo.world_tools:owner_of). Unset: no cross-tenant check.
+    owners: str = ""
     # Verdicts remembered by call id, so a redelivered request gets the same verdict and costs once.
     remember_verdicts: int = 10_000

@@ -65,7 +65,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         Submission("e2e-huge", onboarding.name, {**_inputs(onboarding, world, 251), "notes": "n" * 1_200_000}, "t")
     )
     submissions.append(Submission("e2e-undeclared", "no_such_workflow", {}, "tenant-0"))
-    # A task of one tenant naming another tenant's customer: refused by the world, nothing of theirs touched.
+    # A task of one tenant naming another tenant's customer: denied by the guard, nothing of theirs touched.
     submissions.append(
         Submission("e2e-cross-tenant", onboarding.name, _inputs(onboarding, world, 252), seeded_tenant(253))
     )
@@ -80,7 +80,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     assert expected["e2e-big"][1] != "CONTEXT_TOO_LARGE"  # under the limit: admitted, carried, decided
     assert expected["e2e-huge"] == ("halted", "CONTEXT_TOO_LARGE")
     assert expected["e2e-undeclared"] == ("halted", "UNKNOWN_WORKFLOW_TYPE")
-    assert expected["e2e-cross-tenant"] == ("escalated", "TOOL_TENANT_MISMATCH")
+    assert expected["e2e-cross-tenant"] == ("escalated", "DENIED_CROSS_TENANT")  # the guard refuses it
     env = {
         "BATON_BUS": "kafka",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
@@ -89,6 +89,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         "BATON_WORLD_DB": str(tmp_path / "world.db"),
         "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
         "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
+        "BATON_POLICY_GUARD_OWNERS": "baton_demo.world_tools:owner_of",
         "BATON_DEMO_FAULT_PLAN": str(tmp_path / "faults.json"),
         "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
         # Every service: this share of its publishes fails, as a broker timing out would.
@@ -115,6 +116,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         procs.spawn("supervisor-1", *DEMO_SERVICE, "supervisor")
         procs.spawn("supervisor-2", *DEMO_SERVICE, "supervisor")  # two replicas share the workflows by partition
         procs.spawn("handoff-validator", *DEMO_SERVICE, "handoff-validator")
+        procs.spawn("policy-guard", *DEMO_SERVICE, "policy-guard")
         for kind in agent_kinds(specs):
             procs.spawn(f"agent-{kind}", "-m", "baton_demo.agent", "--kind", kind)
         client = BatonClient(EventBus(bus=bus, serde=serde, producer="e2e-client", trust=trust("client")))

@@ -11,9 +11,10 @@ grant finds the hash does not match.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,3 +103,41 @@ def check_grant(signed: SignedGrant | None, keyring: Keyring, *, expected: Mappi
             "GRANT_EXPIRED", f"the authorization for {tool} expired {now - signed.grant.expires_at:.0f}s ago: ask again"
         )
     return signed.grant
+
+
+class GrantVerifier:
+    """The check a tool runs on its own side: the call's grant is the guard's, for exactly this call (tool, arguments,
+    idempotency key, workflow), unexpired, and used once (`consume(grant_id, key=...)` records it durably and
+    answers False when it was used before, e.g. `baton.ledger.Ledger.consume_grant`)."""
+
+    def __init__(self, keyring: Keyring, consume: Callable[..., bool]) -> None:
+        self._keyring = keyring
+        self._consume = consume
+
+    def verify(
+        self,
+        grant_json: str | None,
+        *,
+        tool: str,
+        arguments: Mapping[str, Any],
+        idempotency_key: str,
+        workflow_id: str,
+        now: float,
+    ) -> ToolGrant:
+        """The grant, used up; GrantRefusedError (nothing may run) otherwise."""
+        try:
+            signed = SignedGrant.from_json(grant_json) if grant_json else None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GrantRefusedError("GRANT_FORGED", f"the authorization for {tool} cannot be read: {exc}") from exc
+        expected = {
+            "tool": tool,
+            "arguments_sha256": hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest(),
+            "idempotency_key": idempotency_key,
+            "workflow_id": workflow_id,
+        }
+        grant = check_grant(signed, self._keyring, expected=expected, now=now)
+        if not self._consume(grant.grant_id, key=idempotency_key):
+            raise GrantRefusedError(
+                "GRANT_REUSED", f"the authorization for {tool} was used before: each one permits one call"
+            )
+        return grant

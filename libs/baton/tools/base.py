@@ -57,6 +57,12 @@ class ToolDeclaration:
         }
 
 
+# ToolCall.meta key of the policy guard's grant (JSON), passed on to tools that run elsewhere: the
+# `X-Baton-Grant` header of an HTTP tool, the `baton-grant` entry of an MCP call's `_meta`.
+GRANT_META = "baton-grant"
+GRANT_HEADER = "X-Baton-Grant"
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """One call as a provider receives it: arguments already validated against the declaration.

@@ -147,8 +147,8 @@ class StepTools:
         declaration = self.registry.declaration(spec.name)
         self.registry.check_arguments(spec.name, arguments)  # nothing is recorded for a call that cannot run
         if spec.tier is PermissionTier.READ:
-            await self._authorized(spec, arguments, key, grant)
-            result = await self._invoke(spec.name, arguments, key)
+            used = await self._authorized(spec, arguments, key, grant)
+            result = await self._invoke(spec.name, arguments, key, used)
             await asyncio.to_thread(
                 self.ledger.record_receipt, key, tool=spec.name, result_sha256=context_sha256(result)
             )
@@ -167,7 +167,7 @@ class StepTools:
             await asyncio.to_thread(self.ledger.call_replayed, key)
             return ToolRun(key, before.result, replayed=True)
         try:
-            await self._authorized(spec, arguments, key, grant)
+            used = await self._authorized(spec, arguments, key, grant)
         except ToolError:
             # Refused, denied, or no verdict in time: nothing ran, so the intent just written is withdrawn.
             if before is None:
@@ -183,7 +183,7 @@ class StepTools:
         if before is not None:
             await asyncio.to_thread(self.ledger.call_retried, key)
         try:
-            result = await self._invoke(spec.name, arguments, key)
+            result = await self._invoke(spec.name, arguments, key, used)
         except ToolError as exc:
             if not may_have_acted(exc):
                 await asyncio.to_thread(self.ledger.call_refused, key)  # it did not act: a retry may run it
@@ -202,11 +202,12 @@ class StepTools:
 
     async def _authorized(
         self, spec: ToolSpec, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
-    ) -> None:
+    ) -> SignedGrant | None:
+        """The grant the call runs with (checked and used up here; passed on to a tool that checks it again)."""
         if grant is None and self.authorizer is not None:
             grant = await self.authorizer.ask(self._ask(spec.name, arguments, key))
         if self.grants is None:
-            return
+            return grant
         expected = {
             "workflow_id": self.workflow_id,
             "agent": self.agent,
@@ -220,8 +221,11 @@ class StepTools:
             raise GrantRefusedError(
                 "GRANT_REUSED", f"the authorization for {spec.name} was used before: each one permits one call"
             )
+        return grant
 
-    async def _invoke(self, name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
+    async def _invoke(
+        self, name: str, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
+    ) -> dict[str, Any]:
         return await self.registry.invoke(
             name,
             arguments,
@@ -230,6 +234,7 @@ class StepTools:
             workflow_id=self.workflow_id,
             agent=self.agent,
             arguments_checked=True,  # run() checked them before recording anything
+            grant=grant.to_json() if grant is not None else None,
         )
 
 

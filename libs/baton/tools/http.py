@@ -16,7 +16,15 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from baton.contracts.models import FailureClass, PermissionTier
-from baton.tools.base import DEFAULT_MAX_RESULT_BYTES, DEFAULT_TIMEOUT_S, ToolCall, ToolDeclaration, ToolError
+from baton.tools.base import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_TIMEOUT_S,
+    GRANT_HEADER,
+    GRANT_META,
+    ToolCall,
+    ToolDeclaration,
+    ToolError,
+)
 
 # The wire body may be larger than its canonical form (whitespace, escapes); the registry checks the exact
 # canonical size, this bound only stops a runaway body from being read into memory at all.
@@ -135,6 +143,7 @@ class HttpToolProvider:
             "Idempotency-Key": call.idempotency_key,
             "X-Baton-Tenant": call.tenant_id,
             "X-Baton-Workflow": call.workflow_id,
+            **({GRANT_HEADER: call.meta[GRANT_META]} if GRANT_META in call.meta else {}),
             **self._auth.get(tool.name, {}),
         }
         where = f"HTTP tool {tool.name!r} at {tool.url}"

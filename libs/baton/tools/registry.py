@@ -15,7 +15,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 
 from baton.context import NonCanonicalContextError, canonical_bytes
 from baton.contracts.models import FailureClass
-from baton.tools.base import ToolCall, ToolDeclaration, ToolError, ToolProvider
+from baton.tools.base import GRANT_META, ToolCall, ToolDeclaration, ToolError, ToolProvider
 
 
 def _clip(text: str, limit: int = 120) -> str:
@@ -161,6 +161,7 @@ class ToolRegistry:
         workflow_id: str,
         agent: str = "",
         arguments_checked: bool = False,
+        grant: str | None = None,
     ) -> dict[str, Any]:
         """Validate (unless the caller just did, with check_arguments), run within the declared time-out, validate
         the result; ToolError with its failure class."""
@@ -176,6 +177,7 @@ class ToolRegistry:
             workflow_id=workflow_id,
             agent=agent,
             timeout_s=declaration.timeout_s,
+            meta={GRANT_META: grant} if grant else {},
         )
         try:
             async with asyncio.timeout(declaration.timeout_s):  # no extra task, unlike wait_for

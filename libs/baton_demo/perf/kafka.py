@@ -101,6 +101,7 @@ def _env(broker: KafkaBroker, keys: Path, world: Path | None = None) -> dict[str
         env["BATON_WORLD_DB"] = str(world)
         env["BATON_AGENT_LEDGER_DB"] = str(world.with_name("ledger.db"))
         env["BATON_HANDOFF_VALIDATOR_LEDGER_DB"] = str(world.with_name("ledger.db"))
+        env["BATON_POLICY_GUARD_OWNERS"] = "baton_demo.world_tools:owner_of"
     return env
 
 
@@ -273,6 +274,7 @@ async def mesh_on_kafka(
     procs = ServiceProcesses(env=_env(broker, keys, workdir / "world.db"), logdir=workdir)
     procs.start("supervisor", "supervisor")
     procs.start("handoff-validator", "handoff-validator")
+    procs.start("policy-guard", "policy-guard")
     for kind in agent_kinds(specs):
         procs.spawn(f"agent-{kind}", "-m", "baton_demo.agent", "--kind", kind)
     client, events = client_on(bus, trust, "bench-client")

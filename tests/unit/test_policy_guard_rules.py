@@ -1,0 +1,186 @@
+"""The guard's verdict on one request (baton.policy.guard): each refusal names its rule, every verdict its policy
+version, an authorization carries a grant for exactly the call, and a redelivered request costs once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import pytest
+
+from baton import identity
+from baton.context import canonical_bytes
+from baton.contracts.models import FailureClass
+from baton.handoff import tool_call_key
+from baton.identity import Identity, Keyring
+from baton.policy.decisions import Policies
+from baton.policy.grants import check_grant
+from baton.policy.guard import Prices, ToolAsk, ToolCallGuard
+from baton.policy.rates import SlidingWindow
+from baton.policy.spend import SpendLimits
+from baton.workflows import default_workflow_dir, load_workflows
+
+GUARD = Identity.generate(identity.POLICY_GUARD)
+KEYRING = Keyring.of([GUARD])
+OWNERS = {"ticket_id": {"T-1": "tenant-1", "T-2": "tenant-2"}}
+NOW = 1_800_000_000.0
+
+
+def _owner_of(argument: str, value: Any) -> str | None:
+    return OWNERS.get(argument, {}).get(value)
+
+
+def _guard(*, limit: float = 10.0, cost: float = 0.0, rate: int = 50, tokens: float = 0.0) -> ToolCallGuard:
+    return ToolCallGuard(
+        workflows=load_workflows(),
+        policies=Policies.load(default_workflow_dir()),
+        signer=GUARD,
+        spend=SpendLimits({"tenant-1": limit}),
+        prices=Prices(default_tool_cost_usd=cost, usd_per_1k_tokens=tokens),
+        rate=SlidingWindow(rate, 60.0),
+        owner_of=_owner_of,
+    )
+
+
+def _ask(
+    tool: str = "lookup_ticket",
+    agent: str = "ticket_lookup",
+    arguments: dict[str, Any] | None = None,
+    *,
+    wf: str = "wf-1",
+    tenant: str = "tenant-1",
+    call_id: str = "c-1",
+    ordinal: int = 0,
+    **changes: Any,
+) -> ToolAsk:
+    args = {"ticket_id": "T-1"} if arguments is None else arguments
+    fields: dict[str, Any] = {
+        "call_id": call_id,
+        "workflow_id": wf,
+        "tenant_id": tenant,
+        "agent": agent,
+        "tool": tool,
+        "arguments_json": json.dumps(args),
+        "arguments_sha256": hashlib.sha256(canonical_bytes(args)).hexdigest(),
+        "idempotency_key": tool_call_key(wf, agent, tool, step_version=3, ordinal=ordinal),
+        "step_version": 3,
+    }
+    fields.update(changes)
+    return ToolAsk(**fields)
+
+
+def test_a_granted_read_is_authorized_with_a_grant_for_exactly_that_call() -> None:
+    guard = _guard()
+    ask = _ask()
+    verdict = guard.decide(ask, now=NOW)
+    assert verdict.authorized and verdict.code == "AUTHORIZED"
+    assert verdict.policies == ("read-granted",) and verdict.policy_version == guard.policy_version
+    assert verdict.grant is not None
+    grant = check_grant(
+        verdict.grant,
+        KEYRING,
+        expected={
+            "workflow_id": "wf-1",
+            "agent": "ticket_lookup",
+            "step_version": 3,
+            "tool": "lookup_ticket",
+            "arguments_sha256": ask.arguments_sha256,
+            "idempotency_key": ask.idempotency_key,
+        },
+        now=NOW + 1,
+    )
+    assert grant.policy_version == guard.policy_version and grant.expires_at == NOW + 60.0
+
+
+@pytest.mark.parametrize(
+    ("ask", "code", "failure_class", "says"),
+    [
+        (_ask(tool="delete_everything"), "UNKNOWN_TOOL", FailureClass.LOGIC, "there is no tool 'delete_everything'"),
+        (_ask(tool="issue_refund"), "NOT_GRANTED", FailureClass.LOGIC, "is not granted 'issue_refund'"),
+        (_ask(agent="impostor"), "UNKNOWN_AGENT", FailureClass.SYSTEMIC, "no workflow declares an agent"),
+        (_ask(arguments={"ticket_id": "T-2"}), "CROSS_TENANT", FailureClass.LOGIC, "another tenant's record"),
+        (_ask(arguments_sha256="0" * 64), "BAD_REQUEST", FailureClass.LOGIC, "does not match the arguments"),
+        (_ask(arguments_json="[1, 2"), "BAD_REQUEST", FailureClass.LOGIC, "is not JSON"),
+        (_ask(idempotency_key="wf-2:ticket_lookup:lookup_ticket:v3.0"), "BAD_REQUEST", FailureClass.LOGIC, "is not"),
+        (_ask(step_version=4), "BAD_REQUEST", FailureClass.LOGIC, "names step v3, not v4"),
+    ],
+)
+def test_each_refusal_names_its_rule_says_what_to_do_and_carries_no_grant(
+    ask: ToolAsk, code: str, failure_class: FailureClass, says: str
+) -> None:
+    guard = _guard()
+    verdict = guard.decide(ask, now=NOW)
+    assert not verdict.authorized and verdict.grant is None
+    assert (verdict.code, verdict.failure_class) == (code, failure_class)
+    assert says in verdict.reason, verdict.reason
+    assert verdict.policy_version == guard.policy_version
+
+
+def test_an_irreversible_call_over_its_threshold_needs_approval_and_under_it_is_authorized() -> None:
+    guard = _guard()
+    big = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 900.0}, call_id="big")
+    verdict = guard.decide(big, now=NOW)
+    assert (verdict.code, verdict.failure_class, verdict.grant) == ("APPROVAL_REQUIRED", None, None)
+    assert verdict.approval is not None and verdict.approval.arguments_json == big.arguments_json
+    assert verdict.approval.queue == "support-leads" and verdict.approval.expires_at == NOW + 3600
+    small = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 20.0}, call_id="small")
+    assert guard.decide(small, now=NOW).policies == ("irreversible-granted",)
+
+
+def test_more_than_the_rate_in_the_window_halts_the_agent_and_the_window_slides() -> None:
+    guard = _guard(rate=3)
+    verdicts = [guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=NOW + i) for i in range(4)]
+    assert [v.code for v in verdicts] == ["AUTHORIZED"] * 3 + ["RATE_LIMITED"]
+    assert verdicts[-1].failure_class is FailureClass.SYSTEMIC and verdicts[-1].rate_limited
+    # Another agent of the same workflow, and the same agent a window later, are not held back.
+    other = guard.decide(_ask("preview_refund", "refund_preview", call_id="o"), now=NOW + 4)
+    assert other.authorized
+    assert guard.decide(_ask(call_id="later", ordinal=9), now=NOW + 61).authorized
+
+
+def test_spend_is_reserved_per_call_a_redelivered_request_costs_once_and_the_limit_stops_calls() -> None:
+    guard = _guard(limit=1.0, cost=0.25)
+    first = guard.decide(_ask(call_id="c0"), now=NOW)
+    assert first.authorized and first.cost_usd == 0.25
+    again = guard.decide(_ask(call_id="c0"), now=NOW)
+    assert again is first  # the same verdict: not decided (nor charged) twice
+    shares = [a.share for a in first.alerts]
+    verdicts = [guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=NOW) for i in range(1, 6)]
+    assert [v.code for v in verdicts] == ["AUTHORIZED"] * 3 + ["SPEND_LIMIT"] * 2
+    shares += [a.share for v in verdicts for a in v.alerts]
+    assert shares == [0.5, 0.8, 1.0]  # each once: 0.50 reached at the 2nd call, 0.80 and 1.00 at the 4th
+    assert guard.spend.spent("tenant-1", "2027-01-15") == pytest.approx(1.0)
+    assert verdicts[-1].failure_class is FailureClass.SYSTEMIC and "pass the limit" in verdicts[-1].reason
+
+
+def test_a_call_asked_again_under_the_same_key_with_a_new_call_id_is_not_charged_again() -> None:
+    guard = _guard(limit=1.0, cost=0.5)
+    assert guard.decide(_ask(call_id="first"), now=NOW).authorized
+    assert guard.decide(_ask(call_id="asked-again"), now=NOW).authorized  # same key: its grant was lost
+    assert guard.spend.spent("tenant-1", "2027-01-15") == pytest.approx(0.5)
+
+
+def test_tokens_are_charged_once_per_decision_and_count_toward_the_alerts() -> None:
+    guard = _guard(limit=1.0, tokens=0.5)
+    assert [a.share for a in guard.charge_tokens("d-1", "tenant-1", 1200, now=NOW)] == [0.5]
+    alerts = guard.charge_tokens("d-2", "tenant-1", 400, now=NOW)
+    assert [a.share for a in alerts] == [0.8]
+    assert guard.charge_tokens("d-2", "tenant-1", 400, now=NOW) == []
+    assert guard.spend.spent("tenant-1", "2027-01-15") == pytest.approx(0.8)
+
+
+def test_remembered_verdicts_are_bounded() -> None:
+    guard = ToolCallGuard(
+        workflows=load_workflows(),
+        policies=Policies.load(default_workflow_dir()),
+        signer=GUARD,
+        spend=SpendLimits({}, default_limit_usd=10.0),
+        prices=Prices(),
+        rate=SlidingWindow(10_000, 60.0),
+        remember=5,
+    )
+    for i in range(20):
+        guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=time.time())
+    assert len(guard._recent) == 5
