@@ -15,7 +15,7 @@ import json
 import uuid
 
 from baton import topics
-from baton.bus.base import BusRecord, Subscription
+from baton.bus.base import BusRecord, RetryLaterError, Subscription
 from baton.context import canonical_bytes
 from baton.contracts.models import (
     Event,
@@ -116,8 +116,12 @@ class GuardClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         while True:
-            await self._events.publish(topics.TOOL_REQUESTS, request)
-            wait = min(self._resend_after_s, deadline - loop.time())
+            try:
+                await self._events.publish(topics.TOOL_REQUESTS, request)
+                wait = min(self._resend_after_s, deadline - loop.time())
+            except RetryLaterError:
+                # Not acknowledged: asked again shortly (the same call id; the guard answers a repeat once).
+                wait = min(0.1, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(future), max(wait, 0.0))
             if loop.time() >= deadline:
