@@ -25,7 +25,8 @@ Amounts are kept in integer micro-USD, so sums are exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import datetime as dt
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -328,3 +329,26 @@ class SpendAccounts:
         if limit is None:
             return True
         return (await self.store.account(tenant_id, day)).spent >= to_micros(limit)
+
+
+def utc_day(now: float) -> str:
+    """The account day of a time (UTC date, e.g. 2026-11-23): limits reset at midnight UTC."""
+    return dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
+
+
+class ExhaustedTenants:
+    """Which tenants have spent today's limit, as a plain callable for task admission (which cannot await):
+    refreshed from the accounts by `refresh` (the supervisor calls it every few seconds), so a tenant that
+    reaches 100 % has its new tasks rejected within one refresh."""
+
+    def __init__(self, accounts: SpendAccounts, tenants: Collection[str]) -> None:
+        self.accounts = accounts
+        self.tenants = list(tenants)
+        self._exhausted: frozenset[str] = frozenset()
+
+    def __call__(self, tenant_id: str) -> bool:
+        return tenant_id in self._exhausted
+
+    async def refresh(self, now: float) -> None:
+        day = utc_day(now)
+        self._exhausted = frozenset([t for t in self.tenants if await self.accounts.exhausted(t, day)])
