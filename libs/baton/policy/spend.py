@@ -10,16 +10,18 @@ Two forms with the same rules:
   Adapters: `baton.policy.spend_sqlite.SqliteSpendStore` (embedded default) and
   `baton.policy.spend_mongo.MongoSpendStore` (pymongo's async client).
 
-How the limit stays exact with several replicas: one tenant's day is ONE record (document or row) holding its
-spent amount, its open reservations, the reservations recently finished and the alerts already sent, with a
-version. Every operation is a pure change of that record (`reserve_on`, `settle_on`, `release_on`) applied
-atomically by the store: SQLite inside one `BEGIN IMMEDIATE` transaction (writers are serialised by the
-database lock, across processes too); MongoDB by optimistic concurrency: read the record, compute the change,
-and replace it only if its version is still the one read (`replace_one({_id, version: v}, ...)`, a plain
-conditional update any MongoDB-compatible server has, FerretDB included: no `$expr`, no transactions); when
-another replica won the race, read again and recompute, with jittered backoff. So no two replicas can both
-reserve the last dollar, and an alert is sent by exactly the one operation whose write took the spend across
-its threshold and recorded it in the same record, once per tenant per day, across restarts and replicas.
+How the limit stays exact with several replicas: one tenant's day is ONE account (a row; in MongoDB the newest
+of its versioned documents) holding its spent amount, its open reservations, the reservations recently
+finished and the alerts already sent, with a version. Every operation is a pure change of that account
+(`reserve_on`, `settle_on`, `release_on`) applied atomically by the store: SQLite inside one `BEGIN IMMEDIATE`
+transaction (writers are serialised by the database lock, across processes too); MongoDB by optimistic
+concurrency: read the latest version v, compute the change, insert it as version v + 1 under a unique `_id`
+(day/tenant#v+1), so exactly one of the replicas racing from v wins and the others read again and recompute,
+with jittered backoff. (Not a conditional `replace_one({_id, version: v})`: FerretDB applies that filter and
+the write in separate steps, so two replicas could both win; an insert under a unique `_id` is atomic on every
+MongoDB-compatible server. See docs/decisions/0018-spend-and-admission.md.) So no two replicas can both reserve
+the last dollar, and an alert is returned by exactly the one write that took the spend across its threshold
+and recorded it in the same account: once per tenant per day, across restarts and replicas.
 Amounts are kept in integer micro-USD, so sums are exact.
 """
 
