@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import TypeAdapter
 
@@ -33,7 +34,13 @@ from baton.contracts.models import (
 from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES, verify_snapshot_integrity
 from baton.workflows import END, WorkflowSpec
 
+if TYPE_CHECKING:
+    from baton.policy.admission import Rejected
+
 Status = Literal["running", "completed", "halted", "escalated"]
+# Task admission (baton.policy.admission.TaskAdmission): (workflow type, tenant, input, now) -> a rejection or
+# None. Asked once a task is otherwise ready to start; a rejected task is refused like a bad one.
+AdmitTask = Callable[[str, str, Mapping[str, Any], float], "Rejected | None"]
 
 
 class UnknownWorkflowError(ValueError):
@@ -172,8 +179,10 @@ class Supervisor:
         backoff_cap_s: float = 30.0,
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
         finished_capacity: int = 10_000,
+        admit: AdmitTask | None = None,
     ) -> None:
         self.workflows = workflows
+        self.admit = admit
         self.states: dict[str, WorkflowState] = {}
         # Finished workflows as (seq, outcome code), oldest first: enough to ignore a redelivered task or
         # a late verdict without holding the workflow itself; bounded so memory stays flat.
@@ -307,6 +316,11 @@ class Supervisor:
                 f"the context is {snapshot.size_bytes} bytes in canonical form, over the {self.max_context_bytes}-byte "
                 "limit: pass references (ids, URLs) to large documents instead of their content",
             )
+        if self.admit is not None:
+            # Last: a task refused for its input never counts against its tenant's rate.
+            rejected = self.admit(spec.name, event.envelope.tenant_id, context, now)
+            if rejected is not None:
+                return self._refuse(event, now, rejected.outcome_code, rejected.reason)
         state = WorkflowState(
             workflow_id=wf,
             tenant_id=event.envelope.tenant_id,

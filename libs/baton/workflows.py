@@ -18,6 +18,8 @@ END = "$end"
 # Beside the declarations: the tool packs their agents use, and the schemas each pinned tool version had.
 TOOL_PACK_FILE = "tools.yaml"
 TOOL_LOCK_FILE = "tools.lock.json"
+# Also beside them, not a workflow: the tenants task admission and the guard know (baton.policy.tenants).
+TENANTS_FILE = "tenants.yaml"
 
 
 class _Strict(BaseModel):
@@ -283,7 +285,7 @@ def default_workflow_dir() -> Path:
 def load_workflows(directory: Path | None = None) -> dict[str, WorkflowSpec]:
     """Every *.yaml under the workflow directory, by workflow name."""
     paths = sorted((directory or default_workflow_dir()).glob("*.yaml"))
-    specs = [load_workflow(p) for p in paths if p.name != TOOL_PACK_FILE]
+    specs = [load_workflow(p) for p in paths if p.name not in (TOOL_PACK_FILE, TENANTS_FILE)]
     return {s.name: s for s in specs}
 
 

@@ -54,6 +54,8 @@ _OWNER_OF: dict[str, str] = {
     "JOIN customers c ON c.id = o.customer_id WHERE t.id = ?",
 }
 
+OWNED_ARGUMENTS = frozenset(_OWNER_OF)
+
 
 def seeded_tenant(index: int) -> str:
     """The tenant seed() gives customer `index` (and its rows); the demo submits its tasks under the same."""

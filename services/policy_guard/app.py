@@ -12,7 +12,7 @@ from baton.bus.base import Subscription
 from baton.messaging import EventBus, consume
 from baton.policy.decisions import Policies, PolicyLoadError
 from baton.policy.guard import OwnerOf, Prices, ToolCallGuard
-from baton.policy.rates import SlidingWindow
+from baton.policy.rates import SlidingWindowLimiter
 from baton.policy.spend import SpendLimits
 from baton.runtime import ServiceConfigError
 from baton.workflows import default_workflow_dir, load_workflows
@@ -47,7 +47,7 @@ def build_guard(events: EventBus, settings: Settings, *, owner_of: OwnerOf | Non
         signer=events.trust.identity,
         spend=SpendLimits(settings.daily_limit_usd, default_limit_usd=settings.default_daily_limit_usd),
         prices=Prices(settings.tool_cost_usd, settings.default_tool_cost_usd, settings.usd_per_1k_tokens),
-        rate=SlidingWindow(settings.tool_calls_per_window, settings.rate_window_s),
+        rate=SlidingWindowLimiter(settings.tool_calls_per_window, settings.rate_window_s),
         owner_of=owner_of,
         grant_ttl_s=settings.grant_ttl_s,
         remember=settings.remember_verdicts,

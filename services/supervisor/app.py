@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from baton import topics
 from baton.bus.base import Subscription
 from baton.messaging import EventBus, consume
+from baton.policy.admission import TaskAdmission
+from baton.policy.ownership import owners_from_config
+from baton.policy.spend import ExhaustedTenants, SpendAccounts, SpendStore
+from baton.policy.tenants import load_tenants
 from baton.runtime import keep_running
 from baton.supervisor import Supervisor
 from baton.workflows import load_workflows
@@ -25,6 +31,7 @@ class SupervisorApp:
     handlers: SupervisorHandlers
     subscriptions: list[Subscription]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    spend_store: SpendStore | None = None
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -33,6 +40,8 @@ class SupervisorApp:
                 await task
         for sub in self.subscriptions:
             await sub.stop()
+        if self.spend_store is not None:
+            await self.spend_store.close()
 
 
 async def _sweeper(handlers: SupervisorHandlers, interval_s: float) -> None:
@@ -41,17 +50,58 @@ async def _sweeper(handlers: SupervisorHandlers, interval_s: float) -> None:
         await handlers.sweep()
 
 
+async def _spend_refresher(exhausted: ExhaustedTenants, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await exhausted.refresh(time.time())
+
+
+def _spend_store(settings: Settings) -> SpendStore:
+    if settings.spend_store == "mongodb":
+        from baton.policy.spend_mongo import MongoSpendStore
+
+        return MongoSpendStore(settings.spend_mongodb_url, database=settings.spend_mongodb_database)
+    from baton.policy.spend_sqlite import SqliteSpendStore
+
+    return SqliteSpendStore(settings.spend_sqlite_path)
+
+
+async def admission_of(
+    settings: Settings, workflows: Collection[str]
+) -> tuple[TaskAdmission | None, ExhaustedTenants | None]:
+    """Task admission as settings ask for it (None: off), and the spend view it reads (None: not read)."""
+    if not settings.admission:
+        return None, None
+    tenants = load_tenants(settings.tenants_file)
+    exhausted: ExhaustedTenants | None = None
+    if settings.spend_store != "none":
+        store = _spend_store(settings)
+        await store.setup()
+        exhausted = ExhaustedTenants(SpendAccounts(store, tenants.daily_limits_usd()), tenants.tenants)
+        await exhausted.refresh(time.time())
+    admission = TaskAdmission(
+        workflows=workflows,
+        tenants=tenants,
+        owners=owners_from_config(tenants),
+        spend_exhausted=exhausted if exhausted is not None else (lambda _tenant: False),
+    )
+    return admission, exhausted
+
+
 async def start(events: EventBus, settings: Settings) -> SupervisorApp:
     """Consume the inbox; each replica restores the workflows of the partitions it is assigned, when
     they are assigned, from the (compacted) checkpoints topic, before it reads their events."""
     await events.bus.create_topics([*INBOX, topics.OUTCOMES, topics.DEAD_LETTER])
     await events.bus.create_topics([topics.CHECKPOINTS], compacted=True)
+    workflows = load_workflows()
+    admission, exhausted = await admission_of(settings, workflows)
     supervisor = Supervisor(
-        load_workflows(),
+        workflows,
         backoff_base_s=settings.backoff_base_s,
         backoff_cap_s=settings.backoff_cap_s,
         max_context_bytes=settings.max_context_bytes,
         finished_capacity=settings.finished_capacity,
+        admit=admission,
     )
     handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s)
     inbox, _ = await consume(
@@ -66,4 +116,15 @@ async def start(events: EventBus, settings: Settings) -> SupervisorApp:
         asyncio.create_task(keep_running("wall-clock sweep", lambda: _sweeper(handlers, settings.sweep_interval_s))),
         asyncio.create_task(keep_running("delayed retries", handlers.run_retries)),
     ]
-    return SupervisorApp(handlers=handlers, subscriptions=[inbox], tasks=loops)
+    if exhausted is not None:
+        loops.append(
+            asyncio.create_task(
+                keep_running("spend refresh", lambda: _spend_refresher(exhausted, settings.spend_refresh_s))
+            )
+        )
+    return SupervisorApp(
+        handlers=handlers,
+        subscriptions=[inbox],
+        tasks=loops,
+        spend_store=exhausted.accounts.store if exhausted is not None else None,
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,3 +26,14 @@ class Settings(BaseSettings):
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
     # Finished workflows remembered (id, seq, outcome) to ignore redelivered tasks and late events.
     finished_capacity: int = 10_000
+    # Task admission (baton.policy.admission): tenants from tenants_file (default: tenants.yaml beside the
+    # workflows); a task of an unknown or inactive tenant, naming another tenant's record, over its tenant's
+    # tasks_per_minute, or of a tenant whose day's spend is at 100 % is halted before any step runs.
+    admission: bool = False
+    tenants_file: Path | None = None
+    # The guard's spend accounts, read to reject tasks of a tenant at 100 % (none: that rule is off).
+    spend_store: Literal["none", "embedded", "mongodb"] = "none"
+    spend_sqlite_path: Path = Path(".baton/spend.db")
+    spend_mongodb_url: str = "mongodb://127.0.0.1:27017/"
+    spend_mongodb_database: str = "baton"
+    spend_refresh_s: float = 5.0

@@ -18,7 +18,7 @@ from baton.identity import Identity, Keyring
 from baton.policy.decisions import Policies
 from baton.policy.grants import check_grant
 from baton.policy.guard import Prices, ToolAsk, ToolCallGuard
-from baton.policy.rates import SlidingWindow
+from baton.policy.rates import SlidingWindowLimiter
 from baton.policy.spend import SpendLimits
 from baton.workflows import default_workflow_dir, load_workflows
 
@@ -39,7 +39,7 @@ def _guard(*, limit: float = 10.0, cost: float = 0.0, rate: int = 50, tokens: fl
         signer=GUARD,
         spend=SpendLimits({"tenant-1": limit}),
         prices=Prices(default_tool_cost_usd=cost, usd_per_1k_tokens=tokens),
-        rate=SlidingWindow(rate, 60.0),
+        rate=SlidingWindowLimiter(rate, 60.0),
         owner_of=_owner_of,
     )
 
@@ -178,7 +178,7 @@ def test_remembered_verdicts_are_bounded() -> None:
         signer=GUARD,
         spend=SpendLimits({}, default_limit_usd=10.0),
         prices=Prices(),
-        rate=SlidingWindow(10_000, 60.0),
+        rate=SlidingWindowLimiter(10_000, 60.0),
         remember=5,
     )
     for i in range(20):

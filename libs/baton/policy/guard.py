@@ -27,7 +27,7 @@ from baton.handoff import tool_call_prefix
 from baton.identity import Identity
 from baton.policy.decisions import Policies, ToolCallFacts, Verdict
 from baton.policy.grants import SignedGrant, issue_grant
-from baton.policy.rates import SlidingWindow
+from baton.policy.rates import SlidingWindowLimiter
 from baton.policy.spend import SpendAlert, SpendLimits, SpendVerdict
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec
 
@@ -125,7 +125,7 @@ class ToolCallGuard:
         signer: Identity,
         spend: SpendLimits,
         prices: Prices,
-        rate: SlidingWindow,
+        rate: SlidingWindowLimiter,
         owner_of: OwnerOf | None = None,
         grant_ttl_s: float = 60.0,
         approval_ttl_s: float | None = None,
