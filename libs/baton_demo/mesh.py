@@ -21,12 +21,13 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
+from baton.policy.ownership import HookOwners, ResourceOwners
 from baton.runtime import RuntimeSettings, instance_id
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.loader import registry_for
 from baton.workflows import agent_kinds, default_workflow_dir, load_workflows
 from baton_demo.faults import FaultInjectingModel, FaultPlan, handoff_faults
-from baton_demo.world import World
+from baton_demo.world import OWNED_ARGUMENTS, World
 from baton_demo.world_tools import world_tools
 
 # Next to the embedded audit store: the anchors the auditor also publishes to a file, and its public key.
@@ -56,6 +57,16 @@ class Mesh:
     serde: AvroSerde
     trust: TrustDomain
     apps: dict[str, Any] = field(default_factory=dict)
+    # What the guard and task admission know of the tools' records, and where the tenants' accounts are: a
+    # second supervisor replica started on the mesh gets the same (supervisor_settings, owners).
+    owners: ResourceOwners | None = None
+    spend_db: Path | None = None
+
+    def supervisor_settings(self, **changes: Any) -> Any:
+        """Settings for another supervisor replica on this mesh (same spend accounts)."""
+        from services.supervisor.config import Settings as SupervisorSettings
+
+        return SupervisorSettings(runtime=RuntimeSettings(bus="embedded"), spend_sqlite_path=self.spend_db, **changes)
 
     def events(self, service: str, *, role: str | None = None) -> EventBus:
         """An event bus signing as role (by default the service's own: `agent-kyc` signs as `agent:kyc`)."""
@@ -139,10 +150,16 @@ async def start_mesh(
         mesh.apps["tools"] = _Closing(tools=tools)
     await tools.start()
     world_of = mesh.apps.get("world")
+    spend_db = ledger.with_name("spend.db")  # the tenants' daily accounts, beside the ledger
+    # The world the mesh's tools act on says whose record an id is (not the one at BATON_WORLD_DB).
+    owners = mesh.owners = (
+        HookOwners(world_of.world.tenant_of, arguments=sorted(OWNED_ARGUMENTS))
+        if world_of is not None and world_of.world is not None
+        else None
+    )
+    mesh.spend_db = spend_db
     mesh.apps["policy-guard"] = await guard_app.start(
-        mesh.events("policy-guard"),
-        GuardSettings(runtime=runtime),
-        owner_of=world_of.world.tenant_of if world_of is not None and world_of.world is not None else None,
+        mesh.events("policy-guard"), GuardSettings(runtime=runtime, spend_sqlite_path=spend_db), owners=owners
     )
     plan = faults or FaultPlan()
     for kind, spec in agent_kinds(load_workflows()).items():
@@ -155,7 +172,9 @@ async def start_mesh(
             tools=tools,
         )
     mesh.apps["supervisor"] = await supervisor_app.start(
-        mesh.events("supervisor"), SupervisorSettings(runtime=runtime, backoff_base_s=backoff_base_s)
+        mesh.events("supervisor"),
+        SupervisorSettings(runtime=runtime, backoff_base_s=backoff_base_s, spend_sqlite_path=spend_db),
+        owners=owners,
     )
     return mesh
 

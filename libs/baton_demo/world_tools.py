@@ -166,9 +166,3 @@ def baton_tools(environ: Mapping[str, str] = os.environ) -> list[PythonTool]:
     or the tests)."""
     path = Path(environ.get("BATON_WORLD_DB", ".baton/world.db"))
     return tools_of(WorldTools(lambda: _open(path)))
-
-
-def owner_of(argument: str, value: Any, environ: Mapping[str, str] = os.environ) -> str | None:
-    """Which tenant owns the world record an argument names, None for no such record (the policy guard's ownership
-    hook: BATON_POLICY_GUARD_OWNERS=baton_demo.world_tools:owner_of)."""
-    return _open(Path(environ.get("BATON_WORLD_DB", ".baton/world.db"))).tenant_of(argument, value)

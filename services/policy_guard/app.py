@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
-from typing import cast
 
 from baton import topics
 from baton.bus.base import Subscription
 from baton.messaging import EventBus, consume
 from baton.policy.decisions import Policies, PolicyLoadError
-from baton.policy.guard import OwnerOf, Prices, ToolCallGuard
+from baton.policy.guard import ToolCallGuard
+from baton.policy.ownership import ResourceOwners, owners_from_config
 from baton.policy.rates import SlidingWindowLimiter
-from baton.policy.spend import SpendLimits
+from baton.policy.spend import SpendAccounts, SpendStore
+from baton.policy.tenants import Prices, TenantConfigError, TenantsConfig, load_tenants_if_present
 from baton.runtime import ServiceConfigError
 from baton.workflows import default_workflow_dir, load_workflows
 from services.policy_guard.config import Settings
@@ -27,52 +27,67 @@ log = logging.getLogger(__name__)
 class PolicyGuardApp:
     handlers: PolicyGuardHandlers
     subscriptions: list[Subscription]
+    spend_store: SpendStore | None = None
 
     async def stop(self) -> None:
         for sub in self.subscriptions:
             await sub.stop()
+        if self.spend_store is not None:
+            await self.spend_store.close()
 
 
-def build_guard(events: EventBus, settings: Settings, *, owner_of: OwnerOf | None = None) -> ToolCallGuard:
-    """The guard's rules over the declarations and policies beside them, signing grants as this process."""
+def spend_store(settings: Settings) -> SpendStore:
+    """The store of the tenants' daily accounts the settings name (not set up yet)."""
+    if settings.spend_store == "mongodb":
+        from baton.policy.spend_mongo import MongoSpendStore
+
+        return MongoSpendStore(settings.spend_mongodb_url, database=settings.spend_mongodb_database)
+    from baton.policy.spend_sqlite import SqliteSpendStore
+
+    return SqliteSpendStore(settings.spend_sqlite_path)
+
+
+def _tenants(settings: Settings) -> TenantsConfig | None:
+    try:
+        return load_tenants_if_present(settings.tenants_file)
+    except TenantConfigError as exc:
+        raise ServiceConfigError(f"the policy guard cannot start: {exc}") from exc
+
+
+async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners | None = None) -> PolicyGuardApp:
+    """Subscribe the guard on a started bus (owners, when given, wins over tenants.yaml's)."""
     try:
         # Policies beside the declarations; a workflow directory without any gets Baton's default set.
         policies = Policies.load(default_workflow_dir(), fallback=True)
     except PolicyLoadError as exc:
         raise ServiceConfigError(f"the policy guard cannot start: {exc}") from exc
-    log.info("policy guard: policies %s from %s", policies.version, policies.source)
-    return ToolCallGuard(
+    tenants = _tenants(settings)
+    store: SpendStore | None = None
+    accounts: SpendAccounts | None = None
+    if tenants is None:
+        log.warning(
+            "policy guard: no tenants.yaml beside the workflows: single-tenant mode, no spend limits and no "
+            "cross-tenant check of tool arguments"
+        )
+    else:
+        store = spend_store(settings)
+        await store.setup()
+        accounts = SpendAccounts(store, tenants.daily_limits_usd())
+        if owners is None:
+            owners = owners_from_config(tenants)
+    guard = ToolCallGuard(
         workflows=load_workflows(),
         policies=policies,
         signer=events.trust.identity,
-        spend=SpendLimits(settings.daily_limit_usd, default_limit_usd=settings.default_daily_limit_usd),
-        prices=Prices(settings.tool_cost_usd, settings.default_tool_cost_usd, settings.usd_per_1k_tokens),
+        spend=accounts,
+        prices=tenants.prices if tenants is not None else Prices(default_model_per_1k_tokens_usd=0.0),
         rate=SlidingWindowLimiter(settings.tool_calls_per_window, settings.rate_window_s),
-        owner_of=owner_of,
+        owners=owners,
         grant_ttl_s=settings.grant_ttl_s,
         remember=settings.remember_verdicts,
     )
-
-
-def load_owner_hook(spec: str) -> OwnerOf:
-    """`module:function` -> the function (a clear error naming the setting when it cannot be loaded)."""
-    module_name, _, name = spec.partition(":")
-    try:
-        hook = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ServiceConfigError(
-            f"BATON_POLICY_GUARD_OWNERS={spec!r} cannot be loaded ({exc}): name a function as module:function"
-        ) from exc
-    if not callable(hook):
-        raise ServiceConfigError(f"BATON_POLICY_GUARD_OWNERS={spec!r} is not a function")
-    return cast(OwnerOf, hook)
-
-
-async def start(events: EventBus, settings: Settings, *, owner_of: OwnerOf | None = None) -> PolicyGuardApp:
-    """Subscribe the guard on a started bus (owner_of, when given, wins over BATON_POLICY_GUARD_OWNERS)."""
-    if owner_of is None and settings.owners:
-        owner_of = load_owner_hook(settings.owners)
-    handlers = PolicyGuardHandlers(events, build_guard(events, settings, owner_of=owner_of))
+    log.info("policy guard: policies %s from %s", policies.version, policies.source)
+    handlers = PolicyGuardHandlers(events, guard)
     await events.bus.create_topics(
         [
             topics.TOOL_REQUESTS,
@@ -86,4 +101,4 @@ async def start(events: EventBus, settings: Settings, *, owner_of: OwnerOf | Non
     sub, _ = await consume(
         events, [topics.TOOL_REQUESTS, topics.DECISIONS], group_id=topics.GROUP_POLICY_GUARD, handler=handlers.on_event
     )
-    return PolicyGuardApp(handlers=handlers, subscriptions=[sub])
+    return PolicyGuardApp(handlers=handlers, subscriptions=[sub], spend_store=store)

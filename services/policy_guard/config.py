@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,14 +23,15 @@ class Settings(BaseSettings):
     # Per agent in a workflow: more than this many tool calls in the window halts the workflow (runaway agent).
     tool_calls_per_window: int = 50
     rate_window_s: float = 60.0
-    # Spend: each tenant's daily limit (USD) and what calls and tokens cost.
-    daily_limit_usd: dict[str, float] = Field(default_factory=dict)
-    default_daily_limit_usd: float = 100.0
-    tool_cost_usd: dict[str, float] = Field(default_factory=dict)
-    default_tool_cost_usd: float = 0.0
-    usd_per_1k_tokens: float = 0.0
-    # Which tenant owns the record a tool argument names: a Python function `module:function(argument, value)`
-    # returning the tenant id or None (e.g. baton_demo.world_tools:owner_of). Unset: no cross-tenant check.
-    owners: str = ""
+    # Tenants, their daily spend limits, the prices and who owns which record: tenants.yaml beside the workflow
+    # declarations (or this file). Without one: a single-tenant deployment, nothing is charged or limited and
+    # no argument is checked for another tenant's record (the guard logs it at start).
+    tenants_file: Path | None = None
+    # The tenants' daily accounts, shared by every guard replica (docs/decisions/0018-spend-and-admission.md):
+    # embedded = SQLite at spend_sqlite_path (one host); mongodb = spend_mongodb_url.
+    spend_store: Literal["embedded", "mongodb"] = "embedded"
+    spend_sqlite_path: Path = Path(".baton/spend.db")
+    spend_mongodb_url: str = "mongodb://127.0.0.1:27017/"
+    spend_mongodb_database: str = "baton"
     # Verdicts remembered by call id, so a redelivered request gets the same verdict and costs once.
     remember_verdicts: int = 10_000

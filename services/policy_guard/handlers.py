@@ -62,7 +62,7 @@ class PolicyGuardHandlers:
             idempotency_key=event.idempotency_key,
             step_version=event.step_version,
         )
-        verdict = self.guard.decide(ask, now=self._clock())
+        verdict = await self.guard.decide(ask, now=self._clock())
         out: list[tuple[str, Event]] = []
         if verdict.approval is not None:
             approval = verdict.approval
@@ -95,8 +95,12 @@ class PolicyGuardHandlers:
 
     async def on_decision(self, event: AgentDecision) -> None:
         tokens = event.prompt_tokens + event.completion_tokens
-        alerts = self.guard.charge_tokens(
-            event.envelope.event_id, event.envelope.tenant_id, tokens, now=event.envelope.occurred_at.timestamp()
+        alerts = await self.guard.charge_tokens(
+            event.envelope.event_id,
+            event.envelope.tenant_id,
+            event.agent,
+            tokens,
+            now=event.envelope.occurred_at.timestamp(),
         )
         for alert in alerts:
             await self._events.publish(topics.GUARD_FLAGS, self._alert(event, alert))

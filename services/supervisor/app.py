@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -12,9 +13,9 @@ from baton import topics
 from baton.bus.base import Subscription
 from baton.messaging import EventBus, consume
 from baton.policy.admission import TaskAdmission
-from baton.policy.ownership import owners_from_config
+from baton.policy.ownership import ResourceOwners, owners_from_config
 from baton.policy.spend import ExhaustedTenants, SpendAccounts, SpendStore
-from baton.policy.tenants import load_tenants
+from baton.policy.tenants import load_tenants_if_present
 from baton.runtime import keep_running
 from baton.supervisor import Supervisor
 from baton.workflows import load_workflows
@@ -24,6 +25,9 @@ from services.supervisor.handlers import SupervisorHandlers
 SERVICE = "supervisor"
 
 INBOX = (topics.TASKS, topics.STEP_RESULTS, topics.HANDOFF_VERDICTS)
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,12 +71,15 @@ def _spend_store(settings: Settings) -> SpendStore:
 
 
 async def admission_of(
-    settings: Settings, workflows: Collection[str]
+    settings: Settings, workflows: Collection[str], *, owners: ResourceOwners | None = None
 ) -> tuple[TaskAdmission | None, ExhaustedTenants | None]:
     """Task admission as settings ask for it (None: off), and the spend view it reads (None: not read)."""
     if not settings.admission:
         return None, None
-    tenants = load_tenants(settings.tenants_file)
+    tenants = load_tenants_if_present(settings.tenants_file)
+    if tenants is None:
+        log.warning("supervisor: no tenants.yaml beside the workflows: single-tenant mode, every task admitted")
+        return None, None
     exhausted: ExhaustedTenants | None = None
     if settings.spend_store != "none":
         store = _spend_store(settings)
@@ -82,19 +89,19 @@ async def admission_of(
     admission = TaskAdmission(
         workflows=workflows,
         tenants=tenants,
-        owners=owners_from_config(tenants),
+        owners=owners if owners is not None else owners_from_config(tenants),
         spend_exhausted=exhausted if exhausted is not None else (lambda _tenant: False),
     )
     return admission, exhausted
 
 
-async def start(events: EventBus, settings: Settings) -> SupervisorApp:
+async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners | None = None) -> SupervisorApp:
     """Consume the inbox; each replica restores the workflows of the partitions it is assigned, when
     they are assigned, from the (compacted) checkpoints topic, before it reads their events."""
     await events.bus.create_topics([*INBOX, topics.OUTCOMES, topics.DEAD_LETTER])
     await events.bus.create_topics([topics.CHECKPOINTS], compacted=True)
     workflows = load_workflows()
-    admission, exhausted = await admission_of(settings, workflows)
+    admission, exhausted = await admission_of(settings, workflows, owners=owners)
     supervisor = Supervisor(
         workflows,
         backoff_base_s=settings.backoff_base_s,

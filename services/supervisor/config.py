@@ -29,10 +29,11 @@ class Settings(BaseSettings):
     # Task admission (baton.policy.admission): tenants from tenants_file (default: tenants.yaml beside the
     # workflows); a task of an unknown or inactive tenant, naming another tenant's record, over its tenant's
     # tasks_per_minute, or of a tenant whose day's spend is at 100 % is halted before any step runs.
-    admission: bool = False
+    # On by default; a workflow directory without tenants.yaml is a single-tenant deployment (nothing to admit).
+    admission: bool = True
     tenants_file: Path | None = None
     # The guard's spend accounts, read to reject tasks of a tenant at 100 % (none: that rule is off).
-    spend_store: Literal["none", "embedded", "mongodb"] = "none"
+    spend_store: Literal["none", "embedded", "mongodb"] = "embedded"
     spend_sqlite_path: Path = Path(".baton/spend.db")
     spend_mongodb_url: str = "mongodb://127.0.0.1:27017/"
     spend_mongodb_database: str = "baton"

@@ -12,7 +12,7 @@ from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Outcome
 from baton.context import make_snapshot
-from baton.contracts.models import Envelope, Event, StepCompleted, StepRequested, WorkflowEscalated
+from baton.contracts.models import Envelope, Event, StepCompleted, StepRequested, WorkflowEscalated, WorkflowHalted
 from baton.messaging import EventConsumer
 from baton_demo.faults import Fault, FaultPlan
 from baton_demo.mesh import start_mesh
@@ -104,7 +104,7 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
             async for doc in mesh.apps["auditor"].store.stream():
                 payload = doc.get("payload") or {}
                 code = payload.get("error_code") or payload.get("reason_code")
-                if doc.get("event_type") in ("StepCompleted", "WorkflowEscalated") and code:
+                if doc.get("event_type") in ("StepCompleted", "WorkflowEscalated", "WorkflowHalted") and code:
                     codes.setdefault(doc["workflow_id"], set()).add(code)
             if set(codes) >= refused and all(len(codes[wf]) >= 1 for wf in refused):
                 return codes
@@ -114,8 +114,9 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
     for wf in ("other-ticket", "understated", "other-filing"):
         assert "ARGUMENT_NOT_BOUND" in in_audit[wf], in_audit[wf]
     for wf in ("cross-tenant", "cross-tenant-refund"):
-        # The policy guard denies it before the tool (whose own tenant check stays as a second line) is reached.
-        assert "DENIED_CROSS_TENANT" in in_audit[wf], in_audit[wf]
+        # Task admission refuses it before any agent sees it (the guard would deny the call, the tool's own
+        # tenant check is a third line).
+        assert in_audit[wf] == {"ADMISSION_CROSS_TENANT"}, in_audit[wf]
     await mesh.stop()
     await bus.stop()
     got = {wf: outcome_key(o) for wf, o in outcomes.items()}
@@ -125,18 +126,20 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
         "understated-big": ("escalated", "APPROVAL_REQUIRED"),  # decided on the bound amount, over 500
         "other-filing": ("escalated", "ARGUMENT_NOT_BOUND"),
         "rebound-read": ("completed", "COMPLETED"),  # the read ran on the bound id; the filing went through
-        "cross-tenant": ("escalated", "DENIED_CROSS_TENANT"),
-        "cross-tenant-refund": ("escalated", "DENIED_CROSS_TENANT"),
+        "cross-tenant": ("halted", "ADMISSION_CROSS_TENANT"),
+        "cross-tenant-refund": ("halted", "ADMISSION_CROSS_TENANT"),
     }
     reasons = {wf: o.reason for wf, o in outcomes.items() if isinstance(o, WorkflowEscalated)}
-    assert "the model chose" in reasons["other-ticket"] and "another tenant's record" in reasons["cross-tenant"]
+    assert "the model chose" in reasons["other-ticket"]
+    halted = {wf: o.reason for wf, o in outcomes.items() if isinstance(o, WorkflowHalted)}
+    assert "not of" in halted["cross-tenant"], halted
     report = world.verify()
     assert report.ok, report.problems
     # Nothing was written but the one legitimate filing; the refused steps' next agents never acted.
     assert report.counts["refunds"] == 0 and report.counts["filings"] == 1
     assert _rows_of(world, victim) == victim_rows
-    assert _agents_run(world, "cross-tenant") == {"identity_verification"}
-    assert _agents_run(world, "cross-tenant-refund") == {"ticket_lookup"}
+    assert _agents_run(world, "cross-tenant") == set()  # never reached an agent, never cost a model call
+    assert _agents_run(world, "cross-tenant-refund") == set()
     world.close()
 
 

@@ -29,7 +29,6 @@ from baton_demo.mesh import start_mesh
 from baton_demo.world import World, seeded_tenant
 from services.auditor.app import audited_topics
 from services.supervisor import app as supervisor_app
-from services.supervisor.config import Settings as SupervisorSettings
 from tests.harness.collect import Collector
 from tests.harness.expected import outcome_key
 
@@ -108,7 +107,7 @@ async def _run(tmp: Path, *, failure_rate: float, poison: bool) -> Run:
     for sub in old.subscriptions:
         await sub.kill()
     mesh.apps["supervisor"] = await supervisor_app.start(
-        mesh.events("supervisor-2"), SupervisorSettings(backoff_base_s=0.01)
+        mesh.events("supervisor-2"), mesh.supervisor_settings(backoff_base_s=0.01), owners=mesh.owners
     )
     await seen.wait_until(lambda got: first <= set(got), within=180)
     # Still processing: a fresh batch, with no faults, all complete their course.

@@ -41,16 +41,20 @@ async def test_a_retried_submit_with_the_same_key_runs_the_workflow_once(tmp_pat
     client = BatonClient(mesh.events("test-client"))
     spec = load_workflows()["support_refund"]
     context = _inputs(spec, world, 0)
-    first = await client.submit(spec.name, context, tenant_id="acme", idempotency_key="order-77-refund")
-    again = await client.submit(spec.name, context, tenant_id="acme", idempotency_key="order-77-refund")
-    other_tenant = await client.submit(spec.name, context, tenant_id="globex", idempotency_key="order-77-refund")
-    assert first == again == workflow_id_for("acme", "order-77-refund") != other_tenant
-    rejected = await client.submit("no_such_workflow", {}, tenant_id="acme", idempotency_key="x")
+    # Customer 0's record belongs to tenant-0; the same task under tenant-1 is another workflow (and refused
+    # at admission: it names another tenant's record).
+    first = await client.submit(spec.name, context, tenant_id="tenant-0", idempotency_key="order-77-refund")
+    again = await client.submit(spec.name, context, tenant_id="tenant-0", idempotency_key="order-77-refund")
+    other_tenant = await client.submit(spec.name, context, tenant_id="tenant-1", idempotency_key="order-77-refund")
+    assert first == again == workflow_id_for("tenant-0", "order-77-refund") != other_tenant
+    rejected = await client.submit("no_such_workflow", {}, tenant_id="tenant-0", idempotency_key="x")
     outcomes = await asyncio.wait_for(_take(client, 3), 60)
     by_wf = {o.envelope.workflow_id: o for o in outcomes}
     assert set(by_wf) == {first, other_tenant, rejected}
     halted = by_wf[rejected]
     assert isinstance(halted, WorkflowHalted) and halted.reason_code == "UNKNOWN_WORKFLOW_TYPE"
+    foreign = by_wf[other_tenant]
+    assert isinstance(foreign, WorkflowHalted) and foreign.reason_code == "ADMISSION_CROSS_TENANT"
     await mesh.stop()
     assert world.verify().counts["tool_calls_repeated"] == 0
     world.close()
@@ -59,7 +63,7 @@ async def test_a_retried_submit_with_the_same_key_runs_the_workflow_once(tmp_pat
     ledger.close()
     with sqlite3.connect(tmp_path / "ledger.db") as db:
         ran = {row[0] for row in db.execute("SELECT DISTINCT workflow_id FROM step_ledger")}
-    assert ran == {first, other_tenant}  # the same key twice ran one workflow; the rejected one ran none
+    assert ran == {first}  # the same key twice ran one workflow; the rejected ones ran none
 
 
 async def test_an_outcome_is_committed_only_once_the_caller_took_it() -> None:

@@ -45,6 +45,9 @@ from tests.harness.world_tools import world_registry
 
 SERDE = AvroSerde(LocalSchemaRegistry())
 
+# What these tests check is not task admission (tests/component/test_task_admission.py is).
+NO_ADMISSION = SupervisorSettings(admission=False)
+
 
 async def _dead_letters(bus: EmbeddedBus) -> Collector[DeadLettered]:
     got: Collector[DeadLettered] = Collector()
@@ -130,7 +133,7 @@ async def test_forged_verdicts_results_and_checkpoints_do_not_move_a_workflow(tm
     bus = EmbeddedBus(partitions=1)
     await bus.start()
     dead = await _dead_letters(bus)
-    sup = await supervisor_app.start(events_as(identity.SUPERVISOR, bus, serde=SERDE), SupervisorSettings())
+    sup = await supervisor_app.start(events_as(identity.SUPERVISOR, bus, serde=SERDE), NO_ADMISSION)
     client = BatonClient(events_as(identity.CLIENT, bus, serde=SERDE))
     wf = "wf-victim"
     await client.submit("support_refund", {"ticket_id": "tkt-00001"}, tenant_id="t1", workflow_id=wf)
@@ -181,7 +184,7 @@ async def test_forged_verdicts_results_and_checkpoints_do_not_move_a_workflow(tm
 
     # A replacement supervisor restores the partition: the forged checkpoint is the newest, and refused.
     await sup.stop()
-    again = await supervisor_app.start(events_as(identity.SUPERVISOR, bus, serde=SERDE), SupervisorSettings())
+    again = await supervisor_app.start(events_as(identity.SUPERVISOR, bus, serde=SERDE), NO_ADMISSION)
     await again.handlers.on_assign(frozenset({(topics.TASKS, 0)}))
     assert again.handlers.refused_checkpoints >= 1
     assert again.handlers.supervisor.states[wf].current_agent == "ticket_lookup"

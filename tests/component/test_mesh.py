@@ -17,7 +17,6 @@ from baton_demo.faults import ARGUMENT_FAULTS, Fault
 from baton_demo.mesh import start_mesh
 from baton_demo.world import World, seeded_tenant
 from services.supervisor import app as supervisor_app
-from services.supervisor.config import Settings as SupervisorSettings
 
 
 async def test_every_injected_fault_is_detected_and_every_workflow_ends(tmp_path: Path) -> None:
@@ -65,7 +64,7 @@ async def test_a_supervisor_replaced_mid_run_finishes_every_workflow_without_rer
                 for sub in old.subscriptions:
                     await sub.kill()  # no commit: what it was handling is redelivered
                 mesh.apps["supervisor"] = await supervisor_app.start(
-                    mesh.events("supervisor-2"), SupervisorSettings(backoff_base_s=0.01)
+                    mesh.events("supervisor-2"), mesh.supervisor_settings(backoff_base_s=0.01), owners=mesh.owners
                 )
             if len(outcomes) == wanted:
                 return

@@ -10,7 +10,7 @@ keeps answering.
 
 from __future__ import annotations
 
-import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,18 +31,20 @@ from baton.identity import TrustDomain, all_roles
 from baton.ledger import Ledger
 from baton.messaging import EventBus
 from baton.policy.grants import GrantVerifier, SignedGrant, issue_grant
+from baton.policy.ownership import HookOwners
 from baton.runtime import RuntimeSettings
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.base import ToolError
-from baton.tools.http import HttpToolProvider
 from baton.tools.executor import CallToAsk, GuardDeniedError, arguments_sha256
+from baton.tools.http import HttpToolProvider
 from baton.tools.serve import http_configs, tool_app
 from baton.workflows import agent_kinds, load_workflows
-from baton_demo.world import World
+from baton_demo.world import OWNED_ARGUMENTS, World
 from baton_demo.world_tools import world_tools
 from services.policy_guard import app as guard_app
 from services.policy_guard.config import Settings as GuardSettings
 from tests.contract.tool_kit import serve
+from tests.harness.collect import Collector
 
 
 @dataclass
@@ -71,7 +73,9 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     serde = AvroSerde(LocalSchemaRegistry())
     events = EventBus(bus=bus, serde=serde, producer="policy-guard@test", trust=trust.trust(identity.POLICY_GUARD))
     guard = await guard_app.start(
-        events, GuardSettings(runtime=RuntimeSettings(bus="embedded")), owner_of=world.tenant_of
+        events,
+        GuardSettings(runtime=RuntimeSettings(bus="embedded"), spend_sqlite_path=tmp_path / "spend.db"),
+        owners=HookOwners(world.tenant_of, arguments=sorted(OWNED_ARGUMENTS)),
     )
     yield Setup(bus, trust, world, guard, serde)
     await guard.stop()
@@ -181,12 +185,12 @@ async def test_a_call_outside_the_grant_another_tenants_record_or_an_unknown_too
     ticket, tenant, amount = _small_ticket(setup.world)
     other_tenant = next(f"tenant-{i}" for i in range(3) if f"tenant-{i}" != tenant)
     client = await setup.client(agent)
-    denied: list[ToolCallDenied] = []
+    denied: Collector[ToolCallDenied] = Collector()
 
     async def keep(record: BusRecord) -> None:
         event = await setup.serde.decode(record.value)
         if isinstance(event, ToolCallDenied):
-            denied.append(event)
+            await denied.add(event)
 
     await setup.bus.subscribe([topics.TOOL_VERDICTS], group_id=None, handler=keep)
     call = _call("wf-deny", other_tenant if foreign else tenant, agent, tool, {"ticket_id": ticket, "amount": amount})
@@ -194,9 +198,8 @@ async def test_a_call_outside_the_grant_another_tenants_record_or_an_unknown_too
         await client.ask(call)
     assert refusal.value.code == code
     assert "policy sha256:" in str(refusal.value)
-    while not denied:
-        await asyncio.sleep(0.01)
-    assert denied[0].reason_code == code and denied[0].policy_version.startswith("sha256:")
+    first = (await denied.wait_for_count(1))[0]
+    assert first.reason_code == code and first.policy_version.startswith("sha256:")
     assert setup.world.verify().counts["refunds"] == 0
     assert setup.guard.handlers.authorized == 0 and setup.guard.handlers.denied == {code: 1}
     await client.stop()
@@ -206,12 +209,12 @@ async def test_an_agent_speaking_for_another_and_an_undecodable_request_are_dead
     setup: Setup,
 ) -> None:
     ticket, tenant, _ = _small_ticket(setup.world)
-    dead: list[DeadLettered] = []
+    dead: Collector[DeadLettered] = Collector()
 
     async def keep(record: BusRecord) -> None:
         event = await setup.serde.decode(record.value)
         assert isinstance(event, DeadLettered)
-        dead.append(event)
+        await dead.add(event)
 
     await setup.bus.subscribe([topics.DEAD_LETTER], group_id=None, handler=keep)
     # The ticket reader's key, claiming to be the refund issuer (which may issue refunds).
@@ -225,7 +228,7 @@ async def test_an_agent_speaking_for_another_and_an_undecodable_request_are_dead
             call_id="impersonated",
             agent="refund_issuer",
             tool="issue_refund",
-            arguments_json='{"ticket_id": "%s", "amount": 5.0}' % ticket,
+            arguments_json=json.dumps(args),
             idempotency_key=key,
             step_version=2,
             arguments_sha256=arguments_sha256(args),
@@ -237,9 +240,7 @@ async def test_an_agent_speaking_for_another_and_an_undecodable_request_are_dead
     client = await setup.client("ticket_lookup")
     grant = await client.ask(_call("wf-imp", tenant, "ticket_lookup", "lookup_ticket", {"ticket_id": ticket}))
     assert grant.grant.tool == "lookup_ticket"
-    while len(dead) < 3:
-        await asyncio.sleep(0.01)
-    reasons = dict(sorted((d.reason_code, d.reason) for d in dead))
+    reasons = dict(sorted((d.reason_code, d.reason) for d in await dead.wait_for_count(3)))
     assert sorted(reasons) == ["NOT_AUTHORIZED", "UNKNOWN_SCHEMA_ID", "UNSIGNED"], reasons
     assert "speaks only for its own kind" in reasons["NOT_AUTHORIZED"]
     assert setup.guard.handlers.authorized == 1 and not setup.guard.handlers.denied

@@ -38,6 +38,9 @@ WF = "wf-flaky"
 ENV = Envelope(workflow_id=WF, tenant_id="t1", producer="test")
 RECORD = BusRecord(topics.TASKS, 0, 0, WF.encode(), b"")
 
+# What these tests check is not task admission (tests/component/test_task_admission.py is).
+NO_ADMISSION = SupervisorSettings(admission=False)
+
 
 async def _handlers(*, backoff_base_s: float = 0.5) -> tuple[SupervisorHandlers, FlakyBus, EmbeddedBus]:
     inner = EmbeddedBus(partitions=1)
@@ -122,7 +125,8 @@ async def test_only_the_replica_that_owns_a_workflow_halts_it_on_the_wall_clock(
     serde = AvroSerde(LocalSchemaRegistry())
     replicas = [
         await supervisor_app.start(
-            EventBus(bus=bus, serde=serde, producer=f"supervisor-{i}", trust=trust("supervisor")), SupervisorSettings()
+            EventBus(bus=bus, serde=serde, producer=f"supervisor-{i}", trust=trust("supervisor")),
+            NO_ADMISSION,
         )
         for i in range(2)
     ]

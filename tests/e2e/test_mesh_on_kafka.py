@@ -89,7 +89,8 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         "BATON_WORLD_DB": str(tmp_path / "world.db"),
         "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
         "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
-        "BATON_POLICY_GUARD_OWNERS": "baton_demo.world_tools:owner_of",
+        "BATON_POLICY_GUARD_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
+        "BATON_SUPERVISOR_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
         "BATON_DEMO_FAULT_PLAN": str(tmp_path / "faults.json"),
         "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
         # Every service: this share of its publishes fails, as a broker timing out would.

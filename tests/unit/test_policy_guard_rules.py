@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +18,12 @@ from baton.handoff import tool_call_key
 from baton.identity import Identity, Keyring
 from baton.policy.decisions import Policies
 from baton.policy.grants import check_grant
-from baton.policy.guard import Prices, ToolAsk, ToolCallGuard
+from baton.policy.guard import ToolAsk, ToolCallGuard
+from baton.policy.ownership import HookOwners
 from baton.policy.rates import SlidingWindowLimiter
-from baton.policy.spend import SpendLimits
+from baton.policy.spend import SpendAccounts
+from baton.policy.spend_sqlite import SqliteSpendStore
+from baton.policy.tenants import Prices
 from baton.workflows import default_workflow_dir, load_workflows
 
 GUARD = Identity.generate(identity.POLICY_GUARD)
@@ -32,15 +36,17 @@ def _owner_of(argument: str, value: Any) -> str | None:
     return OWNERS.get(argument, {}).get(value)
 
 
-def _guard(*, limit: float = 10.0, cost: float = 0.0, rate: int = 50, tokens: float = 0.0) -> ToolCallGuard:
+def _guard(
+    tmp_path: Path, *, limit: float = 10.0, cost: float = 0.0, rate: int = 50, tokens: float = 0.0
+) -> ToolCallGuard:
     return ToolCallGuard(
         workflows=load_workflows(),
         policies=Policies.load(default_workflow_dir()),
         signer=GUARD,
-        spend=SpendLimits({"tenant-1": limit}),
-        prices=Prices(default_tool_cost_usd=cost, usd_per_1k_tokens=tokens),
+        spend=SpendAccounts(SqliteSpendStore(tmp_path / "spend.db"), {"tenant-1": limit}),
+        prices=Prices(default_tool_call_usd=cost, default_model_per_1k_tokens_usd=tokens, models={}),
         rate=SlidingWindowLimiter(rate, 60.0),
-        owner_of=_owner_of,
+        owners=HookOwners(_owner_of),
     )
 
 
@@ -71,10 +77,10 @@ def _ask(
     return ToolAsk(**fields)
 
 
-def test_a_granted_read_is_authorized_with_a_grant_for_exactly_that_call() -> None:
-    guard = _guard()
+async def test_a_granted_read_is_authorized_with_a_grant_for_exactly_that_call(tmp_path: Path) -> None:
+    guard = _guard(tmp_path)
     ask = _ask()
-    verdict = guard.decide(ask, now=NOW)
+    verdict = await guard.decide(ask, now=NOW)
     assert verdict.authorized and verdict.code == "AUTHORIZED"
     assert verdict.policies == ("read-granted",) and verdict.policy_version == guard.policy_version
     assert verdict.grant is not None
@@ -107,80 +113,89 @@ def test_a_granted_read_is_authorized_with_a_grant_for_exactly_that_call() -> No
         (_ask(step_version=4), "BAD_REQUEST", FailureClass.LOGIC, "names step v3, not v4"),
     ],
 )
-def test_each_refusal_names_its_rule_says_what_to_do_and_carries_no_grant(
-    ask: ToolAsk, code: str, failure_class: FailureClass, says: str
+async def test_each_refusal_names_its_rule_says_what_to_do_and_carries_no_grant(
+    tmp_path: Path, ask: ToolAsk, code: str, failure_class: FailureClass, says: str
 ) -> None:
-    guard = _guard()
-    verdict = guard.decide(ask, now=NOW)
+    guard = _guard(tmp_path)
+    verdict = await guard.decide(ask, now=NOW)
     assert not verdict.authorized and verdict.grant is None
     assert (verdict.code, verdict.failure_class) == (code, failure_class)
     assert says in verdict.reason, verdict.reason
     assert verdict.policy_version == guard.policy_version
 
 
-def test_an_irreversible_call_over_its_threshold_needs_approval_and_under_it_is_authorized() -> None:
-    guard = _guard()
+async def test_an_irreversible_call_over_its_threshold_needs_approval_and_under_it_is_authorized(
+    tmp_path: Path,
+) -> None:
+    guard = _guard(tmp_path)
     big = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 900.0}, call_id="big")
-    verdict = guard.decide(big, now=NOW)
+    verdict = await guard.decide(big, now=NOW)
     assert (verdict.code, verdict.failure_class, verdict.grant) == ("APPROVAL_REQUIRED", None, None)
     assert verdict.approval is not None and verdict.approval.arguments_json == big.arguments_json
     assert verdict.approval.queue == "support-leads" and verdict.approval.expires_at == NOW + 3600
     small = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 20.0}, call_id="small")
-    assert guard.decide(small, now=NOW).policies == ("irreversible-granted",)
+    assert (await guard.decide(small, now=NOW)).policies == ("irreversible-granted",)
 
 
-def test_more_than_the_rate_in_the_window_halts_the_agent_and_the_window_slides() -> None:
-    guard = _guard(rate=3)
-    verdicts = [guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=NOW + i) for i in range(4)]
+async def test_more_than_the_rate_in_the_window_halts_the_agent_and_the_window_slides(tmp_path: Path) -> None:
+    guard = _guard(tmp_path, rate=3)
+    verdicts = [await guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=NOW + i) for i in range(4)]
     assert [v.code for v in verdicts] == ["AUTHORIZED"] * 3 + ["RATE_LIMITED"]
     assert verdicts[-1].failure_class is FailureClass.SYSTEMIC and verdicts[-1].rate_limited
     # Another agent of the same workflow, and the same agent a window later, are not held back.
-    other = guard.decide(_ask("preview_refund", "refund_preview", call_id="o"), now=NOW + 4)
+    other = await guard.decide(_ask("preview_refund", "refund_preview", call_id="o"), now=NOW + 4)
     assert other.authorized
-    assert guard.decide(_ask(call_id="later", ordinal=9), now=NOW + 61).authorized
+    assert (await guard.decide(_ask(call_id="later", ordinal=9), now=NOW + 61)).authorized
 
 
-def test_spend_is_reserved_per_call_a_redelivered_request_costs_once_and_the_limit_stops_calls() -> None:
-    guard = _guard(limit=1.0, cost=0.25)
-    first = guard.decide(_ask(call_id="c0"), now=NOW)
+async def test_spend_is_reserved_per_call_a_redelivered_request_costs_once_and_the_limit_stops_calls(
+    tmp_path: Path,
+) -> None:
+    guard = _guard(tmp_path, limit=1.0, cost=0.25)
+    first = await guard.decide(_ask(call_id="c0"), now=NOW)
     assert first.authorized and first.cost_usd == 0.25
-    again = guard.decide(_ask(call_id="c0"), now=NOW)
+    again = await guard.decide(_ask(call_id="c0"), now=NOW)
     assert again is first  # the same verdict: not decided (nor charged) twice
     shares = [a.share for a in first.alerts]
-    verdicts = [guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=NOW) for i in range(1, 6)]
+    verdicts = [await guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=NOW) for i in range(1, 6)]
     assert [v.code for v in verdicts] == ["AUTHORIZED"] * 3 + ["SPEND_LIMIT"] * 2
     shares += [a.share for v in verdicts for a in v.alerts]
     assert shares == [0.5, 0.8, 1.0]  # each once: 0.50 reached at the 2nd call, 0.80 and 1.00 at the 4th
-    assert guard.spend.spent("tenant-1", "2027-01-15") == pytest.approx(1.0)
+    assert await _spent(guard) == pytest.approx(1.0)
     assert verdicts[-1].failure_class is FailureClass.SYSTEMIC and "pass the limit" in verdicts[-1].reason
 
 
-def test_a_call_asked_again_under_the_same_key_with_a_new_call_id_is_not_charged_again() -> None:
-    guard = _guard(limit=1.0, cost=0.5)
-    assert guard.decide(_ask(call_id="first"), now=NOW).authorized
-    assert guard.decide(_ask(call_id="asked-again"), now=NOW).authorized  # same key: its grant was lost
-    assert guard.spend.spent("tenant-1", "2027-01-15") == pytest.approx(0.5)
+async def test_a_call_asked_again_under_the_same_key_with_a_new_call_id_is_not_charged_again(tmp_path: Path) -> None:
+    guard = _guard(tmp_path, limit=1.0, cost=0.5)
+    assert (await guard.decide(_ask(call_id="first"), now=NOW)).authorized
+    assert (await guard.decide(_ask(call_id="asked-again"), now=NOW)).authorized  # same key: its grant was lost
+    assert await _spent(guard) == pytest.approx(0.5)
 
 
-def test_tokens_are_charged_once_per_decision_and_count_toward_the_alerts() -> None:
-    guard = _guard(limit=1.0, tokens=0.5)
-    assert [a.share for a in guard.charge_tokens("d-1", "tenant-1", 1200, now=NOW)] == [0.5]
-    alerts = guard.charge_tokens("d-2", "tenant-1", 400, now=NOW)
+async def test_tokens_are_charged_once_per_decision_and_count_toward_the_alerts(tmp_path: Path) -> None:
+    guard = _guard(tmp_path, limit=1.0, tokens=0.5)
+    assert [a.share for a in await guard.charge_tokens("d-1", "tenant-1", "ticket_lookup", 1200, now=NOW)] == [0.5]
+    alerts = await guard.charge_tokens("d-2", "tenant-1", "ticket_lookup", 400, now=NOW)
     assert [a.share for a in alerts] == [0.8]
-    assert guard.charge_tokens("d-2", "tenant-1", 400, now=NOW) == []
-    assert guard.spend.spent("tenant-1", "2027-01-15") == pytest.approx(0.8)
+    assert await guard.charge_tokens("d-2", "tenant-1", "ticket_lookup", 400, now=NOW) == []
+    assert await _spent(guard) == pytest.approx(0.8)
 
 
-def test_remembered_verdicts_are_bounded() -> None:
+async def test_remembered_verdicts_are_bounded(tmp_path: Path) -> None:
     guard = ToolCallGuard(
         workflows=load_workflows(),
         policies=Policies.load(default_workflow_dir()),
         signer=GUARD,
-        spend=SpendLimits({}, default_limit_usd=10.0),
+        spend=None,
         prices=Prices(),
         rate=SlidingWindowLimiter(10_000, 60.0),
         remember=5,
     )
     for i in range(20):
-        guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=time.time())
+        await guard.decide(_ask(call_id=f"c{i}", ordinal=i), now=time.time())
     assert len(guard._recent) == 5
+
+
+async def _spent(guard: ToolCallGuard) -> float:
+    assert guard.spend is not None
+    return await guard.spend.spent("tenant-1", "2027-01-15")

@@ -16,9 +16,8 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from baton.context import canonical_bytes
@@ -27,12 +26,11 @@ from baton.handoff import tool_call_prefix
 from baton.identity import Identity
 from baton.policy.decisions import Policies, ToolCallFacts, Verdict
 from baton.policy.grants import SignedGrant, issue_grant
+from baton.policy.ownership import ResourceOwners, cross_tenant
 from baton.policy.rates import SlidingWindowLimiter
-from baton.policy.spend import SpendAlert, SpendLimits, SpendVerdict
+from baton.policy.spend import SpendAccounts, SpendAlert, SpendVerdict, utc_day
+from baton.policy.tenants import Prices
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec
-
-# Which tenant owns the record an argument names (None: no such record, or not a record id).
-OwnerOf = Callable[[str, Any], str | None]
 
 _KEY_SUFFIX = re.compile(r"v(?P<version>[0-9]+)\.(?P<ordinal>[0-9]+)")
 
@@ -83,37 +81,6 @@ class GuardVerdict:
     rate_limited: bool = False
 
 
-@dataclass(frozen=True)
-class Prices:
-    """What a call and a model token cost, for the tenants' daily spend."""
-
-    tool_cost_usd: Mapping[str, float] = field(default_factory=dict)
-    default_tool_cost_usd: float = 0.0
-    usd_per_1k_tokens: float = 0.0
-
-    def of_tool(self, tool: str) -> float:
-        return self.tool_cost_usd.get(tool, self.default_tool_cost_usd)
-
-    def of_tokens(self, tokens: int) -> float:
-        return tokens * self.usd_per_1k_tokens / 1000.0
-
-
-def day_of(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
-
-
-def cross_tenant_arguments(arguments: Mapping[str, Any], tenant_id: str, owner_of: OwnerOf | None) -> list[str]:
-    """Each argument that names a record of another tenant, as "name=value (tenant X)"."""
-    if owner_of is None:
-        return []
-    out: list[str] = []
-    for name, value in sorted(arguments.items()):
-        owner = owner_of(name, value)
-        if owner is not None and owner != tenant_id:
-            out.append(f"{name}={value!r} belongs to another tenant")
-    return out
-
-
 class ToolCallGuard:
     """Decides tool calls; remembers recent verdicts by call id, so a redelivered request gets the same one."""
 
@@ -123,10 +90,10 @@ class ToolCallGuard:
         workflows: Mapping[str, WorkflowSpec],
         policies: Policies,
         signer: Identity,
-        spend: SpendLimits,
+        spend: SpendAccounts | None,
         prices: Prices,
         rate: SlidingWindowLimiter,
-        owner_of: OwnerOf | None = None,
+        owners: ResourceOwners | None = None,
         grant_ttl_s: float = 60.0,
         approval_ttl_s: float | None = None,
         remember: int = 10_000,
@@ -136,7 +103,7 @@ class ToolCallGuard:
         self._spend = spend
         self._prices = prices
         self._rate = rate
-        self._owner_of = owner_of
+        self._owners = owners
         self._grant_ttl_s = grant_ttl_s
         self._approval_ttl_s = approval_ttl_s
         self._remember = remember
@@ -151,16 +118,17 @@ class ToolCallGuard:
         return self._policies.version
 
     @property
-    def spend(self) -> SpendLimits:
+    def spend(self) -> SpendAccounts | None:
+        """The tenants' daily accounts (None: no tenants declared, nothing is charged or limited)."""
         return self._spend
 
-    def decide(self, ask: ToolAsk, *, now: float) -> GuardVerdict:
+    async def decide(self, ask: ToolAsk, *, now: float) -> GuardVerdict:
         """The verdict on a request (the remembered one for a call id seen before)."""
         seen = self._recent.get(ask.call_id)
         if seen is not None:
             self._recent.move_to_end(ask.call_id)
             return seen
-        verdict = self._decide(ask, now)
+        verdict = await self._decide(ask, now)
         self._recent[ask.call_id] = verdict
         while len(self._recent) > self._remember:
             self._recent.popitem(last=False)
@@ -189,7 +157,7 @@ class ToolCallGuard:
             **extra,
         )
 
-    def _decide(self, ask: ToolAsk, now: float) -> GuardVerdict:
+    async def _decide(self, ask: ToolAsk, now: float) -> GuardVerdict:
         arguments, problem = _parsed(ask)
         if problem:
             return self._deny(ask, "BAD_REQUEST", problem)
@@ -217,7 +185,7 @@ class ToolCallGuard:
                 f"{agent.name} is not granted {ask.tool!r} (another agent's tool); its declaration grants "
                 f"{[t.name for t in agent.tools]}: an agent acts only within its own tools",
             )
-        crossing = cross_tenant_arguments(arguments, ask.tenant_id, self._owner_of)
+        crossing = cross_tenant(arguments, ask.tenant_id, self._owners) if self._owners is not None else []
         if crossing:
             facts = self._facts(ask, workflow, spec, arguments, cross_tenant=True)
             decided = self._policies.decide(facts)
@@ -262,17 +230,25 @@ class ToolCallGuard:
             )
         if decided.verdict is Verdict.DENIED:
             return self._deny(ask, "POLICY_DENIED", decided.reason, policies=decided.policies, tier=spec.tier)
-        cost = self._prices.of_tool(ask.tool)
-        day = day_of(now)
-        # One reservation per idempotency key: a re-asked call (its first grant lost with a crashed agent) costs once.
-        spent, why = self._spend.reserve(ask.idempotency_key, ask.tenant_id, day, cost)
-        if spent is SpendVerdict.OVER_LIMIT:
-            return self._deny(
-                ask, "SPEND_LIMIT", why, failure_class=FailureClass.SYSTEMIC, policies=decided.policies, tier=spec.tier
-            )
-        # A call's price is fixed: the reservation settles at once (a call that then fails still counts: spent
-        # conservatively, never over the limit).
-        alerts = self._spend.settle(ask.idempotency_key, ask.tenant_id, day, cost)
+        cost = self._prices.tool_call_usd(ask.tool)
+        alerts: list[SpendAlert] = []
+        if self._spend is not None:
+            day = utc_day(now)
+            # One reservation per idempotency key: a re-asked call (its first grant lost with a crashed agent)
+            # costs once. Reserved even at 0 USD, so a tenant at its limit gets no more calls.
+            spent, why = await self._spend.reserve(ask.idempotency_key, ask.tenant_id, day, cost)
+            if spent is SpendVerdict.OVER_LIMIT:
+                return self._deny(
+                    ask,
+                    "SPEND_LIMIT",
+                    why,
+                    failure_class=FailureClass.SYSTEMIC,
+                    policies=decided.policies,
+                    tier=spec.tier,
+                )
+            # A call's price is fixed: the reservation settles at once (a call that then fails still counts:
+            # spent conservatively, never over the limit).
+            alerts = await self._spend.settle(ask.idempotency_key, ask.tenant_id, day, cost)
         grant = issue_grant(
             self._signer,
             ttl_s=self._grant_ttl_s,
@@ -319,12 +295,17 @@ class ToolCallGuard:
             cross_tenant=cross_tenant,
         )
 
-    def charge_tokens(self, charge_id: str, tenant_id: str, tokens: int, *, now: float) -> list[SpendAlert]:
-        """Spend for model tokens already used (a model call cannot be un-spent): counted once per charge id."""
-        amount = self._prices.of_tokens(tokens)
-        if amount <= 0:
+    async def charge_tokens(
+        self, charge_id: str, tenant_id: str, agent: str, tokens: int, *, now: float
+    ) -> list[SpendAlert]:
+        """Spend for model tokens already used (a model call cannot be un-spent): counted once per charge id, at
+        the price of the agent's declared model."""
+        owner = self._agents.get(agent)
+        model = owner[1].model.name if owner is not None and owner[1].model is not None else "scripted"
+        amount = self._prices.model_cost_usd(model, tokens)
+        if amount <= 0 or self._spend is None:
             return []
-        return self._spend.charge(charge_id, tenant_id, day_of(now), amount)
+        return await self._spend.charge(charge_id, tenant_id, utc_day(now), amount)
 
 
 def _parsed(ask: ToolAsk) -> tuple[dict[str, Any] | None, str]:

@@ -131,3 +131,11 @@ def load_tenants(path: str | Path | None = None) -> TenantsConfig:
             "declarations (BATON_WORKFLOW_DIR) or pass its path"
         ) from exc
     return parse_tenants(text, source=str(file))
+
+
+def load_tenants_if_present(path: str | Path | None = None) -> TenantsConfig | None:
+    """The tenants file given, or tenants.yaml beside the workflows if there is one (None: there is none, a
+    single-tenant deployment). A given path that cannot be read is an error."""
+    if path is None and not (default_workflow_dir() / TENANTS_FILE).is_file():
+        return None
+    return load_tenants(path)

@@ -101,7 +101,8 @@ def _env(broker: KafkaBroker, keys: Path, world: Path | None = None) -> dict[str
         env["BATON_WORLD_DB"] = str(world)
         env["BATON_AGENT_LEDGER_DB"] = str(world.with_name("ledger.db"))
         env["BATON_HANDOFF_VALIDATOR_LEDGER_DB"] = str(world.with_name("ledger.db"))
-        env["BATON_POLICY_GUARD_OWNERS"] = "baton_demo.world_tools:owner_of"
+        env["BATON_POLICY_GUARD_SPEND_SQLITE_PATH"] = str(world.with_name("spend.db"))
+        env["BATON_SUPERVISOR_SPEND_SQLITE_PATH"] = str(world.with_name("spend.db"))
     return env
 
 
