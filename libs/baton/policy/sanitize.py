@@ -99,6 +99,8 @@ class Sanitizer:
         self.score_threshold = score_threshold
         self._recognizers = _recognizers(self.entities, tuple(phone_regions))
         self._anonymizer = _anonymizer()
+        # The first call loads phonenumbers' metadata and tldextract's suffix list (~0.1 s): pay it here.
+        self.redact_text("warm-up: +44 20 7946 0958, someone@example.com")
 
     def sanitize(self, value: Any) -> Sanitized:
         """A copy of value with every PII string redacted, and where; dict keys and non-strings are left as they are."""
@@ -227,7 +229,11 @@ def redact_text(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that redacts PII from a record's message and arguments before any handler sees them."""
+    """A logging filter that redacts PII from a record's message and arguments.
+
+    Add it to the handlers (a logger's own filters do not see records from its child loggers). The message is
+    stored formatted, with its arguments merged in, so no handler formats the clear arguments later.
+    """
 
     def __init__(self, sanitizer: Sanitizer | None = None, name: str = "") -> None:
         super().__init__(name)
