@@ -257,7 +257,7 @@ RULES: tuple[Rule, ...] = (
         "hidden_comment",
         0.7,
         "<!--",
-        rf"<!--(?:(?!-->).){{0,400}}?\b(?:{_MODEL}|ignore|instructions?|approve|do not mention|you must|system)\b",
+        rf"<!--(?:(?!-->|<!--).){{0,400}}?\b(?:{_MODEL}|ignore|instructions?|approve|do not mention|you must|system)\b",
         after=420,
     ),
     _rule(
