@@ -90,6 +90,20 @@ def test_each_kind_is_redacted_wherever_it_is_nested_and_never_echoed(
 
 
 @pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("Tel.+44 20 7946 0958", "Tel.<PHONE_NUMBER>"),
+        ("Phone:(415) 555-2671", "Phone:<PHONE_NUMBER>"),
+        ("mobile: 4155552671", "mobile: <PHONE_NUMBER>"),  # a bare run counts after a phone word
+        ("+44 20 7946 0958 / 020 7946 0958", "<PHONE_NUMBER> / <PHONE_NUMBER>"),
+        (FILLER * 400 + "call 415.555.2671", FILLER * 400 + "call <PHONE_NUMBER>"),  # ~80 KB, at the end
+    ],
+)
+def test_phone_numbers_in_context(sanitizer: Sanitizer, text: str, redacted: str) -> None:
+    assert sanitizer.redact_text(text) == redacted
+
+
+@pytest.mark.parametrize(
     "near_miss",
     [
         "4111111111111112",  # 16 digits, Luhn-invalid
