@@ -213,6 +213,13 @@ ALLOWED = ["orders", "customers", "sales.refunds"]
         ("SELECT (SELECT max(salary) FROM payroll) AS m FROM orders", ["payroll"]),
         ("WITH recent AS (SELECT * FROM orders) SELECT * FROM recent", []),
         ("WITH leak AS (SELECT * FROM api_keys) SELECT * FROM leak JOIN orders ON 1=1", ["api_keys"]),
+        ("WITH a AS (SELECT * FROM orders), b AS (SELECT * FROM a) SELECT * FROM b", []),
+        # A CTE named like a table hides it only inside its own query.
+        (
+            "SELECT * FROM (WITH api_keys AS (SELECT 1 AS k) SELECT * FROM api_keys) x JOIN api_keys ON 1=1",
+            ["api_keys"],
+        ),
+        ("WITH orders AS (SELECT * FROM payroll) SELECT * FROM orders", ["payroll"]),
         ("SELECT * FROM orders UNION SELECT * FROM users", ["users"]),
         ("SELECT * FROM sales.refunds", []),
         ("SELECT * FROM hr.orders", ["hr.orders"]),

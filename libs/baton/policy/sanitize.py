@@ -299,11 +299,29 @@ def tables_outside(query: str, allowed: Collection[str], *, dialect: str | None 
     permitted = {name.lower() for name in allowed}
     outside: list[str] = []
     for statement in parsed:
-        ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
+        # A CTE's name stands for it only inside the query it is attached to: the same name elsewhere in the
+        # statement (say, outside the subquery that defines it) is a real table.
+        owners: dict[str, list[exp.Expression]] = {}
+        for cte in statement.find_all(exp.CTE):
+            with_clause = cte.parent
+            if with_clause is not None and with_clause.parent is not None:
+                owners.setdefault(cte.alias_or_name.lower(), []).append(with_clause.parent)
         for table in statement.find_all(exp.Table):
             name = ".".join(part.name for part in table.parts).lower()
-            if not name or (name in ctes and not table.db):
+            if not name:
                 continue
+            if not table.db and name in owners:
+                ancestors = {id(node) for node in _ancestors(table)}
+                if any(id(owner) in ancestors for owner in owners[name]):
+                    continue
             if name not in permitted and name not in outside:
                 outside.append(name)
     return outside
+
+
+def _ancestors(node: Any) -> list[Any]:
+    found = []
+    while node.parent is not None:
+        node = node.parent
+        found.append(node)
+    return found
