@@ -301,7 +301,7 @@ def tables_outside(query: str, allowed: Collection[str], *, dialect: str | None 
     for statement in parsed:
         # A CTE's name stands for it only inside the query it is attached to: the same name elsewhere in the
         # statement (say, outside the subquery that defines it) is a real table.
-        owners: dict[str, list[exp.Expression]] = {}
+        owners: dict[str, list[Any]] = {}
         for cte in statement.find_all(exp.CTE):
             with_clause = cte.parent
             if with_clause is not None and with_clause.parent is not None:
