@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import uuid
@@ -197,6 +198,25 @@ def test_the_logging_filter_redacts_message_and_arguments(
         "order ORD-2026-000123 shipped",
     ]
     assert "jane.doe" not in caplog.text and "7946" not in caplog.text
+
+
+def test_the_logging_filter_redacts_a_traceback(sanitizer: Sanitizer) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter(sanitizer))
+    logger = logging.getLogger("baton.test.sanitize.traceback")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("no account for jane.doe@example.com")
+        except ValueError:
+            logger.exception("lookup failed for %s", "+44 20 7946 0958")
+    finally:
+        logger.removeHandler(handler)
+    logged = stream.getvalue()
+    assert "lookup failed for <PHONE_NUMBER>" in logged
+    assert "no account for <EMAIL_ADDRESS>" in logged and "Traceback" in logged
+    assert "jane.doe" not in logged and "7946" not in logged
 
 
 ALLOWED = ["orders", "customers", "sales.refunds"]

@@ -243,11 +243,15 @@ def redact_text(text: str) -> str:
     return default_sanitizer().redact_text(text)
 
 
+_TRACEBACKS = logging.Formatter()
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts PII from a record's message and arguments.
 
     Add it to the handlers (a logger's own filters do not see records from its child loggers). The message is
-    stored formatted, with its arguments merged in, so no handler formats the clear arguments later.
+    stored formatted, with its arguments merged in, so no handler formats the clear arguments later; a
+    traceback and stack info are redacted too.
     """
 
     def __init__(self, sanitizer: Sanitizer | None = None, name: str = "") -> None:
@@ -263,6 +267,11 @@ class RedactingFilter(logging.Filter):
             message = f"{record.msg} {record.args!r}"
         record.msg = sanitizer.redact_text(message)
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set, so the traceback is redacted once, here.
+            record.exc_text = sanitizer.redact_text(_TRACEBACKS.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = sanitizer.redact_text(record.stack_info)
         return True
 
 
