@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier, ToolProvenance
 from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
+from baton.policy.injection import InjectionFlag
+from baton.policy.sanitize import Finding
 from baton.tools.base import ToolError
 from baton.tools.executor import GuardDeniedError, ToolRun, escalates
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
@@ -57,6 +59,16 @@ class DecisionTrace:
     rationale: str
 
 
+@dataclass(frozen=True)
+class ToolFlags:
+    """What the output screen found in one call's result: redacted PII (kinds, paths, counts) and injection flags."""
+
+    tool: str
+    key: str
+    redactions: tuple[Finding, ...]
+    injections: tuple[InjectionFlag, ...]
+
+
 @dataclass
 class StepOutcome:
     """What a step produced: a new context, or a classified failure."""
@@ -72,6 +84,7 @@ class StepOutcome:
     decisions: list[DecisionTrace] = field(default_factory=list)
     # Context key -> the tool call whose result it holds (the last one stored under that key).
     provenance: dict[str, ToolProvenance] = field(default_factory=dict)
+    flags: list[ToolFlags] = field(default_factory=list)
 
     def fail(self, failure_class: FailureClass | None, code: str, message: str) -> StepOutcome:
         self.succeeded = False
@@ -280,6 +293,19 @@ async def run_step(
             outcome.decisions.append(trace)
             return outcome.fail(escalates(exc), f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
         outcome.tool_calls += 1
+        if run.redactions or run.injections:
+            outcome.flags.append(ToolFlags(choice.name, run.key, run.redactions, run.injections))
+        if run.injections:
+            found = "; ".join(f"{f.path} ({f.rule})" for f in run.injections)
+            outcome.decisions.append(
+                DecisionTrace(**{**trace.__dict__, "rationale": f"{trace.rationale} [injection flagged: {found}]"})
+            )
+            return outcome.fail(
+                None,
+                "INJECTION_SUSPECTED",
+                f"{choice.name}'s result holds instruction-like content at {found}: it is not fed to the model; "
+                "a human reviews the content before the workflow goes on",
+            )
         result = run.result
         history.append(ToolResult(choice.name, dict(arguments), result))
         ctx[spec.result_key] = result

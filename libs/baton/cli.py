@@ -340,7 +340,7 @@ async def run_service(
     if start is None:
         start = importlib.import_module(f"{pkg}.app").start
     settings = config.Settings(**({"kind": kind} if kind else {}))
-    configure_logging(settings.runtime.log_level)
+    configure_logging(settings.runtime.log_level, redact=name in ("agent", "policy-guard"))
     label = f"{name}-{settings.kind}" if name == "agent" else name
     bus = None if wrap_bus is None else wrap_bus(build_bus(settings.runtime, client_id=label))
     events = build_events(settings.runtime, service=label, bus=bus)

@@ -124,12 +124,19 @@ def build_events(
     )
 
 
-def configure_logging(level: str) -> None:
-    """One structured log format for every service."""
+def configure_logging(level: str, *, redact: bool = False) -> None:
+    """One structured log format for every service; redact: every record passes the PII filter first (the
+    services that see tool results: agents and the guard)."""
     logging.basicConfig(
         level=level.upper(),
         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
     )
+    if redact:
+        from baton.policy.sanitize import RedactingFilter
+
+        log_filter = RedactingFilter()
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(log_filter)
 
 
 async def keep_running(

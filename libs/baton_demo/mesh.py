@@ -22,6 +22,7 @@ from baton.contracts.serde import AvroSerde
 from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
 from baton.policy.ownership import HookOwners, ResourceOwners
+from baton.policy.screening import OutputScreen
 from baton.runtime import RuntimeSettings, instance_id
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.loader import registry_for
@@ -162,6 +163,7 @@ async def start_mesh(
         mesh.events("policy-guard"), GuardSettings(runtime=runtime, spend_sqlite_path=spend_db), owners=owners
     )
     plan = faults or FaultPlan()
+    screen = OutputScreen()  # one for every agent of the mesh: Presidio loads once
     for kind, spec in agent_kinds(load_workflows()).items():
         settings = AgentSettings(runtime=runtime, kind=kind, ledger_db=ledger, seed=seed)
         mesh.apps[f"agent:{kind}"] = await agent_app.start(
@@ -170,6 +172,7 @@ async def start_mesh(
             model=FaultInjectingModel(agent_app.build_model(settings, spec), plan),
             proposal_filter=handoff_faults(plan, spec),
             tools=tools,
+            screen=screen,
         )
     mesh.apps["supervisor"] = await supervisor_app.start(
         mesh.events("supervisor"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from baton import topics
 from baton.bus.base import Subscription
 from baton.guard_client import GuardClient
+from baton.policy.screening import OutputScreen
 from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
 from baton.model import ModelClient, OpenAIChatModel, ScriptedModel
@@ -73,6 +74,7 @@ async def start(
     model: ModelClient | None = None,
     tools: ToolRegistry | None = None,
     proposal_filter: ProposalFilter | None = None,
+    screen: OutputScreen | None = None,
 ) -> AgentApp:
     """Subscribe one agent kind on a started bus; `tools`, when given, is a started registry shared with others."""
     workflows = load_workflows()
@@ -111,6 +113,7 @@ async def start(
             max_context_bytes=settings.max_context_bytes,
             proposal_filter=proposal_filter,
             guard=guard,
+            screen=screen or OutputScreen(),
         )
         step_topic = topics.agent_steps(settings.kind)
         await events.bus.create_topics(

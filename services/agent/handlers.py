@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 
 from baton import topics
-from baton.agent import StepOutcome, run_step
+from baton.agent import StepOutcome, ToolFlags, run_step
 from baton.bus.base import BusRecord, RetryLaterError
 from baton.context import canonical_bytes, make_snapshot
 from baton.contracts.models import (
@@ -17,6 +17,9 @@ from baton.contracts.models import (
     Envelope,
     Event,
     FailureClass,
+    GuardFlagged,
+    GuardFlagItem,
+    GuardFlagKind,
     HandoffProposed,
     StepCompleted,
     StepRequested,
@@ -26,6 +29,7 @@ from baton.handoff import verify_snapshot_integrity
 from baton.ledger import Ledger, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
 from baton.model import ModelClient
+from baton.policy.screening import OutputScreen
 from baton.tools.executor import Authorizer, StepTools
 from baton.tools.registry import ToolRegistry
 from baton.workflows import AgentSpec, WorkflowSpec
@@ -49,8 +53,10 @@ class AgentHandlers:
         max_context_bytes: int,
         proposal_filter: ProposalFilter | None = None,
         guard: Authorizer | None = None,
+        screen: OutputScreen | None = None,
     ) -> None:
         self._guard = guard
+        self._screen = screen
         self._events = events
         self._workflow = workflow
         self._agent = agent
@@ -133,6 +139,7 @@ class AgentHandlers:
             step_version=snapshot.version,
             grants=self._events.trust.keyring if self._guard is not None else None,
             authorizer=self._guard,
+            screen=self._screen,
         )
         outcome = await run_step(
             workflow=self._workflow,
@@ -160,6 +167,40 @@ class AgentHandlers:
         base = self._events.envelope(cause=cause, step_seq=seq)
         return base.model_copy(update={"event_id": stable_event_id(step_key, what)})
 
+    def _flags(self, cause: Event, step_key: str, seq: int, i: int, flags: ToolFlags) -> list[GuardFlagged]:
+        """The screen's findings as events: what was redacted where (never the values), what was flagged."""
+        out: list[GuardFlagged] = []
+        if flags.redactions:
+            total = sum(f.count for f in flags.redactions)
+            out.append(
+                GuardFlagged(
+                    envelope=self._envelope(cause, step_key, f"redacted-{i}", seq),
+                    kind=GuardFlagKind.PII_REDACTED,
+                    source=self._events.role,
+                    tool=flags.tool,
+                    call_id=flags.key,
+                    items=[GuardFlagItem(path=f.path, label=f.entity_type, count=f.count) for f in flags.redactions],
+                    figures={"redacted": float(total)},
+                    detail=f"{total} value(s) redacted from {flags.tool}'s result before it was recorded or passed on",
+                )
+            )
+        if flags.injections:
+            out.append(
+                GuardFlagged(
+                    envelope=self._envelope(cause, step_key, f"injection-{i}", seq),
+                    kind=GuardFlagKind.INJECTION_FLAGGED,
+                    source=self._events.role,
+                    tool=flags.tool,
+                    call_id=flags.key,
+                    items=[GuardFlagItem(path=f.path, label=f.rule, count=1) for f in flags.injections],
+                    figures={"score": max(f.score for f in flags.injections)},
+                    detail=f"instruction-like content in {flags.tool}'s result ("
+                    + "; ".join(f"{f.path}: {f.excerpt!r}" for f in flags.injections)
+                    + "): not fed to the model, the step escalates",
+                )
+            )
+        return out
+
     async def _encode(
         self, cause: Event, snapshot: ContextSnapshot, attempt: int, step_key: str, outcome: StepOutcome
     ) -> list[tuple[str, bytes]]:
@@ -184,6 +225,8 @@ class AgentHandlers:
                     ),
                 )
             )
+        for i, flags in enumerate(outcome.flags):
+            out.extend((topics.GUARD_FLAGS, flag) for flag in self._flags(cause, step_key, seq, i, flags))
         proposed: ContextSnapshot | None = None
         if outcome.succeeded and outcome.context is not None:
             proposed = make_snapshot(outcome.context, version=snapshot.version + 1, parent=snapshot)

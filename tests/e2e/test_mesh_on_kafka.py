@@ -65,7 +65,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
         Submission("e2e-huge", onboarding.name, {**_inputs(onboarding, world, 251), "notes": "n" * 1_200_000}, "t")
     )
     submissions.append(Submission("e2e-undeclared", "no_such_workflow", {}, "tenant-0"))
-    # A task of one tenant naming another tenant's customer: denied by the guard, nothing of theirs touched.
+    # A task of one tenant naming another tenant's customer: refused at admission, nothing of theirs touched.
     submissions.append(
         Submission("e2e-cross-tenant", onboarding.name, _inputs(onboarding, world, 252), seeded_tenant(253))
     )
@@ -80,7 +80,7 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     assert expected["e2e-big"][1] != "CONTEXT_TOO_LARGE"  # under the limit: admitted, carried, decided
     assert expected["e2e-huge"] == ("halted", "CONTEXT_TOO_LARGE")
     assert expected["e2e-undeclared"] == ("halted", "UNKNOWN_WORKFLOW_TYPE")
-    assert expected["e2e-cross-tenant"] == ("escalated", "DENIED_CROSS_TENANT")  # the guard refuses it
+    assert expected["e2e-cross-tenant"] == ("halted", "ADMISSION_CROSS_TENANT")  # refused before any agent
     env = {
         "BATON_BUS": "kafka",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,

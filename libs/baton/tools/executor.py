@@ -22,6 +22,9 @@ from baton.handoff import tool_call_key
 from baton.identity import Keyring
 from baton.ledger import Ledger
 from baton.policy.grants import GrantRefusedError, SignedGrant, check_grant
+from baton.policy.injection import InjectionFlag
+from baton.policy.sanitize import Finding
+from baton.policy.screening import OutputScreen, Screened
 from baton.tools.base import ToolError
 from baton.tools.registry import ToolRegistry
 from baton.workflows import ToolSpec
@@ -81,11 +84,14 @@ def arguments_sha256(arguments: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ToolRun:
-    """A call's result and the key it ran (or was replayed) under."""
+    """A call's result (screened) and the key it ran (or was replayed) under; what the screen redacted (reported
+    when the call ran) and flagged (on every run: a replayed result is screened again)."""
 
     key: str
     result: dict[str, Any]
     replayed: bool = False
+    redactions: tuple[Finding, ...] = ()
+    injections: tuple[InjectionFlag, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class StepTools:
     grants: Keyring | None = None
     # Given: the guard is asked for each call that would run, and its grant is what runs it (requires grants).
     authorizer: Authorizer | None = None
+    # Given: each result is redacted and screened before it is recorded or returned (baton.policy.screening).
+    screen: OutputScreen | None = None
 
     def __post_init__(self) -> None:
         if self.authorizer is not None and self.grants is None:
@@ -148,11 +156,11 @@ class StepTools:
         self.registry.check_arguments(spec.name, arguments)  # nothing is recorded for a call that cannot run
         if spec.tier is PermissionTier.READ:
             used = await self._authorized(spec, arguments, key, grant)
-            result = await self._invoke(spec.name, arguments, key, used)
+            screened = await self._screened(await self._invoke(spec.name, arguments, key, used))
             await asyncio.to_thread(
-                self.ledger.record_receipt, key, tool=spec.name, result_sha256=context_sha256(result)
+                self.ledger.record_receipt, key, tool=spec.name, result_sha256=context_sha256(screened.result)
             )
-            return ToolRun(key, result)
+            return ToolRun(key, screened.result, False, screened.redactions, screened.injections)
         digest = arguments_sha256(arguments)
         before = await asyncio.to_thread(
             self.ledger.call_started, key, workflow_id=self.workflow_id, tool=spec.name, arguments_sha256=digest
@@ -165,7 +173,8 @@ class StepTools:
             )
         if before is not None and before.done and before.result is not None:
             await asyncio.to_thread(self.ledger.call_replayed, key)
-            return ToolRun(key, before.result, replayed=True)
+            again = await self._screened(before.result)  # recorded redacted; flagged again, never fed on
+            return ToolRun(key, before.result, True, (), again.injections)
         try:
             used = await self._authorized(spec, arguments, key, grant)
         except ToolError:
@@ -195,10 +204,16 @@ class StepTools:
                 f"{spec.name} failed in a way that may have acted ({exc.code}: {exc}); it is not declared "
                 "idempotent, so it is not retried: check whether it acted, then resume or close the workflow",
             ) from exc
+        screened = await self._screened(result)
         await asyncio.to_thread(
-            self.ledger.call_done, key, result, tool=spec.name, result_sha256=context_sha256(result)
+            self.ledger.call_done, key, screened.result, tool=spec.name, result_sha256=context_sha256(screened.result)
         )
-        return ToolRun(key, result)
+        return ToolRun(key, screened.result, False, screened.redactions, screened.injections)
+
+    async def _screened(self, result: dict[str, Any]) -> Screened:
+        if self.screen is None:
+            return Screened(result)
+        return await asyncio.to_thread(self.screen.screen, result)
 
     async def _authorized(
         self, spec: ToolSpec, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
