@@ -117,6 +117,18 @@ class World:
 
     # -- seeding -----------------------------------------------------------------------------------
 
+    def rewrite_ticket(self, ticket_id: str, reason: str) -> None:
+        """Give a ticket another reason text (what a customer wrote: the tests plant PII or an injection in it)."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+            if row is None:
+                raise KeyError(ticket_id)
+            changed = {k: row[k] for k in row.keys() if k != "checksum"} | {"reason": reason}
+            db.execute(
+                "UPDATE tickets SET reason = ?, checksum = ? WHERE id = ?",
+                (reason, _checksum("tickets", changed), ticket_id),
+            )
+
     def seed(self, *, customers: int = 300, seed: int = 7) -> None:
         """Fill an empty world deterministically: customers, documents, orders, tickets."""
         rnd = random.Random(seed)

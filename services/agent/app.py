@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from baton import topics
 from baton.bus.base import Subscription
 from baton.guard_client import GuardClient
-from baton.policy.screening import OutputScreen
 from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
 from baton.model import ModelClient, OpenAIChatModel, ScriptedModel
+from baton.policy.screening import OutputScreen
 from baton.tools.base import ToolError
 from baton.tools.check import agent_tool_problems
 from baton.tools.loader import registry_for
