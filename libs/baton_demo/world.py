@@ -123,7 +123,7 @@ class World:
             row = db.execute("SELECT * FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
             if row is None:
                 raise KeyError(ticket_id)
-            changed = {k: row[k] for k in row.keys() if k != "checksum"} | {"reason": reason}
+            changed = {k: row[k] for k in row.keys() if k != "checksum"} | {"reason": reason}  # noqa: SIM118 (a Row iterates values)
             db.execute(
                 "UPDATE tickets SET reason = ?, checksum = ? WHERE id = ?",
                 (reason, _checksum("tickets", changed), ticket_id),
