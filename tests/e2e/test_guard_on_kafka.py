@@ -1,0 +1,219 @@
+"""The policy guard as its own process on a real Kafka broker, with the supervisor, the validator, the auditor and
+the refund workflow's agents as processes too.
+
+- A rogue agent process (it holds the refund issuer's signing key) calls the tool server directly: without a
+  grant, with a grant it signed itself, replaying the guard's grant, with the arguments changed after the grant.
+  The tool refuses each with 403 and the world holds exactly the one refund the guard permitted.
+- Asking for a tool outside the agent's grant, another tenant's record, or a tool that does not exist is denied
+  by the guard process, and nothing runs.
+- PII planted in a ticket never appears in clear in the audit store nor in any service's log; instructions
+  planted in a ticket escalate the workflow; every workflow gets exactly its expected outcome and nothing is
+  dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baton import identity, topics
+from baton.audit.keys import encode_signing_key, generate_signing_key
+from baton.bus.kafka import KafkaBus
+from baton.client import BatonClient, Outcome
+from baton.contracts.models import WorkflowEscalated
+from baton.contracts.registry import LocalSchemaRegistry
+from baton.contracts.serde import AvroSerde
+from baton.guard_client import GuardClient
+from baton.handoff import tool_call_key
+from baton.ledger import Ledger
+from baton.messaging import EventBus
+from baton.policy.grants import GrantVerifier, SignedGrant, issue_grant
+from baton.testbed.processes import ServiceProcesses
+from baton.tools import PythonToolProvider, ToolRegistry
+from baton.tools.base import ToolError
+from baton.tools.executor import CallToAsk, GuardDeniedError, arguments_sha256
+from baton.tools.http import HttpToolProvider
+from baton.tools.serve import http_configs, tool_app
+from baton.workflows import load_workflows
+from baton_demo.world import World
+from baton_demo.world_tools import world_tools
+from tests.component.test_screened_tool_results import INJECTED, PII, PLANTED, small_tickets
+from tests.contract.tool_kit import serve
+from tests.harness.identities import DOMAIN, trust, write_keys
+from tests.harness.kafka_broker import KafkaBroker
+
+pytestmark = pytest.mark.e2e
+
+AGENTS = [a.name for a in load_workflows()["support_refund"].agents]
+
+
+def _call(wf: str, tenant: str, agent: str, tool: str, arguments: dict[str, Any], ordinal: int = 0) -> CallToAsk:
+    return CallToAsk(
+        wf, tenant, agent, tool, arguments, tool_call_key(wf, agent, tool, step_version=2, ordinal=ordinal), 2
+    )
+
+
+async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_pii_out(
+    own_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    world = World(tmp_path / "world.db")
+    world.seed(customers=40, seed=5)
+    pii_ticket, injected_ticket, plain_ticket, rogue_ticket = small_tickets(world, 4)
+    world.rewrite_ticket(pii_ticket, PLANTED)
+    world.rewrite_ticket(injected_ticket, INJECTED)
+    env = {
+        "BATON_BUS": "kafka",
+        "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
+        "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
+        "BATON_LOG_LEVEL": "INFO",
+        "BATON_WORLD_DB": str(tmp_path / "world.db"),
+        "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
+        "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
+        "BATON_POLICY_GUARD_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
+        "BATON_SUPERVISOR_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
+        "BATON_AUDITOR_SQLITE_PATH": str(tmp_path / "audit.db"),
+        "BATON_AUDITOR_SIGNING_KEY": encode_signing_key(generate_signing_key()),
+        "BATON_AUDITOR_ANCHOR_FILE": str(tmp_path / "anchors.jsonl"),
+    }
+    (tmp_path / "logs").mkdir()
+    procs = ServiceProcesses(env=env, logdir=tmp_path / "logs")
+    serde = AvroSerde(LocalSchemaRegistry())
+    bus = KafkaBus(own_broker.bootstrap, client_id="guard-e2e")
+    await bus.start()
+    await bus.create_topics([*topics.CORE_TOPICS, *(topics.agent_steps(a) for a in AGENTS)])
+    served = ToolRegistry([PythonToolProvider(world_tools(world), name="world")])
+    await served.start()
+    tool_side = Ledger(tmp_path / "tool-side.db")
+    try:
+        for service in ("supervisor", "handoff-validator", "policy-guard", "auditor"):
+            procs.start(service, service)
+        for kind in AGENTS:
+            procs.start(f"agent-{kind}", "agent", "--kind", kind)
+
+        def as_role(role: str) -> EventBus:
+            return EventBus(bus=bus, serde=serde, producer=f"e2e-{role}", trust=trust(role))
+
+        # -- workflows: PII, injection, plain -------------------------------------------------------------
+        client = BatonClient(as_role(identity.CLIENT))
+        tasks = {"pii": pii_ticket, "injected": injected_ticket, "plain": plain_ticket}
+        for wf, ticket in tasks.items():
+            tenant = world.tenant_of("ticket_id", ticket)
+            assert tenant is not None
+            await client.submit("support_refund", {"ticket_id": ticket}, tenant_id=tenant, workflow_id=wf)
+        outcomes: dict[str, Outcome] = {}
+        seen: list[str] = []
+
+        async def collect() -> None:
+            async with contextlib.aclosing(client.outcomes()) as stream:
+                async for outcome in stream:
+                    seen.append(outcome.envelope.workflow_id)
+                    outcomes.setdefault(outcome.envelope.workflow_id, outcome)
+                    if len(outcomes) == len(tasks):
+                        return
+
+        try:
+            await asyncio.wait_for(collect(), timeout=180)
+        except TimeoutError:
+            pytest.fail(f"outcomes {sorted(outcomes)}; dead processes {procs.dead()}\n{procs.tail('policy-guard')}")
+        assert {wf: type(o).__name__ for wf, o in outcomes.items()} == {
+            "pii": "WorkflowCompleted",
+            "injected": "WorkflowEscalated",
+            "plain": "WorkflowCompleted",
+        }
+        assert sorted(seen) == sorted(tasks)  # one outcome each
+        escalated = outcomes["injected"]
+        assert isinstance(escalated, WorkflowEscalated) and escalated.reason_code == "INJECTION_SUSPECTED"
+
+        # -- a rogue agent process against a tool server that checks grants ---------------------------------
+        tenant = world.tenant_of("ticket_id", rogue_ticket)
+        assert tenant is not None
+        amount = world.preview_refund(rogue_ticket)["amount"]
+        args = {"ticket_id": rogue_ticket, "amount": amount}
+        refunds_before = world.verify().counts["refunds"]
+        app = tool_app(served, verifier=GrantVerifier(DOMAIN.keyring, tool_side.consume_grant))
+        issuer = GuardClient(as_role(identity.agent_role("refund_issuer")), timeout_s=60)
+        await issuer.start()
+        async with serve(app) as url:
+            rogue = ToolRegistry([HttpToolProvider(http_configs(url, served), name="tools")])
+            await rogue.start()
+
+            async def refund(arguments: dict[str, Any], key: str, grant: SignedGrant | None) -> dict[str, Any]:
+                return await rogue.invoke(
+                    "issue_refund",
+                    arguments,
+                    idempotency_key=key,
+                    tenant_id=tenant,
+                    workflow_id="wf-rogue",
+                    agent="refund_issuer",
+                    grant=grant.to_json() if grant is not None else None,
+                )
+
+            call = _call("wf-rogue", tenant, "refund_issuer", "issue_refund", args)
+            with pytest.raises(ToolError, match="GRANT_MISSING"):
+                await refund(args, call.idempotency_key, None)  # skipped the guard
+            forged = issue_grant(
+                DOMAIN.identities[identity.agent_role("refund_issuer")],
+                ttl_s=60,
+                now=time.time(),
+                workflow_id="wf-rogue",
+                agent="refund_issuer",
+                step_version=2,
+                tool="issue_refund",
+                arguments_sha256=arguments_sha256(args),
+                idempotency_key=call.idempotency_key,
+                policy_version="mine",
+            )
+            with pytest.raises(ToolError, match="GRANT_FORGED"):
+                await refund(args, call.idempotency_key, forged)  # signed its own
+            grant = await issuer.ask(call)  # the guard process, over Kafka
+            assert (await refund(args, call.idempotency_key, grant))["amount"] == amount
+            with pytest.raises(ToolError, match="GRANT_REUSED"):
+                await refund(args, call.idempotency_key, grant)  # replayed
+            second = _call("wf-rogue", tenant, "refund_issuer", "issue_refund", args, ordinal=1)
+            fresh = await issuer.ask(second)
+            with pytest.raises(ToolError, match="GRANT_MISMATCH"):
+                await refund({**args, "amount": amount + 100}, second.idempotency_key, fresh)  # changed after
+            await rogue.close()
+        await issuer.stop()
+        assert world.verify().counts["refunds"] == refunds_before + 1
+
+        # -- denials: outside the grant, another tenant's record, no such tool -------------------------------
+        reader = GuardClient(as_role(identity.agent_role("ticket_lookup")), timeout_s=60)
+        await reader.start()
+        other = next(f"tenant-{i}" for i in range(3) if f"tenant-{i}" != tenant)
+        for tool, asking_tenant, code in [
+            ("issue_refund", tenant, "NOT_GRANTED"),
+            ("lookup_ticket", other, "CROSS_TENANT"),
+            ("drop_all_tables", tenant, "UNKNOWN_TOOL"),
+        ]:
+            with pytest.raises(GuardDeniedError) as denied:
+                await reader.ask(_call("wf-deny", asking_tenant, "ticket_lookup", tool, {"ticket_id": rogue_ticket}))
+            assert denied.value.code == code
+        await reader.stop()
+        assert world.verify().counts["refunds"] == refunds_before + 1
+        dead_letters = sum((await bus.end_offsets(topics.DEAD_LETTER)).values())
+        assert dead_letters == 0
+    finally:
+        procs.stop_all()  # the auditor writes what it holds and a final anchor as it stops
+        await served.close()
+        tool_side.close()
+        await bus.stop()
+
+    # Nowhere in clear: not in the audit store, not in any service's log (agents and the guard log through the
+    # PII filter; none of the others ever sees a tool result).
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        audit = "\n".join(db.iterdump())
+    assert "PII_REDACTED" in audit and "INJECTION_FLAGGED" in audit and "<EMAIL_ADDRESS>" in audit
+    logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log")}
+    assert len(logs) == 4 + len(AGENTS)
+    for kind, value in PII.items():
+        assert value not in audit, f"{kind} in clear in the audit"
+        leaked = [name for name, text in logs.items() if value in text]
+        assert not leaked, f"{kind} in clear in {leaked}"
+    world.close()
