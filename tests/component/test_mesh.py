@@ -12,7 +12,7 @@ from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient, Outcome
 from baton.ledger import Ledger
 from baton.workflows import load_workflows
-from baton_demo.demo import _inputs, run_demo
+from baton_demo.demo import PLANTED, _inputs, run_demo
 from baton_demo.faults import ARGUMENT_FAULTS, Fault
 from baton_demo.mesh import start_mesh
 from baton_demo.world import World, seeded_tenant
@@ -31,9 +31,12 @@ async def test_every_injected_fault_is_detected_and_every_workflow_ends(tmp_path
     )
     assert report.missing_outcomes == []
     assert report.undetected == []
+    # Each fault twice, and the planted ticket content: PII in 4 tickets, instructions in 2.
     assert report.injected == report.detected and sum(report.injected.values()) == 2 * (
         len(Fault) - len(ARGUMENT_FAULTS)
-    )
+    ) + sum(PLANTED.values())
+    assert report.guard["denied UNKNOWN_TOOL"] == 2 and report.guard["flagged INJECTION_FLAGGED"] == 2
+    assert set(report.redacted) == {"CREDIT_CARD", "EMAIL_ADDRESS", "PHONE_NUMBER", "IBAN_CODE"}
     assert sum(report.outcomes.values()) == 48
     assert report.outcomes["completed"] > 20
     assert report.verdicts["rejected TRUNCATED"] == 2 and report.verdicts["rejected STALE"] == 2
