@@ -40,6 +40,9 @@ def services() -> list[tuple[str, list[str], int]]:
     core = [
         ("supervisor", ["run", "supervisor"], 2),
         ("handoff-validator", ["run", "handoff-validator"], 2),
+        # Spend accounts in MongoDB are exact across replicas; a workflow's requests (keyed by it) reach one
+        # replica, so its per-agent rate is too.
+        ("policy-guard", ["run", "policy-guard"], 2),
         ("auditor", ["run", "auditor"], 1),
     ]
     agents = [
@@ -58,6 +61,13 @@ RUNTIME_ENV = {
     "BATON_WORLD_DB": "/data/world.db",
     "BATON_AGENT_LEDGER_DB": "/data/ledger.db",
     "BATON_LOG_LEVEL": "INFO",
+}
+# The tenants' daily spend accounts, shared by the guard's replicas and read by task admission (0018).
+SPEND_ENV = {
+    "BATON_POLICY_GUARD_SPEND_STORE": "mongodb",
+    "BATON_POLICY_GUARD_SPEND_MONGODB_URL": "mongodb://mongodb:27017/",
+    "BATON_SUPERVISOR_SPEND_STORE": "mongodb",
+    "BATON_SUPERVISOR_SPEND_MONGODB_URL": "mongodb://mongodb:27017/",
 }
 
 
@@ -115,6 +125,8 @@ def compose() -> dict[str, Any]:
             # The agents share one world volume here, so the validator checks tool values against its receipts.
             else dict(RUNTIME_ENV, **identity_env, BATON_HANDOFF_VALIDATOR_LEDGER_DB="/data/ledger.db")
             if name == "handoff-validator"
+            else dict(RUNTIME_ENV, **identity_env, **SPEND_ENV)
+            if name in ("policy-guard", "supervisor")
             else dict(RUNTIME_ENV, **identity_env),
             # `baton keys generate --out keys` makes these files; each service sees only its own key.
             "secrets": ["baton-keyring", f"baton-{slug(role)}"],
@@ -122,9 +134,16 @@ def compose() -> dict[str, Any]:
                 "kafka": {"condition": "service_healthy"},
                 "schema-registry": {"condition": "service_started"},
             }
-            | ({"mongodb": {"condition": "service_started"}} if name == "auditor" else {}),
+            | (
+                {"mongodb": {"condition": "service_started"}}
+                if name in ("auditor", "policy-guard", "supervisor")
+                else {}
+            ),
             "restart": "unless-stopped",
-        } | ({"volumes": ["world:/data"]} if name.startswith("agent-") or name == "handoff-validator" else {})
+        }
+        # The reference world's ownership hook (tenants.yaml) reads the world too: the guard and admission.
+        if name.startswith("agent-") or name in ("handoff-validator", "policy-guard", "supervisor"):
+            svc[name]["volumes"] = ["world:/data"]
     return {"name": "baton", "services": svc, "volumes": {"mongodb": {}, "world": {}}, "secrets": secrets}
 
 
@@ -160,6 +179,8 @@ def kubernetes() -> list[dict[str, Any]]:
             # and it says so explicitly rather than skipping the check silently (docs/security.md).
             else [{"name": "BATON_HANDOFF_VALIDATOR_WITHOUT_TOOL_RECEIPTS", "value": "true"}]
             if name == "handoff-validator"
+            else [{"name": k, "value": v} for k, v in SPEND_ENV.items()]
+            if name in ("policy-guard", "supervisor")
             else []
         )
         container: dict[str, Any] = {
