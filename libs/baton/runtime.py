@@ -132,9 +132,11 @@ def configure_logging(level: str, *, redact: bool = False) -> None:
         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
     )
     if redact:
-        from baton.policy.sanitize import RedactingFilter
+        from baton.policy.sanitize import RedactingFilter, default_sanitizer
 
-        log_filter = RedactingFilter()
+        # Built before the filter is installed: Presidio logs while it loads, and a filter loading it from inside
+        # that record would import it twice over.
+        log_filter = RedactingFilter(default_sanitizer())
         for handler in logging.getLogger().handlers:
             handler.addFilter(log_filter)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from baton.policy.injection import InjectionFlag, InjectionScreen
-from baton.policy.sanitize import Finding, Sanitizer
+from baton.policy.sanitize import Finding, Sanitizer, default_sanitizer
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class OutputScreen:
     (the first sanitizer loads Presidio, about 2 s)."""
 
     def __init__(self, sanitizer: Sanitizer | None = None, injections: InjectionScreen | None = None) -> None:
-        self._sanitizer = sanitizer or Sanitizer()
+        self._sanitizer = sanitizer or default_sanitizer()
         self._injections = injections or InjectionScreen()
 
     def screen(self, result: Any) -> Screened:
