@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from baton import topics
 from baton.bus.base import Subscription
+from baton.control import ControlListener, ControlState, ToolCalls, after_tool_calls, listen
 from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
 from baton.model import ModelClient, OpenAIChatModel, ScriptedModel
@@ -87,6 +88,7 @@ async def start(
         except ToolError as exc:
             raise SystemExit(f"agent {agent.name} cannot start: its tools are not available: {exc}") from exc
     ledger: Ledger | None = None
+    control: ControlListener | None = None
     try:
         problems = agent_tool_problems(agent, registry)
         if problems:
@@ -95,6 +97,7 @@ async def start(
                 "registry:\n  " + "\n  ".join(problems)
             )
         ledger = Ledger(settings.ledger_db)
+        tool_calls = ToolCalls(ControlState())
         handlers = AgentHandlers(
             events,
             workflow=workflow,
@@ -104,7 +107,10 @@ async def start(
             ledger=ledger,
             max_context_bytes=settings.max_context_bytes,
             proposal_filter=proposal_filter,
+            kill_switch=tool_calls,
         )
+        # Before the first step: a kill already in force refuses it.
+        control = await listen(events, tool_calls.state, on_command=after_tool_calls(tool_calls))
         step_topic = topics.agent_steps(settings.kind)
         await events.bus.create_topics(
             [step_topic, topics.STEP_RESULTS, topics.DECISIONS, topics.HANDOFF_PROPOSALS, topics.DEAD_LETTER]
@@ -113,9 +119,15 @@ async def start(
             events, [step_topic], group_id=topics.agent_group(settings.kind), handler=handlers.on_step
         )
     except BaseException:
+        if control is not None:
+            await control.stop()
         if ledger is not None:
             ledger.close()
         if owns_tools:
             await registry.close()
         raise
-    return AgentApp(handlers=handlers, subscriptions=[sub], ledger=ledger, tools=registry, owns_tools=owns_tools)
+    assert control.subscription is not None
+    subscriptions = [sub, control.subscription]
+    return AgentApp(
+        handlers=handlers, subscriptions=subscriptions, ledger=ledger, tools=registry, owns_tools=owns_tools
+    )

@@ -22,6 +22,7 @@ from baton.contracts.models import (
     StepRequested,
     stable_event_id,
 )
+from baton.control import KILLED, ToolCalls
 from baton.handoff import verify_snapshot_integrity
 from baton.ledger import Ledger, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
@@ -48,8 +49,10 @@ class AgentHandlers:
         ledger: Ledger,
         max_context_bytes: int,
         proposal_filter: ProposalFilter | None = None,
+        kill_switch: ToolCalls | None = None,
     ) -> None:
         self._events = events
+        self._kill_switch = kill_switch
         self._workflow = workflow
         self._agent = agent
         self._model = model
@@ -122,6 +125,8 @@ class AgentHandlers:
                 f"tenant {workflow_tenant!r}: refused, nothing ran",
             )
 
+        if self._kill_switch is not None and (why := self._kill_switch.blocked(wf, tenant)) is not None:
+            return StepOutcome(succeeded=False).fail(FailureClass.SYSTEMIC, KILLED, f"refused, nothing ran: {why}")
         tools = StepTools(
             registry=self._tools,
             ledger=self._ledger,
@@ -129,6 +134,7 @@ class AgentHandlers:
             agent=self._agent.name,
             tenant_id=tenant,
             step_version=snapshot.version,
+            gate=self._kill_switch.gate(wf, tenant) if self._kill_switch is not None else None,
         )
         outcome = await run_step(
             workflow=self._workflow,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from baton import topics
 from baton.bus.base import Subscription
+from baton.control import ControlState, listen
 from baton.messaging import EventBus, consume
 from baton.runtime import keep_running
 from baton.supervisor import Supervisor
@@ -53,7 +54,11 @@ async def start(events: EventBus, settings: Settings) -> SupervisorApp:
         max_context_bytes=settings.max_context_bytes,
         finished_capacity=settings.finished_capacity,
     )
-    handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s)
+    handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s, control=ControlState())
+    assert handlers.control is not None
+    # Before the inbox: a task that arrives while a kill is in force is refused.
+    control = await listen(events, handlers.control, on_command=handlers.on_control)
+    assert control.subscription is not None
     inbox, _ = await consume(
         events,
         list(INBOX),
@@ -66,4 +71,4 @@ async def start(events: EventBus, settings: Settings) -> SupervisorApp:
         asyncio.create_task(keep_running("wall-clock sweep", lambda: _sweeper(handlers, settings.sweep_interval_s))),
         asyncio.create_task(keep_running("delayed retries", handlers.run_retries)),
     ]
-    return SupervisorApp(handlers=handlers, subscriptions=[inbox], tasks=loops)
+    return SupervisorApp(handlers=handlers, subscriptions=[inbox, control.subscription], tasks=loops)

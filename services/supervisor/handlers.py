@@ -13,6 +13,8 @@ from collections.abc import Callable, Collection
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.contracts.models import (
+    ControlAction,
+    ControlCommand,
     Envelope,
     Event,
     StepRequested,
@@ -23,6 +25,7 @@ from baton.contracts.models import (
     stable_event_id,
 )
 from baton.contracts.serde import DecodeError
+from baton.control import ControlState, Obeyed, in_scope
 from baton.identity import AuthenticationError
 from baton.messaging import EventBus, RejectedEvent, unauthorized
 from baton.runtime import KeyedLocks
@@ -59,8 +62,10 @@ class SupervisorHandlers:
         *,
         clock: Callable[[], float] = time.time,
         stall_after_s: float = 60.0,
+        control: ControlState | None = None,
     ) -> None:
         self._events = events
+        self.control = control
         self._stall_after_s = stall_after_s
         self._moved_at: dict[str, float] = {}  # when each held workflow last changed or was nudged
         self.supervisor = supervisor
@@ -176,16 +181,50 @@ class SupervisorHandlers:
     async def on_event(self, event: Event, record: BusRecord) -> None:
         wf = event.envelope.workflow_id
         async with self._locks.hold(wf):
-            try:
-                transition = self.supervisor.handle(event, self._clock())
-            except UnknownWorkflowError as exc:
-                raise RejectedEvent(exc.code, str(exc)) from exc
+            transition = self._killed(event)
+            if transition is None:
+                try:
+                    transition = self.supervisor.handle(event, self._clock())
+                except UnknownWorkflowError as exc:
+                    raise RejectedEvent(exc.code, str(exc)) from exc
             if transition.early:
                 self._early[wf] = event
                 return
             if transition.state is not None:
                 await self._apply(transition, event, partition=record.partition)
             await self._apply_early(wf, record.partition)
+
+    def _killed(self, event: Event) -> Transition | None:
+        """The kill switch's transition for this event's workflow, when a command covers it (else None)."""
+        if self.control is None or self.control.quiet:
+            return None
+        wf = event.envelope.workflow_id
+        held = self.supervisor.states.get(wf)
+        why = self.control.blocked(wf, held.tenant_id if held is not None else event.envelope.tenant_id)
+        return None if why is None else self.supervisor.killed(event, why, self._clock())
+
+    async def on_control(self, command: ControlCommand) -> Obeyed:
+        """Halt every running workflow this replica owns in the command's scope, all at once; returns how many."""
+        if command.command is not ControlAction.HALT:
+            return Obeyed()
+        reason = f"killed by {command.issued_by}: {command.reason}"
+        owned = [wf for wf, state in list(self.supervisor.states.items()) if in_scope(command, wf, state.tenant_id)]
+
+        async def kill(wf: str) -> int:
+            async with self._locks.hold(wf):
+                transition = self.supervisor.kill(wf, reason)
+                if transition is None:
+                    return 0  # finished or decided meanwhile
+                await self._apply(transition, command)
+                return 1
+
+        # Concurrently: the publishes share the producer's requests, so halting hundreds takes a few round trips.
+        done = await asyncio.gather(*(kill(wf) for wf in owned), return_exceptions=True)
+        failed = [r for r in done if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]  # the command is read again; the workflows halted already are not held any more
+        halted = sum(r for r in done if isinstance(r, int))
+        return Obeyed(halted=halted, detail=f"{len(self.supervisor.states)} workflows still running here")
 
     async def _apply_early(self, workflow_id: str, partition: int) -> None:
         """Apply a held verdict once its step's result is counted; kept held until its publishes succeed."""

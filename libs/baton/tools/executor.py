@@ -10,11 +10,12 @@ model that chose differently on the re-run) the step escalates as diverged rathe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier
@@ -58,6 +59,16 @@ class ToolRun:
     replayed: bool = False
 
 
+class ToolGate(Protocol):
+    """Whether a tool may run now (the kill switch, see baton.control): raises ToolError when not."""
+
+    def check(self) -> None: ...
+
+    def running(self) -> contextlib.AbstractContextManager[None]:
+        """Check, and hold the call as in flight until it returns."""
+        ...
+
+
 @dataclass(frozen=True)
 class StepTools:
     """The tools of one step, as the agent runtime calls them."""
@@ -71,6 +82,8 @@ class StepTools:
     # Given: every call that would run needs the policy guard's grant for exactly it (checked here, where the
     # tool runs, and used once); a replayed write runs nothing and needs none.
     grants: Keyring | None = None
+    # Given: checked before anything is recorded and again right before each invocation (docs/decisions/0016).
+    gate: ToolGate | None = None
 
     def key(self, tool: str, ordinal: int) -> str:
         """The idempotency key of the ordinal-th call (from 0) of a tool in this step."""
@@ -80,6 +93,8 @@ class StepTools:
         self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int, grant: SignedGrant | None = None
     ) -> ToolRun:
         """Run a call (or replay its recorded result); ToolError when it fails, NeedsHumanError when unsafe."""
+        if self.gate is not None:
+            self.gate.check()
         key = self.key(spec.name, ordinal)
         declaration = self.registry.declaration(spec.name)
         self.registry.check_arguments(spec.name, arguments)  # nothing is recorded for a call that cannot run
@@ -156,6 +171,10 @@ class StepTools:
             )
 
     async def _invoke(self, name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
+        with self.gate.running() if self.gate is not None else contextlib.nullcontext():
+            return await self._call(name, arguments, key)
+
+    async def _call(self, name: str, arguments: Mapping[str, Any], key: str) -> dict[str, Any]:
         return await self.registry.invoke(
             name,
             arguments,
