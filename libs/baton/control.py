@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,18 +52,23 @@ def tenant_key(tenant_id: str) -> str:
     return f"control:tenant:{tenant_id}"
 
 
-def command_envelope(scope: ControlScope, target: str | None, *, producer: str) -> Envelope:
+def command_envelope(
+    scope: ControlScope, target: str | None, *, producer: str, event_id: str | None = None
+) -> Envelope:
     """The envelope of a command: keyed by what it targets, so HALT and RESUME of one scope stay in order, and
     a workflow's command lands in that workflow's audit chain."""
     if (scope is ControlScope.ALL) != (target is None):
         raise ValueError(f"scope {scope.value} {'takes no' if target is not None else 'needs a'} target")
+    workflow_id, tenant_id = ALL_KEY, ANY_TENANT
     if scope is ControlScope.WORKFLOW:
         assert target is not None
-        return Envelope(workflow_id=target, tenant_id=ANY_TENANT, producer=producer)
-    if scope is ControlScope.TENANT:
+        workflow_id = target
+    elif scope is ControlScope.TENANT:
         assert target is not None
-        return Envelope(workflow_id=tenant_key(target), tenant_id=target, producer=producer)
-    return Envelope(workflow_id=ALL_KEY, tenant_id=ANY_TENANT, producer=producer)
+        workflow_id, tenant_id = tenant_key(target), target
+    return Envelope(
+        event_id=event_id or str(uuid.uuid4()), workflow_id=workflow_id, tenant_id=tenant_id, producer=producer
+    )
 
 
 def in_scope(command: ControlCommand | ControlConfirmed, workflow_id: str, tenant_id: str) -> bool:
@@ -294,11 +300,16 @@ class ControlListener:
         self.state.apply(event)
         obeyed = self._obeyed.get(event_id)
         if obeyed is None:
+            seen_ms = _ms_since(event.envelope.occurred_at)
+            started = time.monotonic()
             obeyed = await self._on_command(event) if self._on_command is not None else Obeyed()
+            timing = (
+                f"read {seen_ms:.0f} ms after it was issued, obeyed in {(time.monotonic() - started) * 1000:.0f} ms"
+            )
+            obeyed = Obeyed(obeyed.halted, f"{obeyed.detail}; {timing}" if obeyed.detail else timing)
             self._obeyed[event_id] = obeyed
         backlog = record.offset < self._backlog.get(record.partition, 0)
-        age_s = (datetime.now(UTC) - event.envelope.occurred_at).total_seconds()
-        if not backlog or age_s <= self._confirm_within_s:
+        if not backlog or _ms_since(event.envelope.occurred_at) <= self._confirm_within_s * 1000:
             # A command from before this process started is confirmed only while someone may still be waiting.
             await self._confirm(event, obeyed)
         del self._obeyed[event_id]
@@ -346,6 +357,10 @@ def after_tool_calls(calls: ToolCalls) -> CommandHook:
     return obey
 
 
+def _ms_since(at: datetime) -> float:
+    return (datetime.now(UTC) - at).total_seconds() * 1000
+
+
 async def listen(
     events: EventBus, state: ControlState | None = None, *, on_command: CommandHook | None = None
 ) -> ControlListener:
@@ -364,7 +379,8 @@ class Confirmation:
 
     role: str
     producer: str
-    latency_ms: float
+    latency_ms: float  # from the command's publish to this confirmation's arrival, as the operator saw it
+    confirmed_ms: float  # from the command's creation to the confirmation's, by the two envelopes' clocks
     halted: int
     detail: str
     at: float  # time.time() when it arrived
@@ -423,6 +439,7 @@ async def issue(
     confirmed (then settle_s more, for other replicas) or timeout_s passed."""
     if events.role != identity.OPERATOR:
         raise ValueError(f"control commands are signed by the {identity.OPERATOR} role, not {events.role}")
+    event_id = str(uuid.uuid4())
     command = ControlCommand(
         envelope=command_envelope(scope, target, producer=events.producer),
         command=action,
@@ -443,7 +460,7 @@ async def issue(
         except (AuthenticationError, DecodeError) as exc:
             log.warning("confirmation %s@%d not counted: %s", record.topic, record.offset, exc)
             return
-        if not isinstance(event, ControlConfirmed) or event.command_event_id != command.envelope.event_id:
+        if not isinstance(event, ControlConfirmed) or event.command_event_id != event_id:
             return
         problem = misplaced(event, record.topic) or unauthorized(event, record.topic, role)
         if problem is None and event.role != role:
@@ -458,6 +475,7 @@ async def issue(
             role=role,
             producer=event.envelope.producer,
             latency_ms=(time.monotonic() - started) * 1000,
+            confirmed_ms=(event.envelope.occurred_at - command.envelope.occurred_at).total_seconds() * 1000,
             halted=event.halted,
             detail=event.detail,
             at=time.time(),
@@ -472,6 +490,11 @@ async def issue(
     # Subscribed before the command goes out, from the start of the topic: no confirmation can be missed.
     sub = await events.bus.subscribe([topics.CONTROL_CONFIRMATIONS], group_id=None, handler=on_record)
     try:
+        # Made now, so its time is when it is sent (services report how long after it they read it).
+        command = command.model_copy(
+            update={"envelope": command_envelope(scope, target, producer=events.producer, event_id=event_id)}
+        )
+        report.command = command
         started = time.monotonic()
         await events.publish(topics.CONTROL, command)
         with contextlib.suppress(TimeoutError):

@@ -78,6 +78,7 @@ class SupervisorHandlers:
         # Not durable, and need not be: a new owner re-issues the step, whose stored events and verdict
         # are sent again.
         self._early: dict[str, Event] = {}
+        self._sending: set[asyncio.Task[None]] = set()  # outcomes the kill switch decided, being published
         self.outcomes = 0
         self.restored = 0
         self.refused_checkpoints = 0
@@ -204,27 +205,54 @@ class SupervisorHandlers:
         return None if why is None else self.supervisor.killed(event, why, self._clock())
 
     async def on_control(self, command: ControlCommand) -> Obeyed:
-        """Halt every running workflow this replica owns in the command's scope, all at once; returns how many."""
+        """Halt every running workflow this replica owns in the command's scope, all at once; returns how many.
+
+        Returns once each halt is decided durably (checkpointed with the KILLED outcome pending: whoever holds
+        the workflow from then on can only send that outcome); the outcomes and final checkpoints follow
+        without holding up the confirmation (docs/decisions/0016-kill-switch.md).
+        """
         if command.command is not ControlAction.HALT:
             return Obeyed()
         reason = f"killed by {command.issued_by}: {command.reason}"
         owned = [wf for wf, state in list(self.supervisor.states.items()) if in_scope(command, wf, state.tenant_id)]
 
-        async def kill(wf: str) -> int:
+        async def decide(wf: str) -> bool:
             async with self._locks.hold(wf):
                 transition = self.supervisor.kill(wf, reason)
-                if transition is None:
-                    return 0  # finished or decided meanwhile
-                await self._apply(transition, command)
-                return 1
+                if transition is None or transition.state is None:
+                    return False  # finished or decided meanwhile
+                await self._checkpoint(transition.state, command)
+                self._hold(transition.state, None)
+            return True
 
         # Concurrently: the publishes share the producer's requests, so halting hundreds takes a few round trips.
-        done = await asyncio.gather(*(kill(wf) for wf in owned), return_exceptions=True)
+        done = await asyncio.gather(*(decide(wf) for wf in owned), return_exceptions=True)
+        decided = [wf for wf, r in zip(owned, done, strict=True) if r is True]
+        for wf in decided:
+            task = asyncio.create_task(self._send_owed(wf, command))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         failed = [r for r in done if isinstance(r, BaseException)]
         if failed:
-            raise failed[0]  # the command is read again; the workflows halted already are not held any more
-        halted = sum(r for r in done if isinstance(r, int))
-        return Obeyed(halted=halted, detail=f"{len(self.supervisor.states)} workflows still running here")
+            raise failed[0]  # the command is read again; the workflows decided already are not counted again
+        return Obeyed(halted=len(decided), detail=f"{len(self.supervisor.states) - len(decided)} others running here")
+
+    async def _send_owed(self, workflow_id: str, cause: Event) -> None:
+        """Publish a decided outcome (and the final checkpoint) of a held workflow, until it is out."""
+        delay = 0.05
+        while True:
+            async with self._locks.hold(workflow_id):
+                held = self.supervisor.states.get(workflow_id)
+                if held is None or held.pending_outcome is None:
+                    return  # sent already (a redelivered event, the sweep) or moved to another replica
+                owed = pending_outcome(held)
+                try:
+                    await self._apply(Transition(held.copy(), (owed,) if owed else (), replay=True), cause)
+                    return
+                except Exception as exc:
+                    log.warning("outcome of %s not published (%r); trying again in %.2fs", workflow_id, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _apply_early(self, workflow_id: str, partition: int) -> None:
         """Apply a held verdict once its step's result is counted; kept held until its publishes succeed."""
