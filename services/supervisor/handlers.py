@@ -235,7 +235,8 @@ class SupervisorHandlers:
         failed = [r for r in done if isinstance(r, BaseException)]
         if failed:
             raise failed[0]  # the command is read again; the workflows decided already are not counted again
-        return Obeyed(halted=len(decided), detail=f"{len(self.supervisor.states) - len(decided)} others running here")
+        undecided = sum(1 for state in self.supervisor.states.values() if state.pending_outcome is None)
+        return Obeyed(halted=len(decided), detail=f"{undecided} undecided workflows held here")
 
     async def _send_owed(self, workflow_id: str, cause: Event) -> None:
         """Publish a decided outcome (and the final checkpoint) of a held workflow, until it is out."""
