@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from baton import topics
+from baton.audit.chain import Record
 from baton.audit.sqlite_store import SqliteAuditStore
 from baton.audit.trace import render_timeline, trace_workflow
 from baton.bus.embedded import EmbeddedBus
@@ -197,3 +198,35 @@ async def test_a_service_that_does_not_confirm_is_named(tmp_path: Path) -> None:
 def test_a_scope_needs_its_target(scope: ControlScope) -> None:
     with pytest.raises(ValueError, match="needs a target"):
         command_envelope(scope, None, producer="p")
+
+
+async def test_the_trace_shows_commands_in_force_whatever_the_chain_order() -> None:
+    class Store:
+        def __init__(self, by_workflow: dict[str, list[Record]]) -> None:
+            self.by_workflow = by_workflow
+
+        async def stream_by_workflow(self, workflow_id: str | None = None) -> AsyncIterator[Record]:
+            for doc in self.by_workflow.get(workflow_id or "", []):
+                yield doc
+
+    def rec(at: str, kind: str, **payload: object) -> Record:
+        return {"occurred_at": f"2026-01-01T00:00:{at}", "event_type": kind, "tenant_id": "t", "payload": payload}
+
+    chain = [rec("01", "TaskRequested"), rec("09", "WorkflowHalted"), rec("05", "StepCompleted")]  # not in time order
+    commands = {
+        "control:all": [
+            rec("00", "ControlCommand", command="RESUME"),  # before it began, and not a halt: not shown
+            rec("08", "ControlCommand", command="HALT"),  # while it ran
+            rec("10", "ControlCommand", command="RESUME"),  # after it ended: not shown
+        ],
+        "control:tenant:t": [rec("00", "ControlCommand", command="HALT")],  # in force when it began
+    }
+    store = Store({"wf": chain, **commands})
+    got = await trace_workflow(store, "wf")  # type: ignore[arg-type]
+    assert [(d["event_type"], d["occurred_at"][-2:]) for d in got] == [
+        ("ControlCommand", "00"),
+        ("TaskRequested", "01"),
+        ("ControlCommand", "08"),
+        ("WorkflowHalted", "09"),
+        ("StepCompleted", "05"),
+    ]

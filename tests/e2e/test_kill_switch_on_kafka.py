@@ -208,6 +208,9 @@ async def test_kill_all_during_200_workflows_on_kafka(own_broker: KafkaBroker, t
         assert killed, "the kill came after every workflow had ended: not mid-run"
         assert len(killed) < WORKFLOWS, "the kill came before any workflow ended: not mid-run"
         assert ended_before.isdisjoint(killed)  # what had ended before the kill kept its outcome
+        # Every halt a supervisor confirmed ended KILLED (more may have: an agent refused a step before its
+        # supervisor read the command).
+        assert len(killed) >= sum(c.halted for c in report.confirmations) > 0
 
         outcome_ids: dict[str, set[str]] = {}
         dead: list[DeadLettered] = []
@@ -224,6 +227,22 @@ async def test_kill_all_during_200_workflows_on_kafka(own_broker: KafkaBroker, t
         everyone = {s.workflow_id for s in (*submissions, refused, resumed)}
         assert {wf: len(ids) for wf, ids in outcome_ids.items()} == dict.fromkeys(everyone, 1)
         assert world.verify().ok
+
+        # `baton audit trace` of a killed workflow shows the kill of everything (once the auditor has caught up).
+        trace = ""
+        deadline = time.monotonic() + 60
+        while "KILL SWITCH HALT ALL by pytest" not in trace and time.monotonic() < deadline:
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "baton", "audit", "trace", killed[0]],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            trace = done.stdout
+            await asyncio.sleep(0.5)
+        assert "KILL SWITCH HALT ALL by pytest" in trace and "OUTCOME halted KILLED" in trace, trace
         assert not procs.dead(), procs.dead()
         print(
             f"kill --all mid-run: {len(killed)} of {WORKFLOWS} halted KILLED, {WORKFLOWS - len(killed)} ended as "

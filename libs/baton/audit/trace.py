@@ -90,7 +90,9 @@ async def trace_workflow(store: AuditStore, workflow_id: str) -> list[Record]:
     if not records:
         return records
     keys = [ALL_KEY] + ([tenant_key(tenant)] if tenant is not None else [])
-    start, end = _at(records[0]), _at(records[-1])
+    # The chain is in the order the auditor read the topics, not in time order: the span is min to max.
+    times = [_at(d) for d in records if d.get("occurred_at")]
+    start, end = (min(times), max(times)) if times else ("", "")
     commands: list[Record] = []
     for key in keys:
         scope = [d async for d in store.stream_by_workflow(key) if d.get("event_type") == "ControlCommand"]
