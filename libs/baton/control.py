@@ -105,7 +105,7 @@ class ControlState:
     everything: str | None = None  # the reason, while everything is halted
     tenants: OrderedDict[str, str] = field(default_factory=OrderedDict)
     workflows: OrderedDict[str, str] = field(default_factory=OrderedDict)
-    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False)
     forgotten: int = 0
 
     def apply(self, command: ControlCommand) -> bool:
