@@ -24,6 +24,8 @@ from baton.workflows import agent_kinds, load_workflows
 from baton_demo.demo import _inputs
 from baton_demo.mesh import Mesh, drain_auditor, start_mesh
 from baton_demo.world import World, seeded_tenant
+from services.supervisor import app as supervisor_app
+from services.supervisor.config import Settings as SupervisorSettings
 
 EXPECTED = expected_confirmers(agent_kinds(load_workflows()))
 
@@ -230,3 +232,24 @@ async def test_the_trace_shows_commands_in_force_whatever_the_chain_order() -> N
         ("WorkflowHalted", "09"),
         ("StepCompleted", "05"),
     ]
+
+
+async def test_a_replica_started_after_the_kill_knows_it_before_it_reads_any_work(tmp_path: Path) -> None:
+    async with running_mesh(tmp_path) as run:
+        assert_confirmed_by_everyone(await run.control(ControlAction.HALT, ControlScope.TENANT, "tenant-0"))
+        late = await supervisor_app.start(run.mesh.events("supervisor-2"), SupervisorSettings(backoff_base_s=0.01))
+        try:
+            control = late.handlers.control
+            assert control is not None and control.blocked("any", "tenant-0") is not None
+            assert control.blocked("any", "tenant-1") is None
+            # It confirmed the recent command too (someone may still be waiting for it): one more supervisor.
+            confirmations: list[str] = []
+
+            async def keep(record: object) -> None:
+                event = await run.mesh.serde.decode(record.value)  # type: ignore[attr-defined]
+                confirmations.append(event.envelope.producer)
+
+            await run.bus.replay([topics.CONTROL_CONFIRMATIONS], keep)
+            assert sum(p.startswith("supervisor") for p in confirmations) == 2
+        finally:
+            await late.stop()
