@@ -501,6 +501,96 @@ def outcomes(
     _run(go())
 
 
+def _control(
+    action: str, workflow: str | None, tenant: str | None, everything: bool, reason: str, timeout_s: float
+) -> None:
+    """Publish a control command as the operator and print who confirmed it (exit 1 naming who did not)."""
+    import getpass
+
+    from baton.contracts.models import ControlAction, ControlScope
+    from baton.control import expected_confirmers, issue
+    from baton.identity import OPERATOR
+    from baton.runtime import RuntimeSettings, build_events, build_trust
+    from baton.workflows import agent_kinds, load_workflows
+
+    given = [
+        (ControlScope.WORKFLOW, workflow),
+        (ControlScope.TENANT, tenant),
+        (ControlScope.ALL, None if not everything else ""),
+    ]
+    chosen = [(scope, target) for scope, target in given if target is not None]
+    if len(chosen) != 1:
+        typer.echo(f"baton {action.lower()}: give exactly one of --workflow ID, --tenant ID or --all", err=True)
+        raise typer.Exit(2)
+    scope, target = chosen[0]
+    settings = RuntimeSettings()
+    if settings.bus == "embedded":
+        typer.echo(
+            f"baton {action.lower()}: BATON_BUS is embedded, where no service runs outside `baton demo`/`baton local`; "
+            "set BATON_BUS=kafka and BATON_KAFKA_BOOTSTRAP to reach the running services",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    async def go() -> Any:
+        events = build_events(settings, service="baton-operator", trust=build_trust(settings, role=OPERATOR))
+        await events.bus.start()
+        try:
+            return await issue(
+                events,
+                action=ControlAction(action),
+                scope=scope,
+                target=target or None,
+                reason=reason,
+                issued_by=getpass.getuser(),
+                expected=expected_confirmers(agent_kinds(load_workflows())),
+                timeout_s=timeout_s,
+            )
+        finally:
+            await events.bus.stop()
+
+    report = _run(go())
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        typer.echo(
+            f"not confirmed within {timeout_s:g}s by: {', '.join(report.missing)} (is it running? its log says why)",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+WorkflowScope = Annotated[str | None, typer.Option("--workflow", help="one workflow id")]
+TenantScope = Annotated[str | None, typer.Option("--tenant", help="every workflow of one tenant")]
+AllScope = Annotated[bool, typer.Option("--all", help="every workflow")]
+ControlTimeout = Annotated[float, typer.Option("--timeout", help="seconds to wait for every service to confirm")]
+
+
+@app.command("kill")
+def kill(
+    workflow: WorkflowScope = None,
+    tenant: TenantScope = None,
+    everything: AllScope = False,
+    reason: Annotated[str, typer.Option(help="why (recorded in the audit and in each halted outcome)")] = "kill switch",
+    timeout: ControlTimeout = 5.0,
+) -> None:
+    """Halt one workflow, a tenant or everything: running workflows end as halted KILLED, no tool runs after a
+    service confirmed, new tasks in scope are refused until `baton resume`. Prints who confirmed and how fast."""
+    _control("HALT", workflow, tenant, everything, reason, timeout)
+
+
+@app.command("resume")
+def resume(
+    workflow: WorkflowScope = None,
+    tenant: TenantScope = None,
+    everything: AllScope = False,
+    reason: Annotated[str, typer.Option(help="why")] = "resumed",
+    timeout: ControlTimeout = 5.0,
+) -> None:
+    """Lift a kill of exactly that scope (new tasks are accepted again; halted workflows stay halted)."""
+    _control("RESUME", workflow, tenant, everything, reason, timeout)
+
+
 @app.command("bench")
 def bench(
     quick: Annotated[bool, typer.Option(help="small sizes for development (still 3 alternating repetitions)")] = False,

@@ -31,6 +31,7 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
     stable_event_id,
 )
+from baton.control import KILLED
 from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES, verify_snapshot_integrity
 from baton.workflows import END, WorkflowSpec
 
@@ -332,7 +333,14 @@ class Supervisor:
         )
         return self._advance(state, RequestStep(first.name, 1))
 
-    def _refuse(self, event: TaskRequested, now: float, code: str, reason: str) -> Transition:
+    def _refuse(
+        self,
+        event: TaskRequested,
+        now: float,
+        code: str,
+        reason: str,
+        failure_class: FailureClass | None = FailureClass.LOGIC,
+    ) -> Transition:
         """A task that cannot start still gets exactly one outcome (halted, with what to fix)."""
         wf = event.envelope.workflow_id
         state = WorkflowState(
@@ -344,7 +352,7 @@ class Supervisor:
             snapshot=make_snapshot({}, version=0).model_dump(),
             current_agent="",
         )
-        return self._finish(state, Outcome("halted", code, f"task rejected: {reason}", FailureClass.LOGIC))
+        return self._finish(state, Outcome("halted", code, f"task rejected: {reason}", failure_class))
 
     def _step_completed(self, state: WorkflowState, event: StepCompleted, now: float) -> Transition:
         result_key = f"{event.agent}:{event.attempt}"
@@ -356,6 +364,9 @@ class Supervisor:
         state.steps += 1
         state.tokens += event.tokens_used
         state.tool_calls += event.tool_calls
+        if event.error_code in (KILLED, f"TOOL_{KILLED}", f"DENIED_{KILLED}"):  # the agent, its tool gate, the guard
+            # The agent saw the kill switch before this supervisor did: the same outcome as its own kill.
+            return self._finish(state, Outcome("halted", KILLED, event.error or KILLED))
         tripped = self._budget_trip(state, spec, now)
         if tripped is not None:
             return self._finish(state, tripped)
@@ -544,6 +555,21 @@ class Supervisor:
             f"no outcome within {spec.budgets.wall_clock_s:.0f}s; escalated to {spec.escalation.queue}",
         )
         return self._finish(held.copy(), outcome)
+
+    def kill(self, workflow_id: str, reason: str) -> Transition | None:
+        """The halt of a held running workflow by the kill switch (commit it); None: not held, or decided already."""
+        held = self.states.get(workflow_id)
+        if held is None or held.pending_outcome is not None:
+            return None
+        return self._finish(held.copy(), Outcome("halted", KILLED, reason))
+
+    def killed(self, event: Event, why: str, now: float) -> Transition | None:
+        """What an event of a workflow the kill switch covers does: a new task is refused (one halted outcome,
+        no step), a held running workflow is halted; None: nothing new (finished, or its outcome decided)."""
+        wf = event.envelope.workflow_id
+        if isinstance(event, TaskRequested) and wf not in self.states and wf not in self.finished:
+            return self._refuse(event, now, KILLED, why, failure_class=None)
+        return self.kill(wf, why)
 
     def check_wall_clock(self, now: float) -> list[Transition]:
         """Halts of running workflows past their wall-clock budget (called periodically; commit each)."""

@@ -18,6 +18,7 @@ APPROVAL_REQUESTS = "baton.approvals.requested"
 APPROVAL_DECISIONS = "baton.approvals.decided"
 CHECKPOINTS = "baton.workflows.checkpoints"
 CONTROL = "baton.control"
+CONTROL_CONFIRMATIONS = "baton.control.confirmations"
 DEAD_LETTER = "baton.dead-letter"
 # Signed audit anchors as canonical JSON, not Avro events (see baton.audit.anchors): compacted, not audited.
 AUDIT_ANCHORS = "baton.audit.anchors"
@@ -69,6 +70,8 @@ PRODUCERS: dict[str, dict[str, frozenset[str]]] = {
     APPROVAL_DECISIONS: {"ApprovalDecided": frozenset({identity.APPROVALS})},
     CHECKPOINTS: {"WorkflowCheckpointed": frozenset({identity.SUPERVISOR})},
     CONTROL: {"ControlCommand": frozenset({identity.OPERATOR})},
+    # Every process that obeys the kill switch says so (see baton.control); the operator's CLI reads them.
+    CONTROL_CONFIRMATIONS: {"ControlConfirmed": _EVERY_CONSUMER - {identity.CLIENT}},
     DEAD_LETTER: {"DeadLettered": _EVERY_CONSUMER},
 }
 _AGENT_STEPS_PRODUCERS: dict[str, frozenset[str]] = {"StepRequested": frozenset({identity.SUPERVISOR})}
@@ -122,6 +125,7 @@ CORE_TOPICS: tuple[str, ...] = (
     APPROVAL_DECISIONS,
     CHECKPOINTS,
     CONTROL,
+    CONTROL_CONFIRMATIONS,
     DEAD_LETTER,
 )
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import random
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ CREATE TABLE IF NOT EXISTS refunds (id TEXT PRIMARY KEY, order_id TEXT NOT NULL 
     amount REAL NOT NULL, idempotency_key TEXT NOT NULL UNIQUE, checksum TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tool_calls (idempotency_key TEXT PRIMARY KEY, tool TEXT NOT NULL,
     result_json TEXT NOT NULL, executions INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS executions (seq INTEGER PRIMARY KEY AUTOINCREMENT, tool TEXT NOT NULL,
+    workflow_id TEXT NOT NULL, tenant_id TEXT NOT NULL, at REAL NOT NULL);
 """
 
 _CHECKED = {
@@ -314,6 +317,27 @@ class World:
                     "of another tenant: a workflow acts only on its own tenant's records; submit the task under "
                     "the tenant that owns the record",
                 )
+
+    # -- the execution journal: every tool call that reached the world, reads included, in order --------
+
+    def record_execution(self, tool: str, *, workflow_id: str, tenant_id: str) -> None:
+        """Journal that a tool started executing here (what the kill switch's tests count)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO executions (tool, workflow_id, tenant_id, at) VALUES (?, ?, ?, ?)",
+                (tool, workflow_id, tenant_id, time.time()),
+            )
+
+    def last_execution(self) -> int:
+        """Sequence number of the latest tool execution journaled (0: none)."""
+        row = self._one("SELECT COALESCE(MAX(seq), 0) AS seq FROM executions")
+        return int(row["seq"]) if row is not None else 0
+
+    def executions_after(self, seq: int) -> list[dict[str, Any]]:
+        """Tool executions journaled after seq, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM executions WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+        return [dict(r) for r in rows]
 
     # -- integrity ---------------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ class WorldTools:
 
     def _tenant(self, tool: str, ctx: ToolContext, **arguments: Any) -> None:
         self.world.check_tenant(tool, arguments, ctx.tenant_id)
+        self.world.record_execution(tool, workflow_id=ctx.workflow_id, tenant_id=ctx.tenant_id)
 
     @python_tool(version="1", tier="READ", idempotent=True)
     def lookup_customer(self, customer_id: str, ctx: ToolContext) -> Customer:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from baton import topics
 from baton.bus.base import Subscription
+from baton.control import ControlListener, ControlState, ToolCalls, after_tool_calls, listen
 from baton.guard_client import GuardClient
 from baton.ledger import Ledger
 from baton.messaging import EventBus, consume
@@ -93,6 +94,7 @@ async def start(
             raise SystemExit(f"agent {agent.name} cannot start: its tools are not available: {exc}") from exc
     ledger: Ledger | None = None
     guard = GuardClient(events, timeout_s=settings.guard_timeout_s)
+    control: ControlListener | None = None
     try:
         problems = agent_tool_problems(agent, registry)
         if problems:
@@ -103,6 +105,7 @@ async def start(
         ledger = Ledger(settings.ledger_db)
         # Every tool call is the policy guard's to authorize: its signed grant is checked where the tool runs.
         await guard.start()
+        tool_calls = ToolCalls(ControlState())
         handlers = AgentHandlers(
             events,
             workflow=workflow,
@@ -114,7 +117,10 @@ async def start(
             proposal_filter=proposal_filter,
             guard=guard,
             screen=screen or OutputScreen(),
+            kill_switch=tool_calls,
         )
+        # Before the first step: a kill already in force refuses it.
+        control = await listen(events, tool_calls.state, on_command=after_tool_calls(tool_calls))
         step_topic = topics.agent_steps(settings.kind)
         await events.bus.create_topics(
             [step_topic, topics.STEP_RESULTS, topics.DECISIONS, topics.HANDOFF_PROPOSALS, topics.DEAD_LETTER]
@@ -124,11 +130,20 @@ async def start(
         )
     except BaseException:
         await guard.stop()
+        if control is not None:
+            await control.stop()
         if ledger is not None:
             ledger.close()
         if owns_tools:
             await registry.close()
         raise
+    assert control.subscription is not None
+    subscriptions = [sub, control.subscription]
     return AgentApp(
-        handlers=handlers, subscriptions=[sub], ledger=ledger, tools=registry, owns_tools=owns_tools, guard=guard
+        handlers=handlers,
+        subscriptions=subscriptions,
+        ledger=ledger,
+        tools=registry,
+        owns_tools=owns_tools,
+        guard=guard,
     )

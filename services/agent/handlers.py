@@ -25,6 +25,7 @@ from baton.contracts.models import (
     StepRequested,
     stable_event_id,
 )
+from baton.control import KILLED, ToolCalls
 from baton.handoff import verify_snapshot_integrity
 from baton.ledger import Ledger, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
@@ -54,10 +55,12 @@ class AgentHandlers:
         proposal_filter: ProposalFilter | None = None,
         guard: Authorizer | None = None,
         screen: OutputScreen | None = None,
+        kill_switch: ToolCalls | None = None,
     ) -> None:
         self._guard = guard
         self._screen = screen
         self._events = events
+        self._kill_switch = kill_switch
         self._workflow = workflow
         self._agent = agent
         self._model = model
@@ -130,6 +133,8 @@ class AgentHandlers:
                 f"tenant {workflow_tenant!r}: refused, nothing ran",
             )
 
+        if self._kill_switch is not None and (why := self._kill_switch.blocked(wf, tenant)) is not None:
+            return StepOutcome(succeeded=False).fail(FailureClass.SYSTEMIC, KILLED, f"refused, nothing ran: {why}")
         tools = StepTools(
             registry=self._tools,
             ledger=self._ledger,
@@ -140,6 +145,7 @@ class AgentHandlers:
             grants=self._events.trust.keyring if self._guard is not None else None,
             authorizer=self._guard,
             screen=self._screen,
+            gate=self._kill_switch.gate(wf, tenant) if self._kill_switch is not None else None,
         )
         outcome = await run_step(
             workflow=self._workflow,

@@ -9,6 +9,7 @@ from baton import topics
 from baton.audit.anchors import AnchorSink, BusAnchorSink, FileAnchorSink, StoreAnchorSink
 from baton.audit.store import AuditStore
 from baton.bus.base import Subscription
+from baton.control import listen
 from baton.messaging import EventBus
 from baton.workflows import agent_kinds, load_workflows
 from services.auditor.config import Settings
@@ -70,8 +71,11 @@ async def start(events: EventBus, settings: Settings) -> AuditorApp:
         on_assign=handlers.on_assign,
         on_revoke=handlers.on_revoke,
     )
+    # The auditor records commands like everything else; its listener only says it is running and saw the command.
+    control = await listen(events)
+    assert control.subscription is not None
     ticker = asyncio.create_task(
         handlers.anchor_when_due(idle_s=settings.anchor_idle_s, max_age_s=settings.anchor_max_age_s),
         name="audit-anchors",
     )
-    return AuditorApp(handlers=handlers, subscriptions=[sub], store=store, tasks=[ticker])
+    return AuditorApp(handlers=handlers, subscriptions=[sub, control.subscription], store=store, tasks=[ticker])

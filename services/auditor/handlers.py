@@ -32,6 +32,7 @@ _CACHED_WORKFLOWS = 10_000
 # Records linked per store write: a batch is written in chunks so the next chunk's CPU work overlaps the
 # previous chunk's store round trip.
 _CHUNK = 500
+_YIELD_EVERY = 50
 
 
 EndOffsets = Callable[[str], Awaitable[dict[int, int]]]
@@ -239,13 +240,15 @@ class AuditorHandlers:
                 head = await self._restore_head(tp, offsets)
                 if head is not None:
                     self._chain.partitions[tp] = head
-        for record in records:
+        for n, record in enumerate(records, start=1):
             tp = (record.topic, record.partition)
             head = self._chain.partitions.get(tp)
             if head is not None and record.offset <= head.position:
                 self.skipped += 1  # redelivered after a restart: already in the log
                 continue
             described.append(await self._describe(record))
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # describing is CPU: let the process's other consumers (the kill switch) in
         if not described:
             return []
         described = _in_time_order(described)

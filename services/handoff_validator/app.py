@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from baton import topics
 from baton.bus.base import BusRecord, Subscription
+from baton.control import ControlState, listen
 from baton.handoff import CheckpointView
 from baton.messaging import EventBus, EventConsumer, consume
 from baton.receipts import LedgerToolReceipts
@@ -57,6 +58,7 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
         max_context_depth=settings.max_context_depth,
         checkpoint_wait_s=settings.checkpoint_wait_s,
         judged_capacity=settings.judged_capacity,
+        control=ControlState(),
     )
     feed_consumer = EventConsumer(
         events, group_id=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints", handler=handlers.on_checkpoint
@@ -68,8 +70,10 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
 
     # Every replica reads every running workflow's checkpoint (no group), so any replica can judge any proposal.
     # In offset order (not by key): the feed's position says every checkpoint before it was applied.
+    control = await listen(events, handlers.control)
+    assert control.subscription is not None
     checkpoints = await events.bus.subscribe([topics.CHECKPOINTS], group_id=None, handler=feed, by_key=False)
     proposals, _ = await consume(
         events, [topics.HANDOFF_PROPOSALS], group_id=topics.GROUP_HANDOFF_VALIDATOR, handler=handlers.on_proposal
     )
-    return HandoffValidatorApp(handlers=handlers, subscriptions=[proposals, checkpoints])
+    return HandoffValidatorApp(handlers=handlers, subscriptions=[proposals, checkpoints, control.subscription])

@@ -18,6 +18,7 @@ from baton.contracts.models import (
     WorkflowCheckpointed,
     stable_event_id,
 )
+from baton.control import ControlState
 from baton.handoff import CheckpointFacts, CheckpointView, HandoffVerdict, VerifiedContexts, verify_handoff
 from baton.messaging import EventBus, RejectedEvent
 from baton.receipts import ToolReceipts
@@ -39,8 +40,11 @@ class HandoffValidatorHandlers:
         receipts: ToolReceipts | None = None,
         max_context_depth: int = DEFAULT_MAX_CONTEXT_DEPTH,
         judged_capacity: int = 10_000,
+        control: ControlState | None = None,
     ) -> None:
         self._events = events
+        self._control = control
+        self.ignored_killed = 0
         self._view = view
         self._required = required_inputs
         self._workflows = workflows
@@ -56,6 +60,10 @@ class HandoffValidatorHandlers:
         # Contexts proven canonical (accepted proposals, parsed checkpoints): a checkpoint is usually the
         # context accepted just before, so only what the next agent changed is encoded again.
         self._verified = VerifiedContexts()
+
+    @property
+    def control(self) -> ControlState | None:
+        return self._control
 
     @property
     def view(self) -> CheckpointView:
@@ -108,6 +116,11 @@ class HandoffValidatorHandlers:
                 f"{record.topic} carries HandoffProposed events only, got {event.event_type}: "
                 "publish it to its own topic",
             )
+        if self._control is not None and self._control.blocked(event.envelope.workflow_id, event.envelope.tenant_id):
+            # Killed: no verdict moves it on. Its supervisor halts it (it confirms only once it did), and a
+            # verdict it is not waiting for any more would only be ignored there.
+            self.ignored_killed += 1
+            return
         # A proposal is known by its id *and* its exact bytes: another agent reusing a genuine proposal's
         # (predictable) id gets a verdict of its own, and never the genuine proposal's answered for it.
         judged_as = f"{event.envelope.event_id}:{hashlib.sha256(record.value).hexdigest()[:32]}"

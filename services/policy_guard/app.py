@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from baton import topics
 from baton.bus.base import Subscription
+from baton.control import ControlState, listen
 from baton.messaging import EventBus, consume
 from baton.policy.decisions import Policies, PolicyLoadError
 from baton.policy.guard import ToolCallGuard
@@ -87,7 +88,11 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         remember=settings.remember_verdicts,
     )
     log.info("policy guard: policies %s from %s", policies.version, policies.source)
-    handlers = PolicyGuardHandlers(events, guard)
+    state = ControlState()
+    handlers = PolicyGuardHandlers(events, guard, control=state)
+    # Before the first request: while a kill is in force no grant is issued in its scope.
+    control = await listen(events, state)
+    assert control.subscription is not None
     await events.bus.create_topics(
         [
             topics.TOOL_REQUESTS,
@@ -101,4 +106,4 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
     sub, _ = await consume(
         events, [topics.TOOL_REQUESTS, topics.DECISIONS], group_id=topics.GROUP_POLICY_GUARD, handler=handlers.on_event
     )
-    return PolicyGuardApp(handlers=handlers, subscriptions=[sub], spend_store=store)
+    return PolicyGuardApp(handlers=handlers, subscriptions=[sub, control.subscription], spend_store=store)

@@ -22,6 +22,7 @@ from baton.contracts.models import (
     ToolCallRequested,
     stable_event_id,
 )
+from baton.control import ControlState
 from baton.messaging import EventBus, RejectedEvent
 from baton.policy.guard import GuardVerdict, ToolAsk, ToolCallGuard
 from baton.policy.spend import SpendAlert
@@ -30,8 +31,16 @@ from baton.policy.spend import SpendAlert
 class PolicyGuardHandlers:
     """Answers each ToolCallRequested with ToolCallAuthorized (carrying the signed grant) or ToolCallDenied."""
 
-    def __init__(self, events: EventBus, guard: ToolCallGuard, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        events: EventBus,
+        guard: ToolCallGuard,
+        *,
+        control: ControlState | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._events = events
+        self._control = control
         self.guard = guard
         self._clock = clock
         self.authorized = 0
@@ -62,7 +71,13 @@ class PolicyGuardHandlers:
             idempotency_key=event.idempotency_key,
             step_version=event.step_version,
         )
-        verdict = await self.guard.decide(ask, now=self._clock())
+        killed = self._control.blocked(env.workflow_id, env.tenant_id) if self._control is not None else None
+        if killed is not None:
+            verdict = self.guard.refuse(
+                ask, "KILLED", f"halted by the kill switch ({killed}): no tool runs until `baton resume`"
+            )
+        else:
+            verdict = await self.guard.decide(ask, now=self._clock())
         out: list[tuple[str, Event]] = []
         if verdict.approval is not None:
             approval = verdict.approval

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from baton import topics
 from baton.bus.base import Subscription
+from baton.control import ControlState, listen
 from baton.messaging import EventBus, consume
 from baton.policy.admission import TaskAdmission
 from baton.policy.ownership import ResourceOwners, owners_from_config
@@ -110,7 +111,11 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         finished_capacity=settings.finished_capacity,
         admit=admission,
     )
-    handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s)
+    handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s, control=ControlState())
+    assert handlers.control is not None
+    # Before the inbox: a task that arrives while a kill is in force is refused.
+    control = await listen(events, handlers.control, on_command=handlers.on_control)
+    assert control.subscription is not None
     inbox, _ = await consume(
         events,
         list(INBOX),
@@ -131,7 +136,7 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         )
     return SupervisorApp(
         handlers=handlers,
-        subscriptions=[inbox],
+        subscriptions=[inbox, control.subscription],
         tasks=loops,
         spend_store=exhausted.accounts.store if exhausted is not None else None,
     )

@@ -13,6 +13,8 @@ from collections.abc import Callable, Collection
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.contracts.models import (
+    ControlAction,
+    ControlCommand,
     Envelope,
     Event,
     StepRequested,
@@ -23,6 +25,7 @@ from baton.contracts.models import (
     stable_event_id,
 )
 from baton.contracts.serde import DecodeError
+from baton.control import ControlState, Obeyed, in_scope
 from baton.identity import AuthenticationError
 from baton.messaging import EventBus, RejectedEvent, unauthorized
 from baton.runtime import KeyedLocks
@@ -59,8 +62,10 @@ class SupervisorHandlers:
         *,
         clock: Callable[[], float] = time.time,
         stall_after_s: float = 60.0,
+        control: ControlState | None = None,
     ) -> None:
         self._events = events
+        self.control = control
         self._stall_after_s = stall_after_s
         self._moved_at: dict[str, float] = {}  # when each held workflow last changed or was nudged
         self.supervisor = supervisor
@@ -73,6 +78,7 @@ class SupervisorHandlers:
         # Not durable, and need not be: a new owner re-issues the step, whose stored events and verdict
         # are sent again.
         self._early: dict[str, Event] = {}
+        self._sending: set[asyncio.Task[None]] = set()  # outcomes the kill switch decided, being published
         self.outcomes = 0
         self.restored = 0
         self.refused_checkpoints = 0
@@ -176,16 +182,78 @@ class SupervisorHandlers:
     async def on_event(self, event: Event, record: BusRecord) -> None:
         wf = event.envelope.workflow_id
         async with self._locks.hold(wf):
-            try:
-                transition = self.supervisor.handle(event, self._clock())
-            except UnknownWorkflowError as exc:
-                raise RejectedEvent(exc.code, str(exc)) from exc
+            transition = self._killed(event)
+            if transition is None:
+                try:
+                    transition = self.supervisor.handle(event, self._clock())
+                except UnknownWorkflowError as exc:
+                    raise RejectedEvent(exc.code, str(exc)) from exc
             if transition.early:
                 self._early[wf] = event
                 return
             if transition.state is not None:
                 await self._apply(transition, event, partition=record.partition)
             await self._apply_early(wf, record.partition)
+
+    def _killed(self, event: Event) -> Transition | None:
+        """The kill switch's transition for this event's workflow, when a command covers it (else None)."""
+        if self.control is None or self.control.quiet:
+            return None
+        wf = event.envelope.workflow_id
+        held = self.supervisor.states.get(wf)
+        why = self.control.blocked(wf, held.tenant_id if held is not None else event.envelope.tenant_id)
+        return None if why is None else self.supervisor.killed(event, why, self._clock())
+
+    async def on_control(self, command: ControlCommand) -> Obeyed:
+        """Halt every running workflow this replica owns in the command's scope, all at once; returns how many.
+
+        Returns once each halt is decided durably (checkpointed with the KILLED outcome pending: whoever holds
+        the workflow from then on can only send that outcome); the outcomes and final checkpoints follow
+        without holding up the confirmation (docs/decisions/0016-kill-switch.md).
+        """
+        if command.command is not ControlAction.HALT:
+            return Obeyed()
+        reason = f"killed by {command.issued_by}: {command.reason}"
+        owned = [wf for wf, state in list(self.supervisor.states.items()) if in_scope(command, wf, state.tenant_id)]
+
+        async def decide(wf: str) -> bool:
+            async with self._locks.hold(wf):
+                transition = self.supervisor.kill(wf, reason)
+                if transition is None or transition.state is None:
+                    return False  # finished or decided meanwhile
+                await self._checkpoint(transition.state, command)
+                self._hold(transition.state, None)
+            return True
+
+        # Concurrently: the publishes share the producer's requests, so halting hundreds takes a few round trips.
+        done = await asyncio.gather(*(decide(wf) for wf in owned), return_exceptions=True)
+        decided = [wf for wf, r in zip(owned, done, strict=True) if r is True]
+        for wf in decided:
+            task = asyncio.create_task(self._send_owed(wf, command))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        failed = [r for r in done if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]  # the command is read again; the workflows decided already are not counted again
+        undecided = sum(1 for state in self.supervisor.states.values() if state.pending_outcome is None)
+        return Obeyed(halted=len(decided), detail=f"{undecided} undecided workflows held here")
+
+    async def _send_owed(self, workflow_id: str, cause: Event) -> None:
+        """Publish a decided outcome (and the final checkpoint) of a held workflow, until it is out."""
+        delay = 0.05
+        while True:
+            async with self._locks.hold(workflow_id):
+                held = self.supervisor.states.get(workflow_id)
+                if held is None or held.pending_outcome is None:
+                    return  # sent already (a redelivered event, the sweep) or moved to another replica
+                owed = pending_outcome(held)
+                try:
+                    await self._apply(Transition(held.copy(), (owed,) if owed else (), replay=True), cause)
+                    return
+                except Exception as exc:
+                    log.warning("outcome of %s not published (%r); trying again in %.2fs", workflow_id, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _apply_early(self, workflow_id: str, partition: int) -> None:
         """Apply a held verdict once its step's result is counted; kept held until its publishes succeed."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from baton.audit.chain import Record
 from baton.audit.store import AuditStore
+from baton.control import ALL_KEY, ANY_TENANT, tenant_key
 
 
 def _short(h: Any) -> str:
@@ -67,6 +68,11 @@ def describe_step(doc: Record) -> str:
         return f"OUTCOME halted {p.get('reason_code')}{trip}: {p.get('reason')}"
     if kind == "WorkflowEscalated":
         return f"OUTCOME escalated to {p.get('escalated_to')}: {p.get('reason_code')}: {p.get('reason')}"
+    if kind == "ControlCommand":
+        target = f" {p.get('target')}" if p.get("target") else ""
+        return f"KILL SWITCH {p.get('command')} {p.get('scope')}{target} by {p.get('issued_by')}: {p.get('reason')}"
+    if kind == "ControlConfirmed":
+        return f"kill switch confirmed by {p.get('role')} ({doc.get('producer')}): {p.get('halted')} halted"
     if kind == "Undecodable":
         return f"undecodable message (raw bytes kept in base64): {p.get('error')}"
     if kind == "DeadLettered":
@@ -75,8 +81,40 @@ def describe_step(doc: Record) -> str:
 
 
 async def trace_workflow(store: AuditStore, workflow_id: str) -> list[Record]:
-    """Every record of a workflow, in its chain's order."""
-    return [doc async for doc in store.stream_by_workflow(workflow_id)]
+    """Every record of a workflow, in its chain's order, with the kill-switch commands that covered it: those on
+    the workflow itself are in its chain; those on its tenant or on everything are merged in by time."""
+    records = [doc async for doc in store.stream_by_workflow(workflow_id)]
+    tenant = next(
+        (str(d["tenant_id"]) for d in records if d.get("tenant_id") not in (None, ANY_TENANT, "unknown")), None
+    )
+    if not records:
+        return records
+    keys = [ALL_KEY] + ([tenant_key(tenant)] if tenant is not None else [])
+    # The chain is in the order the auditor read the topics, not in time order: the span is min to max.
+    times = [_at(d) for d in records if d.get("occurred_at")]
+    start, end = (min(times), max(times)) if times else ("", "")
+    commands: list[Record] = []
+    for key in keys:
+        scope = [d async for d in store.stream_by_workflow(key) if d.get("event_type") == "ControlCommand"]
+        before = [d for d in scope if _at(d) < start]
+        # A halt in force when the workflow began (it was refused), and whatever came while it ran.
+        if before and (before[-1].get("payload") or {}).get("command") == "HALT":
+            commands.append(before[-1])
+        commands += [d for d in scope if start <= _at(d) <= end]
+    if not commands:
+        return records
+    # Merged by time without reordering the chain: each command goes before the first record that came after it.
+    commands.sort(key=_at)
+    merged: list[Record] = []
+    for doc in records:
+        while commands and _at(commands[0]) <= _at(doc):
+            merged.append(commands.pop(0))
+        merged.append(doc)
+    return merged
+
+
+def _at(doc: Record) -> str:
+    return str(doc.get("occurred_at") or "")
 
 
 def render_timeline(workflow_id: str, records: list[Record]) -> str:

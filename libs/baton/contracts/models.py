@@ -350,6 +350,18 @@ class ControlCommand(Event):
     issued_by: str
 
 
+class ControlConfirmed(Event):
+    avro_name: ClassVar[str] = "io.baton.events.v1.ControlConfirmed"
+    event_type: ClassVar[str] = "ControlConfirmed"
+    command_event_id: str
+    command: ControlAction
+    scope: ControlScope
+    target: str | None = None
+    role: str
+    halted: int
+    detail: str = ""
+
+
 class DeadLettered(Event):
     avro_name: ClassVar[str] = "io.baton.events.v1.DeadLettered"
     event_type: ClassVar[str] = "DeadLettered"
@@ -382,6 +394,7 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     WorkflowHalted,
     WorkflowEscalated,
     ControlCommand,
+    ControlConfirmed,
     DeadLettered,
 )
 

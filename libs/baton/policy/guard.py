@@ -134,6 +134,10 @@ class ToolCallGuard:
             self._recent.popitem(last=False)
         return verdict
 
+    def refuse(self, ask: ToolAsk, code: str, reason: str) -> GuardVerdict:
+        """A refusal decided outside the rules (the kill switch): SYSTEMIC, not remembered (a resume lifts it)."""
+        return self._deny(ask, code, reason, failure_class=FailureClass.SYSTEMIC)
+
     def _deny(
         self,
         ask: ToolAsk,

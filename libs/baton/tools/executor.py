@@ -10,6 +10,7 @@ model that chose differently on the re-run) the step escalates as diverged rathe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Mapping
@@ -94,6 +95,16 @@ class ToolRun:
     injections: tuple[InjectionFlag, ...] = ()
 
 
+class ToolGate(Protocol):
+    """Whether a tool may run now (the kill switch, see baton.control): raises ToolError when not."""
+
+    def check(self) -> None: ...
+
+    def running(self) -> contextlib.AbstractContextManager[None]:
+        """Check, and hold the call as in flight until it returns."""
+        ...
+
+
 @dataclass(frozen=True)
 class StepTools:
     """The tools of one step, as the agent runtime calls them."""
@@ -107,6 +118,8 @@ class StepTools:
     # Given: every call that would run needs the policy guard's grant for exactly it (checked here, where the
     # tool runs, and used once); a replayed write runs nothing and needs none.
     grants: Keyring | None = None
+    # Given: checked before anything is recorded and again right before each invocation (docs/decisions/0016).
+    gate: ToolGate | None = None
     # Given: the guard is asked for each call that would run, and its grant is what runs it (requires grants).
     authorizer: Authorizer | None = None
     # Given: each result is redacted and screened before it is recorded or returned (baton.policy.screening).
@@ -151,6 +164,8 @@ class StepTools:
         self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int, grant: SignedGrant | None = None
     ) -> ToolRun:
         """Run a call (or replay its recorded result); ToolError when it fails, NeedsHumanError when unsafe."""
+        if self.gate is not None:
+            self.gate.check()
         key = self.key(spec.name, ordinal)
         declaration = self.registry.declaration(spec.name)
         self.registry.check_arguments(spec.name, arguments)  # nothing is recorded for a call that cannot run
@@ -239,6 +254,12 @@ class StepTools:
         return grant
 
     async def _invoke(
+        self, name: str, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
+    ) -> dict[str, Any]:
+        with self.gate.running() if self.gate is not None else contextlib.nullcontext():
+            return await self._call(name, arguments, key, grant)
+
+    async def _call(
         self, name: str, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
     ) -> dict[str, Any]:
         return await self.registry.invoke(
