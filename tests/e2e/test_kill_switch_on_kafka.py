@@ -71,6 +71,8 @@ async def test_kill_all_during_200_workflows_on_kafka(own_broker: KafkaBroker, t
         "BATON_WORLD_DB": str(tmp_path / "world.db"),
         "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
         "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
+        "BATON_POLICY_GUARD_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
+        "BATON_SUPERVISOR_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
         "BATON_SUPERVISOR_BACKOFF_BASE_S": "0.05",
         "BATON_AUDITOR_STORE": "embedded",
         "BATON_AUDITOR_SQLITE_PATH": str(tmp_path / "audit.db"),
@@ -116,6 +118,7 @@ async def test_kill_all_during_200_workflows_on_kafka(own_broker: KafkaBroker, t
         procs.spawn("supervisor-1", *DEMO_SERVICE, "supervisor")
         procs.spawn("supervisor-2", *DEMO_SERVICE, "supervisor")
         procs.spawn("handoff-validator", *DEMO_SERVICE, "handoff-validator")
+        procs.spawn("policy-guard", *DEMO_SERVICE, "policy-guard")
         procs.spawn("auditor", *DEMO_SERVICE, "auditor")
         for kind in kinds_of_agents:
             procs.spawn(f"agent-{kind}", *DEMO_SERVICE, "agent", "--kind", kind)
