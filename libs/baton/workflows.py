@@ -73,6 +73,13 @@ class ApprovalRule(_Strict):
         return self.always or (self.when is not None and self.when.holds(arguments))
 
 
+class QueryRule(_Strict):
+    """A query tool's table allow-list: the SQL in `argument` may read or write only these tables."""
+
+    argument: str = "query"
+    tables: list[str] = Field(min_length=1)
+
+
 class ToolSpec(_Strict):
     """A tool an agent may call: which registered tool (pinned to a version), with which tier.
 
@@ -87,6 +94,9 @@ class ToolSpec(_Strict):
     args: dict[str, str] = Field(default_factory=dict, description="argument name -> context key")
     result_key: str = Field(description="context key the result is stored under")
     approval: ApprovalRule | None = None
+    query: QueryRule | None = Field(
+        default=None, description="a query tool: the tables its SQL argument may touch (the guard checks it)"
+    )
 
 
 class ModelSpec(_Strict):

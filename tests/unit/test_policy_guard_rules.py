@@ -24,7 +24,7 @@ from baton.policy.rates import SlidingWindowLimiter
 from baton.policy.spend import SpendAccounts
 from baton.policy.spend_sqlite import SqliteSpendStore
 from baton.policy.tenants import Prices
-from baton.workflows import default_workflow_dir, load_workflows
+from baton.workflows import WorkflowSpec, default_workflow_dir, load_workflows
 
 GUARD = Identity.generate(identity.POLICY_GUARD)
 KEYRING = Keyring.of([GUARD])
@@ -199,3 +199,51 @@ async def test_remembered_verdicts_are_bounded(tmp_path: Path) -> None:
 async def _spent(guard: ToolCallGuard) -> float:
     assert guard.spend is not None
     return await guard.spend.spent("tenant-1", "2027-01-15")
+
+
+REPORTS = WorkflowSpec.model_validate(
+    {
+        "name": "reporting",
+        "pattern": "pipeline",
+        "autonomy_level": 3,
+        "escalation": {"queue": "analysts", "sla_s": 600},
+        "agents": [
+            {
+                "name": "analyst",
+                "outputs": ["rows"],
+                "tools": [
+                    {
+                        "name": "run_query",
+                        "tier": "READ",
+                        "result_key": "rows",
+                        "query": {"argument": "sql", "tables": ["orders", "refunds"]},
+                    }
+                ],
+            }
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "code"),
+    [
+        ("SELECT o.id, r.amount FROM orders o JOIN refunds r ON r.order_id = o.id", "AUTHORIZED"),
+        ("SELECT * FROM orders WHERE customer_id IN (SELECT id FROM customers)", "TABLE_NOT_ALLOWED"),
+        ("WITH x AS (SELECT * FROM users) SELECT * FROM x", "TABLE_NOT_ALLOWED"),
+        ("DROP TABLE orders", "TABLE_NOT_ALLOWED"),
+    ],
+)
+async def test_a_query_tool_runs_only_on_its_allowed_tables(tmp_path: Path, sql: str, code: str) -> None:
+    guard = ToolCallGuard(
+        workflows={"reporting": REPORTS},
+        policies=Policies.load(default_workflow_dir()),
+        signer=GUARD,
+        spend=None,
+        prices=Prices(),
+        rate=SlidingWindowLimiter(50, 60.0),
+    )
+    verdict = await guard.decide(_ask("run_query", "analyst", {"sql": sql}), now=NOW)
+    assert verdict.code == code, verdict.reason
+    if code != "AUTHORIZED":
+        assert "nothing ran" in verdict.reason or "cannot be checked" in verdict.reason

@@ -54,9 +54,24 @@ def describe_step(doc: Record) -> str:
         )
     if kind == "HandoffRejected":
         return f"handoff REJECTED {p.get('reason_code')}: {p.get('reason')}"
-    if kind in ("ToolCallRequested", "ToolCallAuthorized", "ToolCallDenied"):
-        extra = p.get("reason") or p.get("tier") or p.get("arguments_json") or ""
-        return f"guard: {kind} {p.get('agent')} → {p.get('tool')} {extra}"
+    if kind == "ToolCallRequested":
+        return (
+            f"guard asked: {p.get('agent')} → {p.get('tool')} {p.get('arguments_json')} key {p.get('idempotency_key')}"
+        )
+    if kind == "ToolCallAuthorized":
+        return (
+            f"guard AUTHORIZED {p.get('agent')} → {p.get('tool')} ({p.get('tier')}) by {p.get('policies')} "
+            f"policy {p.get('policy_version')}, cost {p.get('cost_usd', 0):.4f} USD"
+        )
+    if kind == "ToolCallDenied":
+        return (
+            f"guard DENIED {p.get('reason_code')} {p.get('agent')} → {p.get('tool')} "
+            f"(policy {p.get('policy_version')}): {p.get('reason')}"
+        )
+    if kind == "GuardFlagged":
+        items = ", ".join(f"{i.get('count')} {i.get('label')} at {i.get('path')}" for i in p.get("items") or [])
+        found = items or p.get("figures")
+        return f"guard {p.get('kind')} ({p.get('source')}, {p.get('tool') or '-'}): {found} — {p.get('detail')}"
     if kind == "ApprovalRequested":
         return f"approval requested: {p.get('tool')} — {p.get('reason')} (needs {p.get('required_approvals')})"
     if kind == "ApprovalDecided":

@@ -28,6 +28,7 @@ from baton.policy.decisions import Policies, ToolCallFacts, Verdict
 from baton.policy.grants import SignedGrant, issue_grant
 from baton.policy.ownership import ResourceOwners, cross_tenant
 from baton.policy.rates import SlidingWindowLimiter
+from baton.policy.sanitize import QueryRefusedError, tables_outside
 from baton.policy.spend import SpendAccounts, SpendAlert, SpendVerdict, utc_day
 from baton.policy.tenants import Prices
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec
@@ -201,6 +202,10 @@ class ToolCallGuard:
                 policies=decided.policies,
                 tier=spec.tier,
             )
+        if spec.query is not None:
+            outside = _query_problem(arguments, spec.query.argument, spec.query.tables)
+            if outside:
+                return self._deny(ask, "TABLE_NOT_ALLOWED", f"{ask.tool}: {outside}", tier=spec.tier)
         rate_key = f"{ask.workflow_id}:{ask.agent}"
         if not self._rate.allow(rate_key, now):
             return self._deny(
@@ -310,6 +315,20 @@ class ToolCallGuard:
         if amount <= 0 or self._spend is None:
             return []
         return await self._spend.charge(charge_id, tenant_id, utc_day(now), amount)
+
+
+def _query_problem(arguments: Mapping[str, Any], argument: str, allowed: list[str]) -> str:
+    """What is wrong with a query tool's SQL against its table allow-list ("" when nothing)."""
+    query = arguments.get(argument)
+    if not isinstance(query, str):
+        return f"argument {argument!r} must hold the SQL query (a string); nothing ran"
+    try:
+        outside = tables_outside(query, allowed)
+    except QueryRefusedError as exc:
+        return f"the query cannot be checked: {exc}"
+    if outside:
+        return f"the query touches {outside}, outside the tables it may use {sorted(allowed)}; nothing ran"
+    return ""
 
 
 def _parsed(ask: ToolAsk) -> tuple[dict[str, Any] | None, str]:
