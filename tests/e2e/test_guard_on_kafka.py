@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,16 @@ import pytest
 
 from baton import identity, topics
 from baton.audit.keys import encode_signing_key, generate_signing_key
+from baton.bus.base import BusRecord
 from baton.bus.kafka import KafkaBus
 from baton.client import BatonClient, Outcome
-from baton.contracts.models import WorkflowEscalated
+from baton.contracts.models import (
+    Event,
+    GuardFlagged,
+    GuardFlagKind,
+    ToolCallAuthorized,
+    WorkflowEscalated,
+)
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.guard_client import GuardClient
@@ -34,6 +42,8 @@ from baton.handoff import tool_call_key
 from baton.ledger import Ledger
 from baton.messaging import EventBus
 from baton.policy.grants import GrantVerifier, SignedGrant, issue_grant
+from baton.policy.spend import SpendAccounts, utc_day
+from baton.policy.spend_sqlite import SqliteSpendStore
 from baton.testbed.processes import ServiceProcesses
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.base import ToolError
@@ -44,6 +54,8 @@ from baton.workflows import load_workflows
 from baton_demo.world import World
 from baton_demo.world_tools import world_tools
 from tests.component.test_screened_tool_results import INJECTED, PII, PLANTED, small_tickets
+from tests.component.test_spend_limits_in_the_mesh import LIMIT as SPEND_LIMIT
+from tests.component.test_spend_limits_in_the_mesh import TENANTS as SPEND_TENANTS
 from tests.contract.tool_kit import serve
 from tests.harness.identities import DOMAIN, trust, write_keys
 from tests.harness.kafka_broker import KafkaBroker
@@ -51,6 +63,39 @@ from tests.harness.kafka_broker import KafkaBroker
 pytestmark = pytest.mark.e2e
 
 AGENTS = [a.name for a in load_workflows()["support_refund"].agents]
+
+
+def _env(broker: KafkaBroker, tmp_path: Path) -> dict[str, str]:
+    return {
+        "BATON_BUS": "kafka",
+        "BATON_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
+        "BATON_LOG_LEVEL": "INFO",
+        "BATON_WORLD_DB": str(tmp_path / "world.db"),
+        "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
+        "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
+        "BATON_POLICY_GUARD_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
+        "BATON_SUPERVISOR_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
+        "BATON_AUDITOR_SQLITE_PATH": str(tmp_path / "audit.db"),
+        "BATON_AUDITOR_SIGNING_KEY": encode_signing_key(generate_signing_key()),
+        "BATON_AUDITOR_ANCHOR_FILE": str(tmp_path / "anchors.jsonl"),
+    }
+
+
+async def _start(
+    broker: KafkaBroker, tmp_path: Path, extra: dict[str, str] | None = None
+) -> tuple[ServiceProcesses, KafkaBus]:
+    """Every service of the refund workflow as its own process, and a bus for the test."""
+    (tmp_path / "logs").mkdir()
+    procs = ServiceProcesses(env={**_env(broker, tmp_path), **(extra or {})}, logdir=tmp_path / "logs")
+    bus = KafkaBus(broker.bootstrap, client_id="guard-e2e")
+    await bus.start()
+    await bus.create_topics([*topics.CORE_TOPICS, *(topics.agent_steps(a) for a in AGENTS)])
+    for service in ("supervisor", "handoff-validator", "policy-guard", "auditor"):
+        procs.start(service, service)
+    for kind in AGENTS:
+        procs.start(f"agent-{kind}", "agent", "--kind", kind)
+    return procs, bus
 
 
 def _call(wf: str, tenant: str, agent: str, tool: str, arguments: dict[str, Any], ordinal: int = 0) -> CallToAsk:
@@ -67,34 +112,12 @@ async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_
     pii_ticket, injected_ticket, plain_ticket, rogue_ticket = small_tickets(world, 4)
     world.rewrite_ticket(pii_ticket, PLANTED)
     world.rewrite_ticket(injected_ticket, INJECTED)
-    env = {
-        "BATON_BUS": "kafka",
-        "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
-        "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
-        "BATON_LOG_LEVEL": "INFO",
-        "BATON_WORLD_DB": str(tmp_path / "world.db"),
-        "BATON_AGENT_LEDGER_DB": str(tmp_path / "ledger.db"),
-        "BATON_HANDOFF_VALIDATOR_LEDGER_DB": str(tmp_path / "ledger.db"),
-        "BATON_POLICY_GUARD_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
-        "BATON_SUPERVISOR_SPEND_SQLITE_PATH": str(tmp_path / "spend.db"),
-        "BATON_AUDITOR_SQLITE_PATH": str(tmp_path / "audit.db"),
-        "BATON_AUDITOR_SIGNING_KEY": encode_signing_key(generate_signing_key()),
-        "BATON_AUDITOR_ANCHOR_FILE": str(tmp_path / "anchors.jsonl"),
-    }
-    (tmp_path / "logs").mkdir()
-    procs = ServiceProcesses(env=env, logdir=tmp_path / "logs")
+    procs, bus = await _start(own_broker, tmp_path)
     serde = AvroSerde(LocalSchemaRegistry())
-    bus = KafkaBus(own_broker.bootstrap, client_id="guard-e2e")
-    await bus.start()
-    await bus.create_topics([*topics.CORE_TOPICS, *(topics.agent_steps(a) for a in AGENTS)])
     served = ToolRegistry([PythonToolProvider(world_tools(world), name="world")])
     await served.start()
     tool_side = Ledger(tmp_path / "tool-side.db")
     try:
-        for service in ("supervisor", "handoff-validator", "policy-guard", "auditor"):
-            procs.start(service, service)
-        for kind in AGENTS:
-            procs.start(f"agent-{kind}", "agent", "--kind", kind)
 
         def as_role(role: str) -> EventBus:
             return EventBus(bus=bus, serde=serde, producer=f"e2e-{role}", trust=trust(role))
@@ -216,4 +239,78 @@ async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_
         assert value not in audit, f"{kind} in clear in the audit"
         leaked = [name for name, text in logs.items() if value in text]
         assert not leaked, f"{kind} in clear in {leaked}"
+    world.close()
+
+
+async def test_100_concurrent_workflows_of_one_tenant_end_within_its_daily_limit_on_kafka(
+    own_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    world = World(tmp_path / "world.db")
+    world.seed(customers=300, seed=11)
+    (tmp_path / "tenants.yaml").write_text(SPEND_TENANTS)
+    tickets = [t for t in world.ticket_ids() if world.tenant_of("ticket_id", t) == "tenant-0"][:100]
+    assert len(tickets) == 100
+    tenants = str(tmp_path / "tenants.yaml")
+    procs, bus = await _start(
+        own_broker,
+        tmp_path,
+        {"BATON_POLICY_GUARD_TENANTS_FILE": tenants, "BATON_SUPERVISOR_TENANTS_FILE": tenants},
+    )
+    serde = AvroSerde(LocalSchemaRegistry())
+    try:
+        client = BatonClient(EventBus(bus=bus, serde=serde, producer="e2e-client", trust=trust(identity.CLIENT)))
+        for i, ticket in enumerate(tickets):
+            await client.submit("support_refund", {"ticket_id": ticket}, tenant_id="tenant-0", workflow_id=f"sp-{i}")
+        outcomes: dict[str, Outcome] = {}
+        seen: Counter[str] = Counter()
+
+        async def collect() -> None:
+            async with contextlib.aclosing(client.outcomes()) as stream:
+                async for outcome in stream:
+                    seen[outcome.envelope.workflow_id] += 1
+                    outcomes.setdefault(outcome.envelope.workflow_id, outcome)
+                    if len(outcomes) == len(tickets):
+                        return
+
+        try:
+            await asyncio.wait_for(collect(), timeout=300)
+        except TimeoutError:
+            pytest.fail(f"{len(outcomes)} of 100 outcomes; dead processes {procs.dead()}")
+        verdicts: list[Event] = []
+
+        async def keep(record: BusRecord) -> None:
+            verdicts.append(await serde.decode(record.value))
+
+        await bus.replay([topics.TOOL_VERDICTS, topics.GUARD_FLAGS], keep)
+        dead_letters = sum((await bus.end_offsets(topics.DEAD_LETTER)).values())
+    finally:
+        procs.stop_all()
+        await bus.stop()
+
+    def key(outcome: Outcome) -> str:
+        code = getattr(outcome, "reason_code", "")
+        return f"{type(outcome).__name__}:{code}" if code else type(outcome).__name__
+
+    kinds = Counter(key(o) for o in outcomes.values())
+    assert sum(kinds.values()) == 100 and set(seen.values()) == {1}, (kinds, seen)
+    assert set(kinds) <= {
+        "WorkflowCompleted",
+        "WorkflowEscalated:APPROVAL_REQUIRED",
+        "WorkflowHalted:DENIED_SPEND_LIMIT",
+        "WorkflowHalted:ADMISSION_SPEND_EXHAUSTED",
+    }, kinds
+    assert kinds["WorkflowHalted:DENIED_SPEND_LIMIT"] > 0, kinds
+    authorized = [v for v in verdicts if isinstance(v, ToolCallAuthorized)]
+    store = SqliteSpendStore(tmp_path / "spend.db")
+    spent = await SpendAccounts(store, {"tenant-0": SPEND_LIMIT}).spent("tenant-0", utc_day(time.time()))
+    await store.close()
+    assert spent <= SPEND_LIMIT + 1e-9 and spent == pytest.approx(sum(a.cost_usd for a in authorized))
+    shares = sorted(
+        v.figures["share"] for v in verdicts if isinstance(v, GuardFlagged) and v.kind is GuardFlagKind.SPEND_ALERT
+    )
+    assert shares.count(0.5) == 1 and shares.count(0.8) == 1 and shares.count(1.0) <= 1, shares
+    report = world.verify()
+    assert report.ok, report.problems
+    assert report.counts["refunds"] == sum(1 for a in authorized if a.tool == "issue_refund")
+    assert dead_letters == 0
     world.close()

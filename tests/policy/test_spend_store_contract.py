@@ -119,3 +119,20 @@ async def test_concurrent_calls_that_overrun_their_estimates_still_alert_once(op
     reached = [s for s in (0.5, 0.8, 1.0) if spent >= s * 5.0]
     assert sorted(a.share for a in alerts) == reached
     assert len({a.share for a in alerts}) == len(alerts)
+
+
+async def test_known_prices_spent_at_once_by_several_replicas_stop_exactly_at_the_limit(open_store: OpenStore) -> None:
+    replicas = [SpendAccounts(await open_store(), {"acme": 10.0}) for _ in range(4)]
+    pick = itertools.cycle(replicas)
+    calls = [(f"tool-{i}", next(pick)) for i in range(100)]
+    # Each call twice (a redelivered request): 40 fit, each counted once, each alert once.
+    got = await asyncio.gather(*(a.spend_within_limit(rid, "acme", DAY, 0.25) for rid, a in calls + calls))
+    spent = {
+        rid
+        for (rid, _a), (verdict, _why, _al) in zip(calls + calls, got, strict=True)
+        if verdict is SpendVerdict.RESERVED
+    }
+    assert len(spent) == 40
+    assert await replicas[0].spent("acme", DAY) == 10.0
+    assert sorted(alert.share for _v, _w, alerts in got for alert in alerts) == [0.5, 0.8, 1.0]
+    assert await replicas[3].exhausted("acme", DAY)

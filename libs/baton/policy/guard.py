@@ -243,9 +243,18 @@ class ToolCallGuard:
         alerts: list[SpendAlert] = []
         if self._spend is not None:
             day = utc_day(now)
-            # One reservation per idempotency key: a re-asked call (its first grant lost with a crashed agent)
-            # costs once. Reserved even at 0 USD, so a tenant at its limit gets no more calls.
-            spent, why = await self._spend.reserve(ask.idempotency_key, ask.tenant_id, day, cost)
+            if cost > 0:
+                # Reserved and settled in one atomic change, once per idempotency key (a call re-asked after its
+                # grant was lost with a crashed agent costs once); a call that then fails still counts, so the
+                # day is spent conservatively and never past the limit.
+                spent, why, alerts = await self._spend.spend_within_limit(
+                    ask.idempotency_key, ask.tenant_id, day, cost
+                )
+            else:
+                # A free call writes nothing; it is still refused once the tenant's day is spent.
+                exhausted = await self._spend.exhausted(ask.tenant_id, day)
+                spent = SpendVerdict.OVER_LIMIT if exhausted else SpendVerdict.RESERVED
+                why = f"tenant {ask.tenant_id!r} has spent its daily limit: stopped until tomorrow or a higher limit"
             if spent is SpendVerdict.OVER_LIMIT:
                 return self._deny(
                     ask,
@@ -255,9 +264,6 @@ class ToolCallGuard:
                     policies=decided.policies,
                     tier=spec.tier,
                 )
-            # A call's price is fixed: the reservation settles at once (a call that then fails still counts:
-            # spent conservatively, never over the limit).
-            alerts = await self._spend.settle(ask.idempotency_key, ask.tenant_id, day, cost)
         grant = issue_grant(
             self._signer,
             ttl_s=self._grant_ttl_s,

@@ -191,6 +191,18 @@ def release_on(account: SpendAccount, reservation_id: str) -> tuple[SpendAccount
     return changed, None
 
 
+def spend_within_limit_on(
+    account: SpendAccount, spend_id: str, amount_usd: float, limit_usd: float | None
+) -> tuple[SpendAccount | None, tuple[SpendVerdict, str, list[SpendAlert]]]:
+    """Reserve and settle at once a spend whose price is known before it happens (a tool call at its declared
+    price): refused when it would pass the limit, counted once per id; the alerts it crossed first."""
+    reserved, (verdict, why) = reserve_on(account, spend_id, amount_usd, limit_usd)
+    if reserved is None:
+        return None, (verdict, why, [])
+    settled, alerts = settle_on(reserved, spend_id, amount_usd, limit_usd)
+    return settled, (verdict, why, alerts)
+
+
 def charge_on(
     account: SpendAccount, charge_id: str, amount_usd: float, limit_usd: float | None
 ) -> tuple[SpendAccount | None, list[SpendAlert]]:
@@ -251,6 +263,15 @@ class SpendAccounts:
         returned to exactly one caller, whichever replica it runs on). Settling twice counts once."""
         limit = self.limit_of(tenant_id)
         return await self.store.update(tenant_id, day, lambda a: settle_on(a, reservation_id, actual_usd, limit))
+
+    async def spend_within_limit(
+        self, spend_id: str, tenant_id: str, day: str, amount_usd: float
+    ) -> tuple[SpendVerdict, str, list[SpendAlert]]:
+        """Reserve and settle a known price in one atomic change (one write instead of two)."""
+        limit = self.limit_of(tenant_id)
+        return await self.store.update(
+            tenant_id, day, lambda a: spend_within_limit_on(a, spend_id, amount_usd, limit)
+        )
 
     async def charge(self, charge_id: str, tenant_id: str, day: str, amount_usd: float) -> list[SpendAlert]:
         """Count spend that already happened (model tokens used); once per charge id; the alerts crossed first."""
