@@ -247,9 +247,7 @@ class ToolCallGuard:
                 # Reserved and settled in one atomic change, once per idempotency key (a call re-asked after its
                 # grant was lost with a crashed agent costs once); a call that then fails still counts, so the
                 # day is spent conservatively and never past the limit.
-                spent, why, alerts = await self._spend.spend_within_limit(
-                    ask.idempotency_key, ask.tenant_id, day, cost
-                )
+                spent, why, alerts = await self._spend.spend_within_limit(ask.idempotency_key, ask.tenant_id, day, cost)
             else:
                 # A free call writes nothing; it is still refused once the tenant's day is spent.
                 exhausted = await self._spend.exhausted(ask.tenant_id, day)

@@ -269,9 +269,7 @@ class SpendAccounts:
     ) -> tuple[SpendVerdict, str, list[SpendAlert]]:
         """Reserve and settle a known price in one atomic change (one write instead of two)."""
         limit = self.limit_of(tenant_id)
-        return await self.store.update(
-            tenant_id, day, lambda a: spend_within_limit_on(a, spend_id, amount_usd, limit)
-        )
+        return await self.store.update(tenant_id, day, lambda a: spend_within_limit_on(a, spend_id, amount_usd, limit))
 
     async def charge(self, charge_id: str, tenant_id: str, day: str, amount_usd: float) -> list[SpendAlert]:
         """Count spend that already happened (model tokens used); once per charge id; the alerts crossed first."""
