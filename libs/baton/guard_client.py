@@ -92,6 +92,7 @@ class GuardClient:
             idempotency_key=call.idempotency_key,
             step_version=call.step_version,
             arguments_sha256=hashlib.sha256(encoded).hexdigest(),
+            step_ticket=call.step_ticket,
         )
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._pending[request.call_id] = future

@@ -142,6 +142,7 @@ class AgentHandlers:
             agent=self._agent.name,
             tenant_id=tenant,
             step_version=snapshot.version,
+            step_ticket=event.ticket if isinstance(event, StepRequested) else "",
             grants=self._events.trust.keyring if self._guard is not None else None,
             authorizer=self._guard,
             screen=self._screen,

@@ -80,6 +80,7 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         workflows=load_workflows(),
         policies=policies,
         signer=events.trust.identity,
+        keyring=events.trust.keyring,
         spend=accounts,
         prices=tenants.prices if tenants is not None else Prices(default_model_per_1k_tokens_usd=0.0),
         rate=SlidingWindowLimiter(settings.tool_calls_per_window, settings.rate_window_s),

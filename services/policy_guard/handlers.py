@@ -70,6 +70,7 @@ class PolicyGuardHandlers:
             arguments_sha256=event.arguments_sha256,
             idempotency_key=event.idempotency_key,
             step_version=event.step_version,
+            step_ticket=event.step_ticket,
         )
         killed = self._control.blocked(env.workflow_id, env.tenant_id) if self._control is not None else None
         if killed is not None:

@@ -28,6 +28,7 @@ from baton.contracts.serde import DecodeError
 from baton.control import ControlState, Obeyed, in_scope
 from baton.identity import AuthenticationError
 from baton.messaging import EventBus, RejectedEvent, unauthorized
+from baton.policy.grants import DEFAULT_TICKET_TTL_S, issue_ticket
 from baton.runtime import KeyedLocks
 from baton.supervisor import (
     Effect,
@@ -415,6 +416,16 @@ class SupervisorHandlers:
                 agent=effect.agent,
                 attempt=effect.attempt,
                 snapshot=state.checkpoint,
+                # What the agent shows the policy guard with each tool call: this supervisor opened this step.
+                ticket=issue_ticket(
+                    self._events.trust.identity,
+                    ttl_s=DEFAULT_TICKET_TTL_S,
+                    now=time.time(),
+                    workflow_id=state.workflow_id,
+                    tenant_id=state.tenant_id,
+                    agent=effect.agent,
+                    step_version=state.checkpoint.version,
+                ),
             )
             await self._events.publish(topics.agent_steps(effect.agent), request)
             return

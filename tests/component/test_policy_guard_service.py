@@ -27,10 +27,10 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.guard_client import GuardClient
 from baton.handoff import tool_call_key
-from baton.identity import TrustDomain, all_roles
+from baton.identity import Identity, TrustDomain, all_roles
 from baton.ledger import Ledger
 from baton.messaging import EventBus
-from baton.policy.grants import GrantVerifier, SignedGrant, issue_grant
+from baton.policy.grants import GrantVerifier, SignedGrant, issue_grant, issue_ticket
 from baton.policy.ownership import HookOwners
 from baton.runtime import RuntimeSettings
 from baton.tools import PythonToolProvider, ToolRegistry
@@ -54,6 +54,11 @@ class Setup:
     world: World
     guard: guard_app.PolicyGuardApp
     serde: AvroSerde
+
+    @property
+    def supervisor(self) -> Identity:
+        """Who opens steps (signs their tickets)."""
+        return self.trust.identities[identity.SUPERVISOR]
 
     def events(self, role: str) -> EventBus:
         return EventBus(bus=self.bus, serde=self.serde, producer=f"{role}@test", trust=self.trust.trust(role))
@@ -93,9 +98,15 @@ def _small_ticket(world: World) -> tuple[str, str, float]:
     raise AssertionError("the seeded world has no small refund")
 
 
-def _call(wf: str, tenant: str, agent: str, tool: str, arguments: dict[str, Any], ordinal: int = 0) -> CallToAsk:
+def _call(
+    supervisor: Identity, wf: str, tenant: str, agent: str, tool: str, arguments: dict[str, Any], ordinal: int = 0
+) -> CallToAsk:
+    """A call of a step the supervisor opened (its ticket signed by the supervisor's identity)."""
     key = tool_call_key(wf, agent, tool, step_version=2, ordinal=ordinal)
-    return CallToAsk(wf, tenant, agent, tool, arguments, key, 2)
+    ticket = issue_ticket(
+        supervisor, ttl_s=3600, now=time.time(), workflow_id=wf, tenant_id=tenant, agent=agent, step_version=2
+    )
+    return CallToAsk(wf, tenant, agent, tool, arguments, key, 2, ticket)
 
 
 async def test_a_rogue_agent_process_cannot_run_a_tool_around_the_guard(setup: Setup, tmp_path: Path) -> None:
@@ -123,7 +134,9 @@ async def test_a_rogue_agent_process_cannot_run_a_tool_around_the_guard(setup: S
                 grant=grant.to_json() if grant is not None else None,
             )
 
-        call = _call("wf-rogue", tenant, "refund_issuer", "issue_refund", args)
+        call = _call(
+            setup.trust.identities[identity.SUPERVISOR], "wf-rogue", tenant, "refund_issuer", "issue_refund", args
+        )
         # 1. Skips the guard: no grant.
         with pytest.raises(ToolError, match="GRANT_MISSING") as missing:
             await refund(args, call.idempotency_key, None)
@@ -152,7 +165,15 @@ async def test_a_rogue_agent_process_cannot_run_a_tool_around_the_guard(setup: S
         with pytest.raises(ToolError, match="GRANT_REUSED"):
             await refund(args, call.idempotency_key, grant)
         # 4. Changes the arguments after the grant (a bigger amount; another ticket).
-        second = _call("wf-rogue", tenant, "refund_issuer", "issue_refund", args, ordinal=1)
+        second = _call(
+            setup.trust.identities[identity.SUPERVISOR],
+            "wf-rogue",
+            tenant,
+            "refund_issuer",
+            "issue_refund",
+            args,
+            ordinal=1,
+        )
         fresh = await client.ask(second)
         with pytest.raises(ToolError, match="GRANT_MISMATCH"):
             await refund({**args, "amount": amount + 1}, second.idempotency_key, fresh)
@@ -193,7 +214,14 @@ async def test_a_call_outside_the_grant_another_tenants_record_or_an_unknown_too
             await denied.add(event)
 
     await setup.bus.subscribe([topics.TOOL_VERDICTS], group_id=None, handler=keep)
-    call = _call("wf-deny", other_tenant if foreign else tenant, agent, tool, {"ticket_id": ticket, "amount": amount})
+    call = _call(
+        setup.trust.identities[identity.SUPERVISOR],
+        "wf-deny",
+        other_tenant if foreign else tenant,
+        agent,
+        tool,
+        {"ticket_id": ticket, "amount": amount},
+    )
     with pytest.raises(GuardDeniedError) as refusal:
         await client.ask(call)
     assert refusal.value.code == code
@@ -238,7 +266,16 @@ async def test_an_agent_speaking_for_another_and_an_undecodable_request_are_dead
     await impostor.publish_encoded(topics.TOOL_REQUESTS, b"\x00garbage", workflow_id="wf-imp")  # signed, not Avro
     # The same partition keeps moving: an honest request after both is answered.
     client = await setup.client("ticket_lookup")
-    grant = await client.ask(_call("wf-imp", tenant, "ticket_lookup", "lookup_ticket", {"ticket_id": ticket}))
+    grant = await client.ask(
+        _call(
+            setup.trust.identities[identity.SUPERVISOR],
+            "wf-imp",
+            tenant,
+            "ticket_lookup",
+            "lookup_ticket",
+            {"ticket_id": ticket},
+        )
+    )
     assert grant.grant.tool == "lookup_ticket"
     reasons = dict(sorted((d.reason_code, d.reason) for d in await dead.wait_for_count(3)))
     assert sorted(reasons) == ["NOT_AUTHORIZED", "UNKNOWN_SCHEMA_ID", "UNSIGNED"], reasons

@@ -39,9 +39,10 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.guard_client import GuardClient
 from baton.handoff import tool_call_key
+from baton.identity import Identity
 from baton.ledger import Ledger
 from baton.messaging import EventBus
-from baton.policy.grants import GrantVerifier, SignedGrant, issue_grant
+from baton.policy.grants import GrantVerifier, SignedGrant, issue_grant, issue_ticket
 from baton.policy.spend import SpendAccounts, utc_day
 from baton.policy.spend_sqlite import SqliteSpendStore
 from baton.testbed.processes import ServiceProcesses
@@ -62,6 +63,7 @@ from tests.harness.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.e2e
 
+OPENER = DOMAIN.identities[identity.SUPERVISOR]  # signs the tickets of the steps the rogue is given
 AGENTS = [a.name for a in load_workflows()["support_refund"].agents]
 
 
@@ -98,10 +100,15 @@ async def _start(
     return procs, bus
 
 
-def _call(wf: str, tenant: str, agent: str, tool: str, arguments: dict[str, Any], ordinal: int = 0) -> CallToAsk:
-    return CallToAsk(
-        wf, tenant, agent, tool, arguments, tool_call_key(wf, agent, tool, step_version=2, ordinal=ordinal), 2
+def _call(
+    supervisor: Identity, wf: str, tenant: str, agent: str, tool: str, arguments: dict[str, Any], ordinal: int = 0
+) -> CallToAsk:
+    """A call of a step the supervisor opened (its ticket signed by the supervisor's identity)."""
+    key = tool_call_key(wf, agent, tool, step_version=2, ordinal=ordinal)
+    ticket = issue_ticket(
+        supervisor, ttl_s=3600, now=time.time(), workflow_id=wf, tenant_id=tenant, agent=agent, step_version=2
     )
+    return CallToAsk(wf, tenant, agent, tool, arguments, key, 2, ticket)
 
 
 async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_pii_out(
@@ -177,7 +184,9 @@ async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_
                     grant=grant.to_json() if grant is not None else None,
                 )
 
-            call = _call("wf-rogue", tenant, "refund_issuer", "issue_refund", args)
+            call = _call(
+                DOMAIN.identities[identity.SUPERVISOR], "wf-rogue", tenant, "refund_issuer", "issue_refund", args
+            )
             with pytest.raises(ToolError, match="GRANT_MISSING"):
                 await refund(args, call.idempotency_key, None)  # skipped the guard
             forged = issue_grant(
@@ -198,7 +207,15 @@ async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_
             assert (await refund(args, call.idempotency_key, grant))["amount"] == amount
             with pytest.raises(ToolError, match="GRANT_REUSED"):
                 await refund(args, call.idempotency_key, grant)  # replayed
-            second = _call("wf-rogue", tenant, "refund_issuer", "issue_refund", args, ordinal=1)
+            second = _call(
+                DOMAIN.identities[identity.SUPERVISOR],
+                "wf-rogue",
+                tenant,
+                "refund_issuer",
+                "issue_refund",
+                args,
+                ordinal=1,
+            )
             fresh = await issuer.ask(second)
             with pytest.raises(ToolError, match="GRANT_MISMATCH"):
                 await refund({**args, "amount": amount + 100}, second.idempotency_key, fresh)  # changed after
@@ -216,7 +233,16 @@ async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_
             ("drop_all_tables", tenant, "UNKNOWN_TOOL"),
         ]:
             with pytest.raises(GuardDeniedError) as denied:
-                await reader.ask(_call("wf-deny", asking_tenant, "ticket_lookup", tool, {"ticket_id": rogue_ticket}))
+                await reader.ask(
+                    _call(
+                        DOMAIN.identities[identity.SUPERVISOR],
+                        "wf-deny",
+                        asking_tenant,
+                        "ticket_lookup",
+                        tool,
+                        {"ticket_id": rogue_ticket},
+                    )
+                )
             assert denied.value.code == code
         await reader.stop()
         assert world.verify().counts["refunds"] == refunds_before + 1

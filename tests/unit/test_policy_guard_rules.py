@@ -17,7 +17,7 @@ from baton.contracts.models import FailureClass
 from baton.handoff import tool_call_key
 from baton.identity import Identity, Keyring
 from baton.policy.decisions import Policies
-from baton.policy.grants import check_grant
+from baton.policy.grants import check_grant, issue_ticket
 from baton.policy.guard import ToolAsk, ToolCallGuard
 from baton.policy.ownership import HookOwners
 from baton.policy.rates import SlidingWindowLimiter
@@ -27,7 +27,9 @@ from baton.policy.tenants import Prices
 from baton.workflows import WorkflowSpec, default_workflow_dir, load_workflows
 
 GUARD = Identity.generate(identity.POLICY_GUARD)
-KEYRING = Keyring.of([GUARD])
+SUPERVISOR = Identity.generate(identity.SUPERVISOR)
+ROGUE = Identity.generate(identity.agent_role("refund_issuer"))
+KEYRING = Keyring.of([GUARD, SUPERVISOR, ROGUE])
 OWNERS = {"ticket_id": {"T-1": "tenant-1", "T-2": "tenant-2"}}
 NOW = 1_800_000_000.0
 
@@ -43,6 +45,7 @@ def _guard(
         workflows=load_workflows(),
         policies=Policies.load(default_workflow_dir()),
         signer=GUARD,
+        keyring=KEYRING,
         spend=SpendAccounts(SqliteSpendStore(tmp_path / "spend.db"), {"tenant-1": limit}),
         prices=Prices(default_tool_call_usd=cost, default_model_per_1k_tokens_usd=tokens, models={}),
         rate=SlidingWindowLimiter(rate, 60.0),
@@ -62,7 +65,11 @@ def _ask(
     **changes: Any,
 ) -> ToolAsk:
     args = {"ticket_id": "T-1"} if arguments is None else arguments
+    ticket = issue_ticket(
+        SUPERVISOR, ttl_s=3600, now=NOW, workflow_id=wf, tenant_id=tenant, agent=agent, step_version=3
+    )
     fields: dict[str, Any] = {
+        "step_ticket": ticket,
         "call_id": call_id,
         "workflow_id": wf,
         "tenant_id": tenant,
@@ -186,6 +193,7 @@ async def test_remembered_verdicts_are_bounded(tmp_path: Path) -> None:
         workflows=load_workflows(),
         policies=Policies.load(default_workflow_dir()),
         signer=GUARD,
+        keyring=KEYRING,
         spend=None,
         prices=Prices(),
         rate=SlidingWindowLimiter(10_000, 60.0),
@@ -239,6 +247,7 @@ async def test_a_query_tool_runs_only_on_its_allowed_tables(tmp_path: Path, sql:
         workflows={"reporting": REPORTS},
         policies=Policies.load(default_workflow_dir()),
         signer=GUARD,
+        keyring=KEYRING,
         spend=None,
         prices=Prices(),
         rate=SlidingWindowLimiter(50, 60.0),
@@ -247,3 +256,31 @@ async def test_a_query_tool_runs_only_on_its_allowed_tables(tmp_path: Path, sql:
     assert verdict.code == code, verdict.reason
     if code != "AUTHORIZED":
         assert "nothing ran" in verdict.reason or "cannot be checked" in verdict.reason
+
+
+def _ticket(signer: Identity, **changes: Any) -> str:
+    binding: dict[str, Any] = {
+        "workflow_id": "wf-1",
+        "tenant_id": "tenant-1",
+        "agent": "ticket_lookup",
+        "step_version": 3,
+    }
+    return issue_ticket(signer, ttl_s=3600, now=NOW, **{**binding, **changes})
+
+
+@pytest.mark.parametrize(
+    ("ticket", "says"),
+    [
+        ("", "shows no step ticket"),
+        (_ticket(ROGUE), "not by the supervisor"),
+        (_ticket(SUPERVISOR, workflow_id="wf-other"), "workflow_id differ"),
+        (_ticket(SUPERVISOR, tenant_id="tenant-2"), "tenant_id differ"),
+        (_ticket(SUPERVISOR, step_version=2), "step_version differ"),
+        (_ticket(SUPERVISOR).replace('"agent": "ticket_lookup"', '"agent": "refund_issuer"'), "does not verify"),
+    ],
+)
+async def test_only_a_step_the_supervisor_opened_may_call_a_tool(tmp_path: Path, ticket: str, says: str) -> None:
+    """A rogue agent cannot invent a workflow, another tenant or another step to get grants for."""
+    verdict = await _guard(tmp_path).decide(_ask(step_ticket=ticket), now=NOW)
+    assert (verdict.code, verdict.failure_class, verdict.grant) == ("STEP_NOT_OPEN", FailureClass.SYSTEMIC, None)
+    assert says in verdict.reason, verdict.reason

@@ -141,12 +141,13 @@ class TaskRequested(Event):
 
 
 class StepRequested(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.StepRequested"
+    avro_name: ClassVar[str] = "io.baton.events.v2.StepRequested"
     event_type: ClassVar[str] = "StepRequested"
     agent: str
     attempt: int
     snapshot: ContextSnapshot
     diff: ContextDiff | None = None
+    ticket: str = ""
 
 
 class StepCompleted(Event):
@@ -222,6 +223,7 @@ class ToolCallRequested(Event):
     idempotency_key: str
     step_version: int = 0
     arguments_sha256: str = ""
+    step_ticket: str = ""
 
 
 class ToolCallAuthorized(Event):

@@ -141,3 +141,57 @@ class GrantVerifier:
                 "GRANT_REUSED", f"the authorization for {tool} was used before: each one permits one call"
             )
         return grant
+
+
+# -- step tickets ---------------------------------------------------------------------------------------------
+
+_TICKET_DOMAIN = b"baton.step-ticket.v1\x00"
+DEFAULT_TICKET_TTL_S = 3600.0
+
+
+@dataclass(frozen=True)
+class StepTicket:
+    """The supervisor's word that it opened this step: which workflow, tenant, agent and context version."""
+
+    workflow_id: str
+    tenant_id: str
+    agent: str
+    step_version: int
+    expires_at: float
+
+    def message(self) -> bytes:
+        return _TICKET_DOMAIN + canonical_bytes(asdict(self))
+
+
+def issue_ticket(supervisor: Identity, *, ttl_s: float, now: float, **binding: Any) -> str:
+    """A step ticket signed by the supervisor (binding: workflow_id, tenant_id, agent, step_version), as JSON."""
+    ticket = StepTicket(expires_at=now + ttl_s, **binding)
+    signature = base64.b64encode(supervisor.sign(ticket.message())).decode()
+    return json.dumps({"ticket": asdict(ticket), "key_id": supervisor.key_id, "signature": signature})
+
+
+def check_ticket(text: str, keyring: Keyring, *, expected: Mapping[str, Any], now: float) -> StepTicket:
+    """The ticket, if the supervisor signed it for exactly this step and it has not expired; GrantRefusedError
+    (STEP_NOT_OPEN) otherwise: the guard authorizes calls only of steps the supervisor opened."""
+    if not text:
+        raise GrantRefusedError(
+            "STEP_NOT_OPEN", "the request shows no step ticket: only steps the supervisor opened call tools"
+        )
+    try:
+        raw = json.loads(text)
+        ticket = StepTicket(**raw["ticket"])
+        role = keyring.verify(raw["key_id"].encode(), base64.b64decode(raw["signature"]), ticket.message())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GrantRefusedError("STEP_NOT_OPEN", f"the step ticket cannot be read: {exc}") from exc
+    except AuthenticationError as exc:
+        raise GrantRefusedError("STEP_NOT_OPEN", f"the step ticket does not verify: {exc}") from exc
+    if role != identity.SUPERVISOR:
+        raise GrantRefusedError("STEP_NOT_OPEN", f"the step ticket is signed by {role}, not by the supervisor")
+    differing = sorted(k for k, v in expected.items() if asdict(ticket).get(k) != v)
+    if differing:
+        raise GrantRefusedError(
+            "STEP_NOT_OPEN", f"the step ticket is for another step ({', '.join(differing)} differ): refused"
+        )
+    if now > ticket.expires_at:
+        raise GrantRefusedError("STEP_NOT_OPEN", "the step ticket expired: the step is long over")
+    return ticket

@@ -23,9 +23,9 @@ from typing import Any
 from baton.context import canonical_bytes
 from baton.contracts.models import FailureClass, PermissionTier
 from baton.handoff import tool_call_prefix
-from baton.identity import Identity
+from baton.identity import Identity, Keyring
 from baton.policy.decisions import Policies, ToolCallFacts, Verdict
-from baton.policy.grants import SignedGrant, issue_grant
+from baton.policy.grants import GrantRefusedError, SignedGrant, check_ticket, issue_grant
 from baton.policy.ownership import ResourceOwners, cross_tenant
 from baton.policy.rates import SlidingWindowLimiter
 from baton.policy.sanitize import QueryRefusedError, tables_outside
@@ -49,6 +49,7 @@ class ToolAsk:
     arguments_sha256: str
     idempotency_key: str
     step_version: int
+    step_ticket: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ToolCallGuard:
         workflows: Mapping[str, WorkflowSpec],
         policies: Policies,
         signer: Identity,
+        keyring: Keyring | None,
         spend: SpendAccounts | None,
         prices: Prices,
         rate: SlidingWindowLimiter,
@@ -101,6 +103,8 @@ class ToolCallGuard:
     ) -> None:
         self._policies = policies
         self._signer = signer
+        # The keyring step tickets are checked against (None: not checked; only unit tests of other rules).
+        self._keyring = keyring
         self._spend = spend
         self._prices = prices
         self._rate = rate
@@ -167,6 +171,17 @@ class ToolCallGuard:
         if problem:
             return self._deny(ask, "BAD_REQUEST", problem)
         assert arguments is not None
+        if self._keyring is not None:
+            expected = {
+                "workflow_id": ask.workflow_id,
+                "tenant_id": ask.tenant_id,
+                "agent": ask.agent,
+                "step_version": ask.step_version,
+            }
+            try:
+                check_ticket(ask.step_ticket, self._keyring, expected=expected, now=now)
+            except GrantRefusedError as exc:
+                return self._deny(ask, exc.code, str(exc), failure_class=FailureClass.SYSTEMIC)
         owner = self._agents.get(ask.agent)
         if owner is None:
             return self._deny(

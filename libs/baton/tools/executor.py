@@ -71,6 +71,7 @@ class CallToAsk:
     arguments: Mapping[str, Any]
     idempotency_key: str
     step_version: int
+    step_ticket: str = ""
 
 
 class Authorizer(Protocol):
@@ -118,6 +119,8 @@ class StepTools:
     # Given: every call that would run needs the policy guard's grant for exactly it (checked here, where the
     # tool runs, and used once); a replayed write runs nothing and needs none.
     grants: Keyring | None = None
+    # The supervisor's signed ticket of this step (StepRequested.ticket), shown to the guard with every call.
+    step_ticket: str = ""
     # Given: checked before anything is recorded and again right before each invocation (docs/decisions/0016).
     gate: ToolGate | None = None
     # Given: the guard is asked for each call that would run, and its grant is what runs it (requires grants).
@@ -154,6 +157,7 @@ class StepTools:
             arguments=arguments,
             idempotency_key=key,
             step_version=self.step_version,
+            step_ticket=self.step_ticket,
         )
 
     def key(self, tool: str, ordinal: int) -> str:
