@@ -246,7 +246,13 @@ async def run_step(
         if call.diverged and spec.tier is PermissionTier.READ:
             # A read runs on the bound values; the model's divergence stays on record in its decision.
             trace = DecisionTrace(**{**trace.__dict__, "rationale": f"{trace.rationale} [rebound: {call.diverged}]"})
-        arguments_digest = hashlib.sha256(canonical_bytes(arguments)).hexdigest()
+        try:
+            arguments_digest = hashlib.sha256(canonical_bytes(arguments)).hexdigest()
+        except ValueError as exc:  # NaN, an integer past 2^53: nothing can run on arguments no one can hash
+            outcome.decisions.append(trace)
+            return outcome.fail(
+                FailureClass.LOGIC, "BAD_ARGUMENTS", f"{choice.name}'s arguments cannot be canonicalised: {exc}"
+            )
         fingerprint = f"{choice.name}:{arguments_digest}"
         fingerprints[fingerprint] += 1
         if fingerprints[fingerprint] > budgets.loop_threshold:

@@ -80,7 +80,12 @@ class GuardClient:
                 FailureClass.TRANSIENT,
             )
         arguments = dict(call.arguments)
-        encoded = canonical_bytes(arguments)
+        try:
+            encoded = canonical_bytes(arguments)
+        except ValueError as exc:
+            raise ToolError(
+                "BAD_ARGUMENTS", f"the arguments for {call.tool} cannot be canonicalised ({exc}): nothing was asked"
+            ) from exc
         request = ToolCallRequested(
             envelope=self._events.envelope(
                 workflow_id=call.workflow_id, tenant_id=call.tenant_id, step_seq=call.step_version
@@ -123,6 +128,8 @@ class GuardClient:
             except RetryLaterError:
                 # Not acknowledged: asked again shortly (the same call id; the guard answers a repeat once).
                 wait = min(0.1, deadline - loop.time())
+            except ValueError as exc:  # e.g. MessageTooLargeError: asking again cannot help
+                raise ToolError("REQUEST_REFUSED", f"the request for {request.tool} cannot be sent: {exc}") from exc
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(future), max(wait, 0.0))
             if loop.time() >= deadline:

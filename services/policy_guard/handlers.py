@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from pymongo.errors import PyMongoError
+
 from baton import topics
-from baton.bus.base import BusRecord
+from baton.bus.base import BusRecord, RetryLaterError
 from baton.contracts.models import (
     AgentDecision,
     ApprovalFallback,
@@ -25,7 +28,10 @@ from baton.contracts.models import (
 from baton.control import ControlState
 from baton.messaging import EventBus, RejectedEvent
 from baton.policy.guard import GuardVerdict, ToolAsk, ToolCallGuard
-from baton.policy.spend import SpendAlert
+from baton.policy.spend import SpendAlert, SpendConflictError
+
+# Failures of what the guard reads (its spend accounts, the records' owners), retried rather than dead-lettered.
+STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, PyMongoError, SpendConflictError)
 
 
 class PolicyGuardHandlers:
@@ -48,15 +54,21 @@ class PolicyGuardHandlers:
         self.spend_alerts = 0
 
     async def on_event(self, event: Event, record: BusRecord) -> None:
-        if isinstance(event, ToolCallRequested):
-            await self.on_request(event)
-        elif isinstance(event, AgentDecision):
-            await self.on_decision(event)
-        else:
-            raise RejectedEvent(
-                "UNEXPECTED_EVENT",
-                f"the policy guard reads ToolCallRequested and AgentDecision; got {event.event_type} on {record.topic}",
-            )
+        try:
+            if isinstance(event, ToolCallRequested):
+                await self.on_request(event)
+                return
+            if isinstance(event, AgentDecision):
+                await self.on_decision(event)
+                return
+        except STORE_ERRORS as exc:
+            # The spend store or the ownership hook's store failed: not the request's fault. Retried later (the
+            # partition waits) rather than dead-lettered, so no token charge is lost and no call decided without.
+            raise RetryLaterError(f"the policy guard could not decide {event.event_type}: {exc!r}") from exc
+        raise RejectedEvent(
+            "UNEXPECTED_EVENT",
+            f"the policy guard reads ToolCallRequested and AgentDecision; got {event.event_type} on {record.topic}",
+        )
 
     async def on_request(self, event: ToolCallRequested) -> None:
         env = event.envelope
@@ -126,10 +138,12 @@ class PolicyGuardHandlers:
         return base.model_copy(update={"event_id": stable_event_id(cause.envelope.event_id, "guard", what)})
 
     def _verdict_event(self, event: ToolCallRequested, verdict: GuardVerdict) -> Event:
+        # The verdict's code is in its id: a request answered KILLED, then (after a resume) AUTHORIZED, keeps both.
+        what = f"verdict-{verdict.code}"
         if verdict.authorized:
             assert verdict.grant is not None and verdict.tier is not None
             return ToolCallAuthorized(
-                envelope=self._envelope(event, "verdict"),
+                envelope=self._envelope(event, what),
                 call_id=event.call_id,
                 agent=event.agent,
                 tool=event.tool,
@@ -141,7 +155,7 @@ class PolicyGuardHandlers:
                 cost_usd=verdict.cost_usd,
             )
         return ToolCallDenied(
-            envelope=self._envelope(event, "verdict"),
+            envelope=self._envelope(event, what),
             call_id=event.call_id,
             agent=event.agent,
             tool=event.tool,

@@ -147,6 +147,7 @@ async def test_a_rogue_agent_process_cannot_run_a_tool_around_the_guard(setup: S
             ttl_s=60,
             now=time.time(),
             workflow_id="wf-rogue",
+            tenant_id=tenant,
             agent="refund_issuer",
             step_version=2,
             tool="issue_refund",

@@ -194,6 +194,7 @@ async def test_the_guard_process_on_kafka_holds_against_a_rogue_agent_and_keeps_
                 ttl_s=60,
                 now=time.time(),
                 workflow_id="wf-rogue",
+                tenant_id=tenant,
                 agent="refund_issuer",
                 step_version=2,
                 tool="issue_refund",

@@ -113,7 +113,7 @@ async def test_a_granted_read_is_authorized_with_a_grant_for_exactly_that_call(t
         (_ask(tool="delete_everything"), "UNKNOWN_TOOL", FailureClass.LOGIC, "there is no tool 'delete_everything'"),
         (_ask(tool="issue_refund"), "NOT_GRANTED", FailureClass.LOGIC, "is not granted 'issue_refund'"),
         (_ask(agent="impostor"), "UNKNOWN_AGENT", FailureClass.SYSTEMIC, "no workflow declares an agent"),
-        (_ask(arguments={"ticket_id": "T-2"}), "CROSS_TENANT", FailureClass.LOGIC, "another tenant's record"),
+        (_ask(arguments={"ticket_id": "T-2"}), "CROSS_TENANT", None, "another tenant's record"),
         (_ask(arguments_sha256="0" * 64), "BAD_REQUEST", FailureClass.LOGIC, "does not match the arguments"),
         (_ask(arguments_json="[1, 2"), "BAD_REQUEST", FailureClass.LOGIC, "is not JSON"),
         (_ask(idempotency_key="wf-2:ticket_lookup:lookup_ticket:v3.0"), "BAD_REQUEST", FailureClass.LOGIC, "is not"),

@@ -20,6 +20,7 @@ from typing import Any
 
 from baton import identity
 from baton.context import canonical_bytes
+from baton.contracts.models import FailureClass
 from baton.identity import AuthenticationError, Identity, Keyring
 from baton.tools.base import ToolError
 
@@ -32,6 +33,7 @@ class ToolGrant:
 
     grant_id: str
     workflow_id: str
+    tenant_id: str
     agent: str
     step_version: int
     tool: str
@@ -64,7 +66,7 @@ class SignedGrant:
 
 
 def issue_grant(guard: Identity, *, ttl_s: float, now: float, **binding: Any) -> SignedGrant:
-    """Sign a grant for one call (binding: workflow_id, agent, step_version, tool, arguments_sha256,
+    """Sign a grant for one call (binding: workflow_id, tenant_id, agent, step_version, tool, arguments_sha256,
     idempotency_key, policy_version)."""
     grant = ToolGrant(grant_id=uuid.uuid4().hex, expires_at=now + ttl_s, **binding)
     return SignedGrant(grant, guard.key_id, guard.sign(grant.message()))
@@ -100,7 +102,9 @@ def check_grant(signed: SignedGrant | None, keyring: Keyring, *, expected: Mappi
         )
     if now > signed.grant.expires_at:
         raise GrantRefusedError(
-            "GRANT_EXPIRED", f"the authorization for {tool} expired {now - signed.grant.expires_at:.0f}s ago: ask again"
+            "GRANT_EXPIRED",
+            f"the authorization for {tool} expired {now - signed.grant.expires_at:.0f}s ago: ask again",
+            FailureClass.TRANSIENT,
         )
     return signed.grant
 
@@ -122,6 +126,8 @@ class GrantVerifier:
         arguments: Mapping[str, Any],
         idempotency_key: str,
         workflow_id: str,
+        tenant_id: str,
+        agent: str,
         now: float,
     ) -> ToolGrant:
         """The grant, used up; GrantRefusedError (nothing may run) otherwise."""
@@ -134,6 +140,8 @@ class GrantVerifier:
             "arguments_sha256": hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest(),
             "idempotency_key": idempotency_key,
             "workflow_id": workflow_id,
+            "tenant_id": tenant_id,
+            "agent": agent,
         }
         grant = check_grant(signed, self._keyring, expected=expected, now=now)
         if not self._consume(grant.grant_id, key=idempotency_key):

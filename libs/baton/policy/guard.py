@@ -214,6 +214,7 @@ class ToolCallGuard:
                 "CROSS_TENANT",
                 f"{ask.tool} for tenant {ask.tenant_id!r} names another tenant's record ({'; '.join(crossing)}): "
                 "denied before anything ran; a workflow acts only on its own tenant's records",
+                failure_class=None,  # a hard error: a human looks, no agent is tried instead
                 policies=decided.policies,
                 tier=spec.tier,
             )
@@ -267,7 +268,11 @@ class ToolCallGuard:
                 # A free call writes nothing; it is still refused once the tenant's day is spent.
                 exhausted = await self._spend.exhausted(ask.tenant_id, day)
                 spent = SpendVerdict.OVER_LIMIT if exhausted else SpendVerdict.RESERVED
-                why = f"tenant {ask.tenant_id!r} has spent its daily limit: stopped until tomorrow or a higher limit"
+                why = (
+                    f"tenant {ask.tenant_id!r} has spent its daily limit: stopped until tomorrow or a higher limit"
+                    if self._spend.limit_of(ask.tenant_id) is not None
+                    else f"tenant {ask.tenant_id!r} has no spend limit configured (tenants.yaml): nothing is spent"
+                )
             if spent is SpendVerdict.OVER_LIMIT:
                 return self._deny(
                     ask,
@@ -282,6 +287,7 @@ class ToolCallGuard:
             ttl_s=self._grant_ttl_s,
             now=now,
             workflow_id=ask.workflow_id,
+            tenant_id=ask.tenant_id,
             agent=ask.agent,
             step_version=ask.step_version,
             tool=ask.tool,

@@ -196,8 +196,9 @@ class StepTools:
             return ToolRun(key, before.result, True, (), again.injections)
         try:
             used = await self._authorized(spec, arguments, key, grant)
-        except ToolError:
-            # Refused, denied, or no verdict in time: nothing ran, so the intent just written is withdrawn.
+        except BaseException:
+            # Refused, denied, no verdict in time, or stopped while asking: nothing ran, so the intent just written
+            # is withdrawn (left, it would make a redelivered step escalate EFFECT_UNKNOWN for a call never made).
             if before is None:
                 await asyncio.to_thread(self.ledger.call_refused, key)
             raise
@@ -244,6 +245,7 @@ class StepTools:
             return grant
         expected = {
             "workflow_id": self.workflow_id,
+            "tenant_id": self.tenant_id,
             "agent": self.agent,
             "step_version": self.step_version,
             "tool": spec.name,

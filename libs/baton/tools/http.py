@@ -143,6 +143,7 @@ class HttpToolProvider:
             "Idempotency-Key": call.idempotency_key,
             "X-Baton-Tenant": call.tenant_id,
             "X-Baton-Workflow": call.workflow_id,
+            "X-Baton-Agent": call.agent,
             **({GRANT_HEADER: call.meta[GRANT_META]} if GRANT_META in call.meta else {}),
             **self._auth.get(tool.name, {}),
         }

@@ -65,6 +65,8 @@ def tool_app(
                     arguments=arguments,
                     idempotency_key=key,
                     workflow_id=workflow,
+                    tenant_id=tenant,
+                    agent=request.headers.get("X-Baton-Agent", ""),
                     now=clock(),
                 )
             except GrantRefusedError as exc:
