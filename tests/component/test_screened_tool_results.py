@@ -7,6 +7,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from baton import topics
 from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
@@ -97,3 +99,30 @@ async def test_planted_pii_is_redacted_everywhere_and_planted_instructions_escal
         for kind, value in PII.items():
             assert value not in dump, f"{kind} in clear in {store.name}"
     world.close()
+
+
+async def test_a_tool_failure_quoting_its_result_reaches_the_step_error_redacted(tmp_path: Path) -> None:
+    from baton.ledger import Ledger
+    from baton.policy.screening import OutputScreen
+    from baton.tools import PythonToolProvider, ToolRegistry, python_tool, tools_of
+    from baton.tools.base import ToolError
+    from baton.tools.executor import StepTools
+    from baton.workflows import ToolSpec
+
+    @python_tool(version="1", tier="READ")
+    def lookup(customer_id: str) -> dict[str, int]:
+        """Returns a result off its declared schema, holding an email."""
+        return {"email": PII["EMAIL_ADDRESS"]}  # type: ignore[dict-item]
+
+    registry = ToolRegistry([PythonToolProvider(tools_of(lookup), name="t")])
+    await registry.start()
+    ledger = Ledger(tmp_path / "ledger.db")
+    spec = ToolSpec(name="lookup", tier="READ", result_key="r")
+    with pytest.raises(ToolError) as unscreened:
+        await StepTools(registry, ledger, "wf", "a", "t1", 1).run(spec, {"customer_id": "c0"}, 0)
+    assert PII["EMAIL_ADDRESS"] in str(unscreened.value)  # what the screen must take out
+    with pytest.raises(ToolError) as screened:
+        await StepTools(registry, ledger, "wf", "a", "t1", 1, screen=OutputScreen()).run(spec, {"customer_id": "c1"}, 0)
+    assert PII["EMAIL_ADDRESS"] not in str(screened.value) and "<EMAIL_ADDRESS>" in str(screened.value)
+    await registry.close()
+    ledger.close()

@@ -33,6 +33,10 @@ class OutputScreen:
         self._sanitizer = sanitizer or default_sanitizer()
         self._injections = injections or InjectionScreen()
 
+    def redact_text(self, text: str) -> str:
+        """A message (e.g. a tool's failure quoting its result) with its PII redacted."""
+        return self._sanitizer.redact_text(text)
+
     def screen(self, result: Any) -> Screened:
         sanitized = self._sanitizer.sanitize(result)
         return Screened(sanitized.value, sanitized.findings, self._injections.screen(sanitized.value))

@@ -263,7 +263,14 @@ class StepTools:
         self, name: str, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
     ) -> dict[str, Any]:
         with self.gate.running() if self.gate is not None else contextlib.nullcontext():
-            return await self._call(name, arguments, key, grant)
+            try:
+                return await self._call(name, arguments, key, grant)
+            except ToolError as exc:
+                if self.screen is not None:
+                    # A failure's message may quote what the tool returned (a result off its schema): redacted
+                    # before it becomes the step's error in events and the audit.
+                    exc.args = (await asyncio.to_thread(self.screen.redact_text, str(exc)),)
+                raise
 
     async def _call(
         self, name: str, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
