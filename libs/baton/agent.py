@@ -5,7 +5,6 @@ No broker imports: the agent service feeds it a context and publishes what it re
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -247,7 +246,7 @@ async def run_step(
             # A read runs on the bound values; the model's divergence stays on record in its decision.
             trace = DecisionTrace(**{**trace.__dict__, "rationale": f"{trace.rationale} [rebound: {call.diverged}]"})
         try:
-            arguments_digest = hashlib.sha256(canonical_bytes(arguments)).hexdigest()
+            arguments_digest = context_sha256(arguments)
         except ValueError as exc:  # NaN, an integer past 2^53: nothing can run on arguments no one can hash
             outcome.decisions.append(trace)
             return outcome.fail(

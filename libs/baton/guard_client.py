@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import uuid
 
 from baton import topics
 from baton.bus.base import BusRecord, RetryLaterError, Subscription
-from baton.context import canonical_bytes
+from baton.context import context_sha256
 from baton.contracts.models import (
     Event,
     FailureClass,
@@ -81,7 +80,7 @@ class GuardClient:
             )
         arguments = dict(call.arguments)
         try:
-            encoded = canonical_bytes(arguments)
+            digest = context_sha256(arguments)
         except ValueError as exc:
             raise ToolError(
                 "BAD_ARGUMENTS", f"the arguments for {call.tool} cannot be canonicalised ({exc}): nothing was asked"
@@ -96,7 +95,7 @@ class GuardClient:
             arguments_json=json.dumps(arguments, default=str),
             idempotency_key=call.idempotency_key,
             step_version=call.step_version,
-            arguments_sha256=hashlib.sha256(encoded).hexdigest(),
+            arguments_sha256=digest,
             step_ticket=call.step_ticket,
         )
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()

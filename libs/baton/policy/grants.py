@@ -11,7 +11,6 @@ grant finds the hash does not match.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from baton import identity
-from baton.context import canonical_bytes
+from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass
 from baton.identity import AuthenticationError, Identity, Keyring
 from baton.tools.base import ToolError
@@ -137,7 +136,7 @@ class GrantVerifier:
             raise GrantRefusedError("GRANT_FORGED", f"the authorization for {tool} cannot be read: {exc}") from exc
         expected = {
             "tool": tool,
-            "arguments_sha256": hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest(),
+            "arguments_sha256": context_sha256(dict(arguments)),
             "idempotency_key": idempotency_key,
             "workflow_id": workflow_id,
             "tenant_id": tenant_id,

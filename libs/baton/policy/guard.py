@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from baton.context import canonical_bytes
+from baton.context import context_sha256
 from baton.contracts.models import FailureClass, PermissionTier
 from baton.handoff import tool_call_prefix
 from baton.identity import Identity, Keyring
@@ -365,7 +365,7 @@ def _parsed(ask: ToolAsk) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(arguments, dict):
         return None, f"arguments_json must be a JSON object, got {type(arguments).__name__}"
     try:
-        digest = hashlib.sha256(canonical_bytes(arguments)).hexdigest()
+        digest = context_sha256(arguments)
     except ValueError as exc:
         return None, f"the arguments cannot be canonicalised ({exc})"
     if digest != ask.arguments_sha256:

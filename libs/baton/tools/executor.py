@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from baton.context import canonical_bytes, context_sha256
+from baton.context import context_sha256
 from baton.contracts.models import FailureClass, PermissionTier
 from baton.handoff import tool_call_key
 from baton.identity import Keyring
@@ -81,7 +80,7 @@ class Authorizer(Protocol):
 
 
 def arguments_sha256(arguments: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_bytes(dict(arguments))).hexdigest()
+    return context_sha256(dict(arguments))
 
 
 @dataclass(frozen=True)
