@@ -14,10 +14,11 @@ from typing import Any, Protocol
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier, ToolProvenance
 from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
+from baton.policy.grants import SignedGrant
 from baton.policy.injection import InjectionFlag
 from baton.policy.sanitize import Finding
 from baton.tools.base import ToolError
-from baton.tools.executor import GuardDeniedError, ToolRun, escalates
+from baton.tools.executor import CallReview, GuardDeniedError, ToolRun, escalates
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
 
 
@@ -29,10 +30,23 @@ class StepToolRunner(Protocol):
         """Whether the policy guard decides each call (then the runtime does not decide approval itself)."""
         ...
 
-    async def run(self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int) -> ToolRun: ...
+    async def run(
+        self,
+        spec: ToolSpec,
+        arguments: Mapping[str, Any],
+        ordinal: int,
+        grant: SignedGrant | None = None,
+        review: CallReview | None = None,
+    ) -> ToolRun: ...
 
-    async def refused(self, tool: str, arguments: Mapping[str, Any], ordinal: int) -> ToolError | None:
+    async def refused(
+        self, tool: str, arguments: Mapping[str, Any], ordinal: int, review: CallReview | None = None
+    ) -> ToolError | None:
         """Ask the guard about a call that will not run (so its verdict is on record): its refusal, or None."""
+        ...
+
+    async def preview(self, spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The tool's dry run of a call (what it would change), for a reviewer; None when it offers none."""
         ...
 
 
@@ -84,6 +98,8 @@ class StepOutcome:
     # Context key -> the tool call whose result it holds (the last one stored under that key).
     provenance: dict[str, ToolProvenance] = field(default_factory=dict)
     flags: list[ToolFlags] = field(default_factory=list)
+    # The approval the step waits for (APPROVAL_REQUIRED): the supervisor resumes the workflow once it is decided.
+    approval_id: str | None = None
 
     def fail(self, failure_class: FailureClass | None, code: str, message: str) -> StepOutcome:
         self.succeeded = False
@@ -266,6 +282,13 @@ async def run_step(
         if arguments_digest not in seen:
             seen.append(arguments_digest)
         ordinal = seen.index(arguments_digest)
+        review = CallReview(
+            rationale=reply.rationale,
+            confidence=reply.confidence,
+            decision_type=spec.decision_type,
+            bound_from=dict(spec.args),
+            preview=await tools.preview(spec, arguments) if workflow.needs_approval(spec, arguments) else None,
+        )
         # Approval is decided on what would run, never on the model's own numbers; a human who must look
         # anyway also sees where the model diverged.
         if call.diverged and spec.tier is not PermissionTier.READ:
@@ -273,8 +296,10 @@ async def run_step(
             if workflow.needs_approval(spec, arguments):
                 # Asked of the guard when it decides (so the approval request is its own, on the bound arguments);
                 # nothing runs now either way.
-                refusal = await tools.refused(choice.name, arguments, ordinal) if tools.guarded else None
+                refusal = await tools.refused(choice.name, arguments, ordinal, review) if tools.guarded else None
                 if refusal is None or refusal.code == "APPROVAL_REQUIRED":
+                    if isinstance(refusal, GuardDeniedError):
+                        outcome.approval_id = refusal.approval_id
                     return outcome.fail(
                         None,
                         "APPROVAL_REQUIRED",
@@ -290,9 +315,10 @@ async def run_step(
             outcome.decisions.append(trace)
             return outcome.fail(None, "APPROVAL_REQUIRED", _approval_text(spec, arguments))
         try:
-            run = await tools.run(spec, arguments, ordinal)
+            run = await tools.run(spec, arguments, ordinal, review=review)
         except GuardDeniedError as exc:
             outcome.decisions.append(trace)
+            outcome.approval_id = exc.approval_id if exc.code == "APPROVAL_REQUIRED" else None
             return outcome.fail(escalates(exc), step_error_code(exc), str(exc))
         except ToolError as exc:
             outcome.decisions.append(trace)

@@ -38,6 +38,7 @@ SERVICES: dict[str, str] = {
     "agent": "services.agent",
     "auditor": "services.auditor",
     "policy-guard": "services.policy_guard",
+    "approvals": "services.approvals",
 }
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from typing import Any
 
 from baton import topics
 from baton.bus.base import BusRecord, RetryLaterError, Subscription
@@ -26,7 +27,7 @@ from baton.contracts.models import (
 from baton.messaging import EventBus, EventConsumer, RejectedEvent
 from baton.policy.grants import SignedGrant
 from baton.tools.base import ToolError
-from baton.tools.executor import CallToAsk, GuardDeniedError
+from baton.tools.executor import CallReview, CallToAsk, GuardDeniedError
 
 Verdict = ToolCallAuthorized | ToolCallDenied
 
@@ -97,6 +98,9 @@ class GuardClient:
             step_version=call.step_version,
             arguments_sha256=digest,
             step_ticket=call.step_ticket,
+            lineage=list(call.lineage),
+            approval_token=call.approval_token,
+            **_review_fields(call.review),
         )
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._pending[request.call_id] = future
@@ -138,3 +142,16 @@ class GuardClient:
                     "the step is retried later (is the policy-guard service running?)",
                     FailureClass.TRANSIENT,
                 )
+
+
+def _review_fields(review: CallReview | None) -> dict[str, Any]:
+    """What a reviewer would read, as ToolCallRequested fields (none when the agent sent no review)."""
+    if review is None:
+        return {}
+    return {
+        "rationale": review.rationale,
+        "confidence": review.confidence,
+        "decision_type": review.decision_type,
+        "bound_from_json": json.dumps(dict(review.bound_from), sort_keys=True),
+        "preview_json": json.dumps(review.preview, default=str) if review.preview is not None else None,
+    }

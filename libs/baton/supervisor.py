@@ -20,6 +20,8 @@ from pydantic import TypeAdapter
 
 from baton.context import make_snapshot
 from baton.contracts.models import (
+    ApprovalDecided,
+    ApprovalDecision,
     ContextDiff,
     ContextSnapshot,
     Event,
@@ -80,6 +82,10 @@ class WorkflowState:
     # The outcome decided, checkpointed before it is published: re-sent as it is until the final
     # checkpoint lands, so one workflow never gets two different outcomes under one event id.
     pending_outcome: dict[str, Any] | None = None
+    # The approval the workflow waits for (checkpointed: nothing is asked of any agent until it is decided), and
+    # once approved, the approval service's token the resumed step shows the guard.
+    awaiting_approval: str | None = None
+    approval_token: str = ""
 
     @property
     def checkpoint(self) -> ContextSnapshot:
@@ -181,9 +187,11 @@ class Supervisor:
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
         finished_capacity: int = 10_000,
         admit: AdmitTask | None = None,
+        await_approvals: bool = True,
     ) -> None:
         self.workflows = workflows
         self.admit = admit
+        self.await_approvals = await_approvals
         self.states: dict[str, WorkflowState] = {}
         # Finished workflows as (seq, outcome code), oldest first: enough to ignore a redelivered task or
         # a late verdict without holding the workflow itself; bounded so memory stays flat.
@@ -251,6 +259,8 @@ class Supervisor:
             return self._accepted(state, event, now)
         if isinstance(event, HandoffRejected):
             return self._rejected(state, event)
+        if isinstance(event, ApprovalDecided):
+            return self._approval_decided(state, event)
         return Transition(None)
 
     # -- transitions -------------------------------------------------------------------------------
@@ -374,6 +384,12 @@ class Supervisor:
             state.consecutive_errors = 0
             return self._advance(state)  # the handoff verdict moves the workflow on
         code = event.error_code or "STEP_FAILED"
+        if code == "APPROVAL_REQUIRED" and event.approval_id and self.await_approvals:
+            # Checkpointed as waiting; nothing else of this workflow happens until the decision arrives, and no
+            # other workflow waits for it.
+            state.awaiting_approval = event.approval_id
+            state.approval_token = ""
+            return self._advance(state)
         state.consecutive_errors = state.consecutive_errors + 1 if state.last_error == code else 1
         state.last_error = code
         reason = event.error or code
@@ -425,6 +441,37 @@ class Supervisor:
             return self._advance(state, RequestStep(fallback, state.attempt))
         return self._finish(state, Outcome("escalated", code, reason, cls))
 
+    def _approval_decided(self, state: WorkflowState, event: ApprovalDecided) -> Transition:
+        """Resume a workflow waiting for this approval: approved, its step runs again showing the approval (the
+        approved action runs once: its idempotency key is the one the guard asked about); rejected or expired,
+        it halts with the reviewers' reason."""
+        if state.awaiting_approval != event.approval_id:
+            return Transition(None)  # a redelivered decision, or one for an approval this workflow no longer awaits
+        state.awaiting_approval = None
+        who = ", ".join(event.decided_by) or "nobody"
+        if event.decision is ApprovalDecision.APPROVED:
+            state.approval_token = event.approval_token
+            state.attempt += 1
+            state.retry_at = None
+            return self._advance(state, RequestStep(state.current_agent, state.attempt))
+        if event.decision is ApprovalDecision.REJECTED:
+            return self._finish(
+                state,
+                Outcome(
+                    "halted",
+                    "APPROVAL_REJECTED",
+                    f"approval {event.approval_id} rejected by {who}: {event.comment or 'no reason given'}",
+                ),
+            )
+        return self._finish(
+            state,
+            Outcome(
+                "halted",
+                "APPROVAL_EXPIRED",
+                f"approval {event.approval_id} was not decided in time: {event.comment or 'its SLA passed'}",
+            ),
+        )
+
     def _accepted(self, state: WorkflowState, event: HandoffAccepted, now: float) -> Transition:
         cp = state.checkpoint
         snap = event.snapshot
@@ -470,6 +517,7 @@ class Supervisor:
         state.context_retries = 0
         state.transient_retries = 0
         state.retry_at = None
+        state.approval_token = ""
         tripped = self._budget_trip(state, spec, now)
         if tripped is not None:
             return self._finish(state, tripped)
@@ -544,8 +592,10 @@ class Supervisor:
     def wall_clock_halt(self, workflow_id: str, now: float) -> Transition | None:
         """The halt of a held workflow past its wall-clock budget (commit it), or None while it is within."""
         held = self.states.get(workflow_id)
-        if held is None or held.pending_outcome is not None:
-            return None  # not held, or decided already: finishing it is owed, not a new decision
+        if held is None or held.pending_outcome is not None or held.awaiting_approval is not None:
+            # Not held, or decided already (finishing it is owed, not a new decision), or waiting for humans (whose
+            # time the approval's SLA bounds, with its declared fallback).
+            return None
         spec = self.workflows[held.workflow_type]
         if now - held.started_at <= spec.budgets.wall_clock_s:
             return None

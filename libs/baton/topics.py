@@ -27,6 +27,7 @@ GROUP_SUPERVISOR = "baton.supervisor"
 GROUP_HANDOFF_VALIDATOR = "baton.handoff-validator"
 GROUP_AUDITOR = "baton.auditor"
 GROUP_POLICY_GUARD = "baton.policy-guard"
+GROUP_APPROVALS = "baton.approvals"
 
 
 def agent_steps(agent_kind: str) -> str:

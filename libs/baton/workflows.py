@@ -63,11 +63,36 @@ class Condition(_Strict):
         return {"gt": a > v, "ge": a >= v, "lt": a < v, "le": a <= v}[self.op]
 
 
+# Decision types whose actions always wait for a human, and the confidence under which the others escalate
+# (the field's defaults; a workflow's confidence_thresholds or an agent's confidence_threshold override them).
+ALWAYS_APPROVED_DECISIONS = frozenset({"deletion", "regulatory_filing"})
+DECISION_THRESHOLDS: dict[str, float] = {
+    "document_classification": 0.85,
+    "report_generation": 0.80,
+    "moderation": 0.75,
+    "routing": 0.70,
+}
+
+
 class ApprovalRule(_Strict):
-    """When a tool call needs a human: always, or when an argument exceeds a threshold."""
+    """When a tool call needs a human (always, or when an argument crosses a threshold), and who decides it:
+    M distinct reviewers of a queue within an SLA, and what happens when nobody does."""
 
     always: bool = False
     when: Condition | None = None
+    approvers: int = Field(default=1, ge=1, description="distinct reviewers who must approve (M of N)")
+    queue: str | None = Field(default=None, description="reviewer queue; default: the workflow's escalation queue")
+    sla_s: float | None = Field(default=None, gt=0, description="time to decide; default: the escalation SLA")
+    on_expiry: Literal["reject", "escalate"] = Field(
+        default="reject", description="undecided in time: rejected, or moved once to escalate_to with a fresh SLA"
+    )
+    escalate_to: str | None = None
+
+    @model_validator(mode="after")
+    def _escalation_named(self) -> ApprovalRule:
+        if self.on_expiry == "escalate" and not self.escalate_to:
+            raise ValueError("on_expiry: escalate needs escalate_to: the queue the approval moves to")
+        return self
 
     def required(self, arguments: Mapping[str, Any]) -> bool:
         return self.always or (self.when is not None and self.when.holds(arguments))
@@ -96,6 +121,9 @@ class ToolSpec(_Strict):
     approval: ApprovalRule | None = None
     query: QueryRule | None = Field(
         default=None, description="a query tool: the tables its SQL argument may touch (the guard checks it)"
+    )
+    decision_type: str | None = Field(
+        default=None, description="what kind of decision a call is (deletion and regulatory_filing always wait)"
     )
 
 
@@ -135,6 +163,9 @@ class AgentSpec(_Strict):
     outputs: list[str] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
     confidence_threshold: float | None = None
+    decision_type: str | None = Field(
+        default=None, description="the decision this agent makes; its default confidence threshold by type"
+    )
     fallback_agent: str | None = None
     critical: bool = False
     may_drop: list[str] = Field(default_factory=list, description="context keys this agent may remove")
@@ -240,16 +271,25 @@ class WorkflowSpec(_Strict):
         raise KeyError(f"workflow {self.name} has no agent {name!r}")
 
     def threshold_for(self, agent: AgentSpec) -> float:
+        """The confidence under which the agent's decision escalates: its own, the workflow's for it, its decision
+        type's (DECISION_THRESHOLDS), the workflow's default, 0.5."""
         if agent.confidence_threshold is not None:
             return agent.confidence_threshold
-        return self.confidence_thresholds.get(agent.name, self.confidence_thresholds.get("default", 0.5))
+        if agent.name in self.confidence_thresholds:
+            return self.confidence_thresholds[agent.name]
+        if agent.decision_type in DECISION_THRESHOLDS:
+            return DECISION_THRESHOLDS[agent.decision_type]
+        return self.confidence_thresholds.get("default", 0.5)
 
     def needs_approval(self, tool: ToolSpec, arguments: Mapping[str, Any]) -> bool:
         """Whether a tool call waits for a human, by autonomy level and the tool's own rule.
 
         1 human-in-the-loop: every call that changes anything; 2 human-on-the-loop: every
-        irreversible call; 3 human-by-exception and 4 autonomous: the tool's declared rule.
+        irreversible call; 3 human-by-exception and 4 autonomous: the tool's declared rule. Deletions and
+        regulatory filings always.
         """
+        if tool.decision_type in ALWAYS_APPROVED_DECISIONS:
+            return True
         if self.autonomy_level == 1 and tool.tier is not PermissionTier.READ:
             return True
         if self.autonomy_level == 2 and tool.tier is PermissionTier.IRREVERSIBLE:

@@ -147,6 +147,8 @@ class AgentHandlers:
             authorizer=self._guard,
             screen=self._screen,
             gate=self._kill_switch.gate(wf, tenant) if self._kill_switch is not None else None,
+            lineage=tuple(event.lineage) if isinstance(event, StepRequested) else (),
+            approval_token=event.approval_token if isinstance(event, StepRequested) else "",
         )
         outcome = await run_step(
             workflow=self._workflow,
@@ -252,6 +254,7 @@ class AgentHandlers:
                     error_code=outcome.error_code,
                     confidence=outcome.confidence,
                     attempt=attempt,
+                    approval_id=outcome.approval_id,
                 ),
             )
         )

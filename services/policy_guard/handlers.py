@@ -27,7 +27,7 @@ from baton.contracts.models import (
 )
 from baton.control import ControlState
 from baton.messaging import EventBus, RejectedEvent
-from baton.policy.guard import GuardVerdict, ToolAsk, ToolCallGuard
+from baton.policy.guard import ApprovalAsk, GuardVerdict, ToolAsk, ToolCallGuard
 from baton.policy.spend import SpendAlert, SpendConflictError
 
 # Failures of what the guard reads (its spend accounts, the records' owners), retried rather than dead-lettered.
@@ -83,6 +83,13 @@ class PolicyGuardHandlers:
             idempotency_key=event.idempotency_key,
             step_version=event.step_version,
             step_ticket=event.step_ticket,
+            rationale=event.rationale,
+            confidence=event.confidence,
+            decision_type=event.decision_type,
+            preview_json=event.preview_json,
+            lineage=tuple(event.lineage),
+            bound_from_json=event.bound_from_json,
+            approval_token=event.approval_token,
         )
         killed = self._control.blocked(env.workflow_id, env.tenant_id) if self._control is not None else None
         if killed is not None:
@@ -93,23 +100,7 @@ class PolicyGuardHandlers:
             verdict = await self.guard.decide(ask, now=self._clock())
         out: list[tuple[str, Event]] = []
         if verdict.approval is not None:
-            approval = verdict.approval
-            out.append(
-                (
-                    topics.APPROVAL_REQUESTS,
-                    ApprovalRequested(
-                        envelope=self._envelope(event, "approval"),
-                        approval_id=approval.approval_id,
-                        call_id=event.idempotency_key,
-                        agent=event.agent,
-                        tool=event.tool,
-                        arguments_json=approval.arguments_json,
-                        reason=approval.reason,
-                        expires_at=datetime.fromtimestamp(approval.expires_at, UTC),
-                        fallback=ApprovalFallback.DENY,
-                    ),
-                )
-            )
+            out.append((topics.APPROVAL_REQUESTS, self._approval_event(event, ask, verdict.approval)))
         out.append((topics.TOOL_VERDICTS, self._verdict_event(event, verdict)))
         if verdict.rate_limited:
             out.append((topics.GUARD_FLAGS, self._flag(event, GuardFlagKind.RATE_LIMITED, verdict.reason, "rate")))
@@ -132,6 +123,41 @@ class PolicyGuardHandlers:
         )
         for alert in alerts:
             await self._events.publish(topics.GUARD_FLAGS, self._alert(event, alert))
+
+    def _approval_event(self, event: ToolCallRequested, ask: ToolAsk, approval: ApprovalAsk) -> ApprovalRequested:
+        action = approval.action
+        return ApprovalRequested(
+            # One approval per action, however often it is asked (a redelivery, the step re-run): the approval
+            # service keeps the first.
+            envelope=self._envelope(event, "approval").model_copy(
+                update={"event_id": stable_event_id(approval.approval_id, "approval-requested")}
+            ),
+            approval_id=approval.approval_id,
+            call_id=action.idempotency_key,
+            agent=action.agent,
+            tool=action.tool,
+            arguments_json=action.arguments_json,
+            reason=approval.reason,
+            required_approvals=approval.required_approvals,
+            expires_at=datetime.fromtimestamp(approval.expires_at, UTC),
+            fallback=ApprovalFallback.ESCALATE if approval.on_expiry == "escalate" else ApprovalFallback.DENY,
+            workflow_type=approval.workflow_type,
+            queue=approval.queue,
+            escalate_to=approval.escalate_to,
+            action_digest=action.digest(),
+            arguments_sha256=action.arguments_sha256,
+            context_sha256=action.context_sha256,
+            policy_version=action.policy_version,
+            step_version=action.step_version,
+            tier=approval.tier.value,
+            rationale=ask.rationale,
+            confidence=ask.confidence,
+            decision_type=ask.decision_type,
+            preview_json=ask.preview_json,
+            lineage=list(ask.lineage),
+            bound_from_json=ask.bound_from_json,
+            requested_at=datetime.fromtimestamp(approval.requested_at, UTC),
+        )
 
     def _envelope(self, cause: Event, what: str) -> Envelope:
         base = self._events.envelope(cause=cause)

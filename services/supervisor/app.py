@@ -25,7 +25,7 @@ from services.supervisor.handlers import SupervisorHandlers
 
 SERVICE = "supervisor"
 
-INBOX = (topics.TASKS, topics.STEP_RESULTS, topics.HANDOFF_VERDICTS)
+INBOX = (topics.TASKS, topics.STEP_RESULTS, topics.HANDOFF_VERDICTS, topics.APPROVAL_DECISIONS)
 
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         max_context_bytes=settings.max_context_bytes,
         finished_capacity=settings.finished_capacity,
         admit=admission,
+        await_approvals=settings.await_approvals,
     )
     handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s, control=ControlState())
     assert handlers.control is not None

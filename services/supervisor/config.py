@@ -38,3 +38,7 @@ class Settings(BaseSettings):
     spend_mongodb_url: str = "mongodb://127.0.0.1:27017/"
     spend_mongodb_database: str = "baton"
     spend_refresh_s: float = 5.0
+    # A step whose action needs a human waits, checkpointed, for the approval service's decision and resumes on it
+    # (docs/decisions/0020-approvals.md). A deployment without the approval service sets this false: such a
+    # workflow then ends escalated APPROVAL_REQUIRED to its queue, as nobody would ever decide it.
+    await_approvals: bool = True

@@ -170,6 +170,8 @@ class SupervisorHandlers:
         for state in list(self.supervisor.states.values()):
             if self._partition_of.get(state.workflow_id) not in partitions:
                 continue
+            if state.awaiting_approval is not None:
+                continue  # nothing is owed until the approval is decided
             owed += 1
             if state.retry_at is None:
                 # Owed now; the retry loop issues it, and tries again if a publish fails, so a failed
@@ -311,7 +313,7 @@ class SupervisorHandlers:
     def _stalled(self, workflow_id: str, now: float) -> bool:
         """Held, not waiting for a delayed retry, and unchanged for stall_after_s."""
         state = self.supervisor.states.get(workflow_id)
-        if state is None or state.retry_at is not None:
+        if state is None or state.retry_at is not None or state.awaiting_approval is not None:
             return False
         return now - self._moved_at.setdefault(workflow_id, now) >= self._stall_after_s
 
@@ -425,7 +427,10 @@ class SupervisorHandlers:
                     tenant_id=state.tenant_id,
                     agent=effect.agent,
                     step_version=state.checkpoint.version,
+                    context_sha256=state.checkpoint.sha256,
                 ),
+                lineage=list(state.completed_steps),
+                approval_token=state.approval_token,
             )
             await self._events.publish(topics.agent_steps(effect.agent), request)
             return

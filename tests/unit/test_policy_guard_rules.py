@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from baton.contracts.models import FailureClass
 from baton.handoff import tool_call_key
 from baton.identity import Identity, Keyring
 from baton.policy.decisions import Policies
-from baton.policy.grants import check_grant, issue_ticket
-from baton.policy.guard import ToolAsk, ToolCallGuard
+from baton.policy.grants import check_grant, issue_approval_token, issue_ticket
+from baton.policy.guard import ToolAsk, ToolCallGuard, approval_id_of
 from baton.policy.ownership import HookOwners
 from baton.policy.rates import SlidingWindowLimiter
 from baton.policy.spend import SpendAccounts
@@ -28,8 +29,9 @@ from baton.workflows import WorkflowSpec, default_workflow_dir, load_workflows
 
 GUARD = Identity.generate(identity.POLICY_GUARD)
 SUPERVISOR = Identity.generate(identity.SUPERVISOR)
+APPROVALS = Identity.generate(identity.APPROVALS)
 ROGUE = Identity.generate(identity.agent_role("refund_issuer"))
-KEYRING = Keyring.of([GUARD, SUPERVISOR, ROGUE])
+KEYRING = Keyring.of([GUARD, SUPERVISOR, APPROVALS, ROGUE])
 OWNERS = {"ticket_id": {"T-1": "tenant-1", "T-2": "tenant-2"}}
 NOW = 1_800_000_000.0
 
@@ -138,8 +140,9 @@ async def test_an_irreversible_call_over_its_threshold_needs_approval_and_under_
     big = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 900.0}, call_id="big")
     verdict = await guard.decide(big, now=NOW)
     assert (verdict.code, verdict.failure_class, verdict.grant) == ("APPROVAL_REQUIRED", None, None)
-    assert verdict.approval is not None and verdict.approval.arguments_json == big.arguments_json
+    assert verdict.approval is not None and verdict.approval.action.arguments_json == big.arguments_json
     assert verdict.approval.queue == "support-leads" and verdict.approval.expires_at == NOW + 3600
+    assert verdict.approval.required_approvals == 1 and verdict.approval.on_expiry == "reject"
     small = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 20.0}, call_id="small")
     assert (await guard.decide(small, now=NOW)).policies == ("irreversible-granted",)
 
@@ -284,3 +287,32 @@ async def test_only_a_step_the_supervisor_opened_may_call_a_tool(tmp_path: Path,
     verdict = await _guard(tmp_path).decide(_ask(step_ticket=ticket), now=NOW)
     assert (verdict.code, verdict.failure_class, verdict.grant) == ("STEP_NOT_OPEN", FailureClass.SYSTEMIC, None)
     assert says in verdict.reason, verdict.reason
+
+
+async def test_an_approval_permits_exactly_the_action_approved_and_nothing_else(tmp_path: Path) -> None:
+    guard = _guard(tmp_path)
+    big = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 900.0}, call_id="ask-1")
+    asked = (await guard.decide(big, now=NOW)).approval
+    assert asked is not None and asked.approval_id == approval_id_of(asked.action)
+
+    def token(signer: Identity, digest: str, expires_at: float = NOW + 600) -> str:
+        return issue_approval_token(
+            signer, approval_id=asked.approval_id, action_digest=digest, decided_by=("alice",), expires_at=expires_at
+        )
+
+    approved = replace(big, call_id="ask-2", approval_token=token(APPROVALS, asked.action.digest()))
+    verdict = await guard.decide(approved, now=NOW + 1)
+    assert (verdict.code, verdict.policies) == ("AUTHORIZED", ("irreversible-granted",))
+    # The same approval shown with another amount, or signed by anyone but the approval service, or expired:
+    # a new approval is asked, and the reason says why the one shown did not apply.
+    other = {"ticket_id": "T-1", "amount": 901.0}
+    changed = replace(
+        _ask("issue_refund", "refund_issuer", other, call_id="ask-3"),
+        approval_token=token(APPROVALS, asked.action.digest()),
+    )
+    forged = replace(big, call_id="ask-4", approval_token=token(ROGUE, asked.action.digest()))
+    late = replace(big, call_id="ask-5", approval_token=token(APPROVALS, asked.action.digest(), NOW - 1))
+    for ask, says in [(changed, "another action"), (forged, "not by the approvals"), (late, "expired")]:
+        refused = await guard.decide(ask, now=NOW + 1)
+        assert refused.code == "APPROVAL_REQUIRED" and "does not apply" in refused.reason and says in refused.reason
+    assert (await guard.decide(changed, now=NOW + 1)).approval.approval_id != asked.approval_id  # type: ignore[union-attr]

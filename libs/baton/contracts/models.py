@@ -141,17 +141,19 @@ class TaskRequested(Event):
 
 
 class StepRequested(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v2.StepRequested"
+    avro_name: ClassVar[str] = "io.baton.events.v3.StepRequested"
     event_type: ClassVar[str] = "StepRequested"
     agent: str
     attempt: int
     snapshot: ContextSnapshot
     diff: ContextDiff | None = None
     ticket: str = ""
+    lineage: list[str] = Field(default_factory=list)
+    approval_token: str = ""
 
 
 class StepCompleted(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v2.StepCompleted"
+    avro_name: ClassVar[str] = "io.baton.events.v3.StepCompleted"
     event_type: ClassVar[str] = "StepCompleted"
     agent: str
     succeeded: bool
@@ -163,6 +165,7 @@ class StepCompleted(Event):
     error_code: str | None = None
     confidence: float | None = None
     attempt: int = 1
+    approval_id: str | None = None
 
 
 class AgentDecision(Event):
@@ -214,7 +217,7 @@ class HandoffRejected(Event):
 
 
 class ToolCallRequested(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v2.ToolCallRequested"
+    avro_name: ClassVar[str] = "io.baton.events.v3.ToolCallRequested"
     event_type: ClassVar[str] = "ToolCallRequested"
     call_id: str
     agent: str
@@ -224,6 +227,13 @@ class ToolCallRequested(Event):
     step_version: int = 0
     arguments_sha256: str = ""
     step_ticket: str = ""
+    rationale: str = ""
+    confidence: float | None = None
+    decision_type: str | None = None
+    preview_json: str | None = None
+    lineage: list[str] = Field(default_factory=list)
+    bound_from_json: str = "{}"
+    approval_token: str = ""
 
 
 class ToolCallAuthorized(Event):
@@ -282,7 +292,7 @@ class GuardFlagged(Event):
 
 
 class ApprovalRequested(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.ApprovalRequested"
+    avro_name: ClassVar[str] = "io.baton.events.v2.ApprovalRequested"
     event_type: ClassVar[str] = "ApprovalRequested"
     approval_id: str
     call_id: str
@@ -293,15 +303,35 @@ class ApprovalRequested(Event):
     required_approvals: int = 1
     expires_at: datetime
     fallback: ApprovalFallback
+    workflow_type: str = ""
+    queue: str = ""
+    escalate_to: str | None = None
+    action_digest: str = ""
+    arguments_sha256: str = ""
+    context_sha256: str = ""
+    policy_version: str = ""
+    step_version: int = 0
+    tier: str = ""
+    rationale: str = ""
+    confidence: float | None = None
+    decision_type: str | None = None
+    preview_json: str | None = None
+    lineage: list[str] = Field(default_factory=list)
+    bound_from_json: str = "{}"
+    requested_at: datetime | None = None
 
 
 class ApprovalDecided(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v1.ApprovalDecided"
+    avro_name: ClassVar[str] = "io.baton.events.v2.ApprovalDecided"
     event_type: ClassVar[str] = "ApprovalDecided"
     approval_id: str
     decision: ApprovalDecision
     decided_by: list[str] = Field(default_factory=list)
     comment: str | None = None
+    action_digest: str = ""
+    call_id: str = ""
+    queue: str = ""
+    approval_token: str = ""
 
 
 class WorkflowCheckpointed(Event):

@@ -150,31 +150,53 @@ class GrantVerifier:
         return grant
 
 
-# -- step tickets ---------------------------------------------------------------------------------------------
+# -- step tickets and approval tokens --------------------------------------------------------------------------
 
 _TICKET_DOMAIN = b"baton.step-ticket.v1\x00"
+_APPROVAL_DOMAIN = b"baton.approval.v1\x00"
 DEFAULT_TICKET_TTL_S = 3600.0
+
+
+def _signed(signer: Identity, domain: bytes, name: str, body: Mapping[str, Any]) -> str:
+    """body signed by signer under domain (so no other kind of signature passes for it), as JSON."""
+    signature = base64.b64encode(signer.sign(domain + canonical_bytes(dict(body)))).decode()
+    return json.dumps({name: dict(body), "key_id": signer.key_id, "signature": signature})
+
+
+def _verified(text: str, keyring: Keyring, domain: bytes, name: str, *, role: str, code: str, what: str) -> Any:
+    """The signed body of text, if role signed it under domain; GrantRefusedError(code) otherwise."""
+    try:
+        raw = json.loads(text)
+        body = raw[name]
+        signer = keyring.verify(
+            raw["key_id"].encode(), base64.b64decode(raw["signature"]), domain + canonical_bytes(body)
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GrantRefusedError(code, f"the {what} cannot be read: {exc}") from exc
+    except AuthenticationError as exc:
+        raise GrantRefusedError(code, f"the {what} does not verify: {exc}") from exc
+    if signer != role:
+        raise GrantRefusedError(code, f"the {what} is signed by {signer}, not by the {role}")
+    return body
 
 
 @dataclass(frozen=True)
 class StepTicket:
-    """The supervisor's word that it opened this step: which workflow, tenant, agent and context version."""
+    """The supervisor's word that it opened this step: which workflow, tenant, agent and context version (and
+    the hash of the verified context it handed over)."""
 
     workflow_id: str
     tenant_id: str
     agent: str
     step_version: int
     expires_at: float
-
-    def message(self) -> bytes:
-        return _TICKET_DOMAIN + canonical_bytes(asdict(self))
+    context_sha256: str = ""
 
 
 def issue_ticket(supervisor: Identity, *, ttl_s: float, now: float, **binding: Any) -> str:
-    """A step ticket signed by the supervisor (binding: workflow_id, tenant_id, agent, step_version), as JSON."""
-    ticket = StepTicket(expires_at=now + ttl_s, **binding)
-    signature = base64.b64encode(supervisor.sign(ticket.message())).decode()
-    return json.dumps({"ticket": asdict(ticket), "key_id": supervisor.key_id, "signature": signature})
+    """A step ticket signed by the supervisor (binding: workflow_id, tenant_id, agent, step_version,
+    context_sha256), as JSON."""
+    return _signed(supervisor, _TICKET_DOMAIN, "ticket", asdict(StepTicket(expires_at=now + ttl_s, **binding)))
 
 
 def check_ticket(text: str, keyring: Keyring, *, expected: Mapping[str, Any], now: float) -> StepTicket:
@@ -184,16 +206,13 @@ def check_ticket(text: str, keyring: Keyring, *, expected: Mapping[str, Any], no
         raise GrantRefusedError(
             "STEP_NOT_OPEN", "the request shows no step ticket: only steps the supervisor opened call tools"
         )
+    body = _verified(
+        text, keyring, _TICKET_DOMAIN, "ticket", role=identity.SUPERVISOR, code="STEP_NOT_OPEN", what="step ticket"
+    )
     try:
-        raw = json.loads(text)
-        ticket = StepTicket(**raw["ticket"])
-        role = keyring.verify(raw["key_id"].encode(), base64.b64decode(raw["signature"]), ticket.message())
-    except (ValueError, KeyError, TypeError) as exc:
+        ticket = StepTicket(**body)
+    except TypeError as exc:
         raise GrantRefusedError("STEP_NOT_OPEN", f"the step ticket cannot be read: {exc}") from exc
-    except AuthenticationError as exc:
-        raise GrantRefusedError("STEP_NOT_OPEN", f"the step ticket does not verify: {exc}") from exc
-    if role != identity.SUPERVISOR:
-        raise GrantRefusedError("STEP_NOT_OPEN", f"the step ticket is signed by {role}, not by the supervisor")
     differing = sorted(k for k, v in expected.items() if asdict(ticket).get(k) != v)
     if differing:
         raise GrantRefusedError(
@@ -202,3 +221,53 @@ def check_ticket(text: str, keyring: Keyring, *, expected: Mapping[str, Any], no
     if now > ticket.expires_at:
         raise GrantRefusedError("STEP_NOT_OPEN", "the step ticket expired: the step is long over")
     return ticket
+
+
+@dataclass(frozen=True)
+class ApprovalToken:
+    """The approval service's word that humans approved one exact action (by its digest)."""
+
+    approval_id: str
+    action_digest: str
+    decided_by: tuple[str, ...]
+    expires_at: float
+
+
+def issue_approval_token(
+    approvals: Identity, *, approval_id: str, action_digest: str, decided_by: tuple[str, ...], expires_at: float
+) -> str:
+    """An approval token signed by the approval service, as JSON."""
+    token = ApprovalToken(approval_id, action_digest, tuple(decided_by), expires_at)
+    return _signed(approvals, _APPROVAL_DOMAIN, "approval", {**asdict(token), "decided_by": list(token.decided_by)})
+
+
+def check_approval_token(text: str, keyring: Keyring, *, action_digest: str, now: float) -> ApprovalToken:
+    """The token, if the approval service signed it for exactly this action and it has not expired;
+    GrantRefusedError(APPROVAL_NOT_VALID) otherwise (the call then needs a new approval)."""
+    body = _verified(
+        text,
+        keyring,
+        _APPROVAL_DOMAIN,
+        "approval",
+        role=identity.APPROVALS,
+        code="APPROVAL_NOT_VALID",
+        what="approval",
+    )
+    try:
+        token = ApprovalToken(
+            approval_id=str(body["approval_id"]),
+            action_digest=str(body["action_digest"]),
+            decided_by=tuple(str(r) for r in body["decided_by"]),
+            expires_at=float(body["expires_at"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GrantRefusedError("APPROVAL_NOT_VALID", f"the approval cannot be read: {exc}") from exc
+    if token.action_digest != action_digest:
+        raise GrantRefusedError(
+            "APPROVAL_NOT_VALID",
+            f"approval {token.approval_id} was for another action (its tool, arguments, key, context or policy "
+            "version differ): it does not apply to this call",
+        )
+    if now > token.expires_at:
+        raise GrantRefusedError("APPROVAL_NOT_VALID", f"approval {token.approval_id} expired")
+    return token

@@ -3,7 +3,8 @@
 Order of the checks (the first that refuses decides, so the reason names one thing to fix):
 the request is well formed (arguments parse, their hash and the idempotency key match the call) -> the agent is
 declared -> the tool exists and the agent's declaration grants it -> no argument names another tenant's record ->
-the agent's tool-call rate -> the Cedar policies (tier, autonomy level, approval rules; default deny) -> the
+the agent's tool-call rate -> the Cedar policies (tier, autonomy level, approval rules, and whether the request
+shows a human's approval of exactly this action; default deny) -> the
 tenant's daily spend (the call's cost is reserved against the limit) -> a grant signed with the guard's identity,
 bound to exactly this call, single use, with an expiry.
 
@@ -12,26 +13,33 @@ No broker imports: the guard service feeds requests in and publishes what comes 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from baton.approvals.model import ActionBinding
 from baton.context import context_sha256
 from baton.contracts.models import FailureClass, PermissionTier
 from baton.handoff import tool_call_prefix
 from baton.identity import Identity, Keyring
 from baton.policy.decisions import Policies, ToolCallFacts, Verdict
-from baton.policy.grants import GrantRefusedError, SignedGrant, check_ticket, issue_grant
+from baton.policy.grants import (
+    GrantRefusedError,
+    SignedGrant,
+    StepTicket,
+    check_approval_token,
+    check_ticket,
+    issue_grant,
+)
 from baton.policy.ownership import ResourceOwners, cross_tenant
 from baton.policy.rates import SlidingWindowLimiter
 from baton.policy.sanitize import QueryRefusedError, tables_outside
 from baton.policy.spend import SpendAccounts, SpendAlert, SpendVerdict, utc_day
 from baton.policy.tenants import Prices
-from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec
+from baton.workflows import AgentSpec, ApprovalRule, ToolSpec, WorkflowSpec
 
 _KEY_SUFFIX = re.compile(r"v(?P<version>[0-9]+)\.(?P<ordinal>[0-9]+)")
 
@@ -50,17 +58,32 @@ class ToolAsk:
     idempotency_key: str
     step_version: int
     step_ticket: str = ""
+    # What a reviewer reads if the call waits for a human (from the agent; the guard decides on none of it).
+    rationale: str = ""
+    confidence: float | None = None
+    decision_type: str | None = None
+    preview_json: str | None = None
+    lineage: tuple[str, ...] = ()
+    bound_from_json: str = "{}"
+    # A human's approval of exactly this action (the approval service's signed token), when resumed after one.
+    approval_token: str = ""
 
 
 @dataclass(frozen=True)
 class ApprovalAsk:
-    """What the guard asks a human to approve: this exact call."""
+    """What the guard asks humans to approve: this exact action, by whom, until when, and what if nobody does."""
 
     approval_id: str
+    action: ActionBinding
+    workflow_type: str
     reason: str
-    arguments_json: str
-    expires_at: float
+    tier: PermissionTier
+    required_approvals: int
     queue: str
+    expires_at: float
+    requested_at: float
+    on_expiry: Literal["reject", "escalate"]
+    escalate_to: str | None
 
 
 @dataclass(frozen=True)
@@ -171,6 +194,7 @@ class ToolCallGuard:
         if problem:
             return self._deny(ask, "BAD_REQUEST", problem)
         assert arguments is not None
+        ticket: StepTicket | None = None
         if self._keyring is not None:
             expected = {
                 "workflow_id": ask.workflow_id,
@@ -179,7 +203,7 @@ class ToolCallGuard:
                 "step_version": ask.step_version,
             }
             try:
-                check_ticket(ask.step_ticket, self._keyring, expected=expected, now=now)
+                ticket = check_ticket(ask.step_ticket, self._keyring, expected=expected, now=now)
             except GrantRefusedError as exc:
                 return self._deny(ask, exc.code, str(exc), failure_class=FailureClass.SYSTEMIC)
         owner = self._agents.get(ask.agent)
@@ -233,21 +257,29 @@ class ToolCallGuard:
                 tier=spec.tier,
                 rate_limited=True,
             )
-        facts = self._facts(ask, workflow, spec, arguments, cross_tenant=False)
+        action = ActionBinding(
+            workflow_id=ask.workflow_id,
+            tenant_id=ask.tenant_id,
+            agent=ask.agent,
+            tool=ask.tool,
+            arguments_json=ask.arguments_json,
+            arguments_sha256=ask.arguments_sha256,
+            idempotency_key=ask.idempotency_key,
+            context_sha256=ticket.context_sha256 if ticket is not None else "",
+            policy_version=self._policies.version,
+            step_version=ask.step_version,
+        )
+        approved, not_approved = self._approved(ask, action, now)
+        facts = self._facts(ask, workflow, spec, arguments, cross_tenant=False, approved=approved)
         decided = self._policies.decide(facts)
         if decided.verdict is Verdict.APPROVAL_REQUIRED:
-            approval = ApprovalAsk(
-                approval_id=hashlib.sha256(f"{ask.idempotency_key}:{ask.arguments_sha256}".encode()).hexdigest()[:32],
-                reason=decided.reason,
-                arguments_json=ask.arguments_json,
-                expires_at=now + (self._approval_ttl_s or workflow.escalation.sla_s),
-                queue=workflow.escalation.queue,
-            )
+            approval = self._approval_ask(action, workflow, spec, decided.reason, now)
+            why = f"{decided.reason}; {not_approved}" if not_approved else decided.reason
             return self._deny(
                 ask,
                 "APPROVAL_REQUIRED",
-                f"{decided.reason}; its bound arguments {ask.arguments_json} wait for a human (approval "
-                f"{approval.approval_id} in queue {approval.queue})",
+                f"{why}; its bound arguments {ask.arguments_json} wait for a human (approval "
+                f"{approval.approval_id} in queue {approval.queue}, {approval.required_approvals} reviewer(s))",
                 failure_class=None,
                 policies=decided.policies,
                 tier=spec.tier,
@@ -317,6 +349,7 @@ class ToolCallGuard:
         arguments: Mapping[str, Any],
         *,
         cross_tenant: bool,
+        approved: bool = False,
     ) -> ToolCallFacts:
         return ToolCallFacts(
             agent=ask.agent,
@@ -327,6 +360,37 @@ class ToolCallGuard:
             granted=True,
             needs_approval=workflow.needs_approval(spec, arguments),
             cross_tenant=cross_tenant,
+            approved=approved,
+        )
+
+    def _approved(self, ask: ToolAsk, action: ActionBinding, now: float) -> tuple[bool, str]:
+        """Whether the request shows a human approval of exactly this action (and, if it shows one that does not
+        hold, why: the reviewer reads it with the new approval asked)."""
+        if not ask.approval_token or self._keyring is None:
+            return False, ""
+        try:
+            check_approval_token(ask.approval_token, self._keyring, action_digest=action.digest(), now=now)
+        except GrantRefusedError as exc:
+            return False, f"the approval shown does not apply ({exc})"
+        return True, ""
+
+    def _approval_ask(
+        self, action: ActionBinding, workflow: WorkflowSpec, spec: ToolSpec, reason: str, now: float
+    ) -> ApprovalAsk:
+        rule = spec.approval or ApprovalRule()
+        sla = self._approval_ttl_s or rule.sla_s or workflow.escalation.sla_s
+        return ApprovalAsk(
+            approval_id=approval_id_of(action),
+            action=action,
+            workflow_type=workflow.name,
+            reason=reason,
+            tier=spec.tier,
+            required_approvals=rule.approvers,
+            queue=rule.queue or workflow.escalation.queue,
+            expires_at=now + sla,
+            requested_at=now,
+            on_expiry=rule.on_expiry,
+            escalate_to=rule.escalate_to,
         )
 
     async def charge_tokens(
@@ -340,6 +404,12 @@ class ToolCallGuard:
         if amount <= 0 or self._spend is None:
             return []
         return await self._spend.charge(charge_id, tenant_id, utc_day(now), amount)
+
+
+def approval_id_of(action: ActionBinding) -> str:
+    """An approval's id: from the action's digest, so a redelivered request asks for the same approval and a
+    changed action for a new one."""
+    return "ap-" + action.digest()[:24]
 
 
 def _query_problem(arguments: Mapping[str, Any], argument: str, allowed: list[str]) -> str:

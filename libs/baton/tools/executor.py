@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from baton.context import context_sha256
@@ -71,6 +71,25 @@ class CallToAsk:
     idempotency_key: str
     step_version: int
     step_ticket: str = ""
+    review: CallReview | None = None
+    lineage: tuple[str, ...] = ()
+    approval_token: str = ""
+
+
+# A tool's dry run is registered beside it under this suffix (StepTools.preview).
+PREVIEW_SUFFIX = "__preview"
+
+
+@dataclass(frozen=True)
+class CallReview:
+    """What a human reviewing the call would read: why the agent chose it, how sure it is, where each argument
+    came from, and the tool's dry run of what would change (when approval may be asked)."""
+
+    rationale: str = ""
+    confidence: float | None = None
+    decision_type: str | None = None
+    bound_from: Mapping[str, str] = field(default_factory=dict)
+    preview: Mapping[str, Any] | None = None
 
 
 class Authorizer(Protocol):
@@ -126,6 +145,9 @@ class StepTools:
     authorizer: Authorizer | None = None
     # Given: each result is redacted and screened before it is recorded or returned (baton.policy.screening).
     screen: OutputScreen | None = None
+    # The agents that ran before this step (shown to a reviewer), and the approval this step resumes with.
+    lineage: tuple[str, ...] = ()
+    approval_token: str = ""
 
     def __post_init__(self) -> None:
         if self.authorizer is not None and self.grants is None:
@@ -136,18 +158,40 @@ class StepTools:
         """Whether the policy guard decides this step's calls (approval included)."""
         return self.authorizer is not None
 
-    async def refused(self, tool: str, arguments: Mapping[str, Any], ordinal: int) -> ToolError | None:
+    async def refused(
+        self, tool: str, arguments: Mapping[str, Any], ordinal: int, review: CallReview | None = None
+    ) -> ToolError | None:
         """Ask the guard about a call that will not run (so its verdict is on record): its refusal, or None when it
         would have permitted it (the grant is never used)."""
         if self.authorizer is None:
             return None
         try:
-            await self.authorizer.ask(self._ask(tool, arguments, self.key(tool, ordinal)))
+            await self.authorizer.ask(self._ask(tool, arguments, self.key(tool, ordinal), review))
         except ToolError as exc:
             return exc
         return None
 
-    def _ask(self, tool: str, arguments: Mapping[str, Any], key: str) -> CallToAsk:
+    async def preview(self, spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The tool's dry run of a call, for a human who may have to approve it: the registered tool
+        `<name>__preview` (any provider; side-effect free by contract: it shows what would change), called with the
+        same arguments. None when there is none, or it fails (the reviewer then reads the arguments' plan)."""
+        name = f"{spec.name}{PREVIEW_SUFFIX}"
+        declared = self.registry.get(name)
+        if declared is None or declared.tier not in (None, PermissionTier.READ):
+            return None  # a "preview" that may change something is never run to show a reviewer
+        try:
+            return await self.registry.invoke(
+                name,
+                arguments,
+                idempotency_key=f"{self.key(spec.name, 0)}{PREVIEW_SUFFIX}",
+                tenant_id=self.tenant_id,
+                workflow_id=self.workflow_id,
+                agent=self.agent,
+            )
+        except ToolError:
+            return None
+
+    def _ask(self, tool: str, arguments: Mapping[str, Any], key: str, review: CallReview | None) -> CallToAsk:
         return CallToAsk(
             workflow_id=self.workflow_id,
             tenant_id=self.tenant_id,
@@ -157,6 +201,9 @@ class StepTools:
             idempotency_key=key,
             step_version=self.step_version,
             step_ticket=self.step_ticket,
+            review=review,
+            lineage=self.lineage,
+            approval_token=self.approval_token,
         )
 
     def key(self, tool: str, ordinal: int) -> str:
@@ -164,7 +211,12 @@ class StepTools:
         return tool_call_key(self.workflow_id, self.agent, tool, step_version=self.step_version, ordinal=ordinal)
 
     async def run(
-        self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int, grant: SignedGrant | None = None
+        self,
+        spec: ToolSpec,
+        arguments: Mapping[str, Any],
+        ordinal: int,
+        grant: SignedGrant | None = None,
+        review: CallReview | None = None,
     ) -> ToolRun:
         """Run a call (or replay its recorded result); ToolError when it fails, NeedsHumanError when unsafe."""
         if self.gate is not None:
@@ -173,7 +225,7 @@ class StepTools:
         declaration = self.registry.declaration(spec.name)
         self.registry.check_arguments(spec.name, arguments)  # nothing is recorded for a call that cannot run
         if spec.tier is PermissionTier.READ:
-            used = await self._authorized(spec, arguments, key, grant)
+            used = await self._authorized(spec, arguments, key, grant, review)
             screened = await self._screened(await self._invoke(spec.name, arguments, key, used))
             await asyncio.to_thread(
                 self.ledger.record_receipt, key, tool=spec.name, result_sha256=context_sha256(screened.result)
@@ -194,7 +246,7 @@ class StepTools:
             again = await self._screened(before.result)  # recorded redacted; flagged again, never fed on
             return ToolRun(key, before.result, True, (), again.injections)
         try:
-            used = await self._authorized(spec, arguments, key, grant)
+            used = await self._authorized(spec, arguments, key, grant, review)
         except BaseException:
             # Refused, denied, no verdict in time, or stopped while asking: nothing ran, so the intent just written
             # is withdrawn (left, it would make a redelivered step escalate EFFECT_UNKNOWN for a call never made).
@@ -235,11 +287,16 @@ class StepTools:
         return await asyncio.to_thread(self.screen.screen, result)
 
     async def _authorized(
-        self, spec: ToolSpec, arguments: Mapping[str, Any], key: str, grant: SignedGrant | None
+        self,
+        spec: ToolSpec,
+        arguments: Mapping[str, Any],
+        key: str,
+        grant: SignedGrant | None,
+        review: CallReview | None,
     ) -> SignedGrant | None:
         """The grant the call runs with (checked and used up here; passed on to a tool that checks it again)."""
         if grant is None and self.authorizer is not None:
-            grant = await self.authorizer.ask(self._ask(spec.name, arguments, key))
+            grant = await self.authorizer.ask(self._ask(spec.name, arguments, key, review))
         if self.grants is None:
             return grant
         expected = {

@@ -1,0 +1,186 @@
+"""Approval service handlers: each ApprovalRequested kept once; each decision published once it is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pymongo.errors import PyMongoError
+
+from baton import topics
+from baton.approvals.desk import ApprovalDesk
+from baton.approvals.model import ActionBinding, Approval, ApprovalRequest, ApprovalState
+from baton.bus.base import BusRecord, RetryLaterError
+from baton.contracts.models import (
+    ApprovalDecided,
+    ApprovalDecision,
+    ApprovalFallback,
+    ApprovalRequested,
+    Event,
+    stable_event_id,
+)
+from baton.messaging import EventBus, RejectedEvent
+from baton.policy.grants import issue_approval_token
+
+log = logging.getLogger(__name__)
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, PyMongoError)
+_DECISION = {
+    ApprovalState.APPROVED: ApprovalDecision.APPROVED,
+    ApprovalState.REJECTED: ApprovalDecision.REJECTED,
+    ApprovalState.EXPIRED: ApprovalDecision.EXPIRED,
+}
+
+
+def request_of(event: ApprovalRequested) -> ApprovalRequest:
+    """The pending approval an ApprovalRequested asks for; RejectedEvent when it cannot be one."""
+    env = event.envelope
+    action = ActionBinding(
+        workflow_id=env.workflow_id,
+        tenant_id=env.tenant_id,
+        agent=event.agent,
+        tool=event.tool,
+        arguments_json=event.arguments_json,
+        arguments_sha256=event.arguments_sha256,
+        idempotency_key=event.call_id,
+        context_sha256=event.context_sha256,
+        policy_version=event.policy_version,
+        step_version=event.step_version,
+    )
+    if event.action_digest and action.digest() != event.action_digest:
+        raise RejectedEvent(
+            "ACTION_DIGEST_MISMATCH",
+            f"approval {event.approval_id}: action_digest {event.action_digest[:12]}… is not the digest of the action "
+            f"the event describes ({action.digest()[:12]}…): nobody could approve what it names",
+        )
+    try:
+        preview = json.loads(event.preview_json) if event.preview_json else None
+        bound_from = json.loads(event.bound_from_json or "{}")
+    except ValueError as exc:
+        raise RejectedEvent("BAD_APPROVAL_REQUEST", f"approval {event.approval_id}: {exc}") from exc
+    if event.required_approvals < 1 or not event.queue:
+        raise RejectedEvent(
+            "BAD_APPROVAL_REQUEST",
+            f"approval {event.approval_id} names no queue or needs {event.required_approvals} reviewers: "
+            "an approval needs a queue and at least one reviewer",
+        )
+    requested_at = (event.requested_at or env.occurred_at).timestamp()
+    return ApprovalRequest(
+        approval_id=event.approval_id,
+        action=action,
+        workflow_type=event.workflow_type,
+        queue=event.queue,
+        required_approvals=event.required_approvals,
+        expires_at=event.expires_at.timestamp(),
+        fallback="escalate" if event.fallback is ApprovalFallback.ESCALATE else "reject",
+        escalate_to=event.escalate_to,
+        reason=event.reason,
+        rationale=event.rationale,
+        confidence=event.confidence,
+        decision_type=event.decision_type,
+        tier=event.tier,
+        preview=preview if isinstance(preview, dict) else ({"preview": preview} if preview is not None else None),
+        lineage=tuple(event.lineage),
+        requested_at=requested_at,
+        bound_from={str(k): str(v) for k, v in bound_from.items()} if isinstance(bound_from, dict) else {},
+    )
+
+
+class ApprovalsHandlers:
+    """Receives approval requests into the desk, publishes decisions from its outbox, applies SLA fallbacks."""
+
+    def __init__(
+        self,
+        events: EventBus,
+        desk: ApprovalDesk,
+        *,
+        token_ttl_s: float,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._events = events
+        self.desk = desk
+        self._token_ttl_s = token_ttl_s
+        self._on_change = on_change
+        self._wake = asyncio.Event()
+        self.received = 0
+        self.published = 0
+
+    def decided(self) -> None:
+        """Something was decided here (the API calls this): publish it now rather than at the next sweep."""
+        self._wake.set()
+        if self._on_change is not None:
+            self._on_change()
+
+    async def on_event(self, event: Event, record: BusRecord) -> None:
+        if not isinstance(event, ApprovalRequested):
+            raise RejectedEvent(
+                "UNEXPECTED_EVENT", f"the approval service reads ApprovalRequested; got {event.event_type}"
+            )
+        request = request_of(event)
+        try:
+            added = await self.desk.receive(request)
+        except STORE_ERRORS as exc:
+            # Not the request's fault: read again later (the partition waits) rather than dead-lettered.
+            raise RetryLaterError(f"approval {request.approval_id} could not be stored: {exc!r}") from exc
+        if added:
+            self.received += 1
+            log.info("approval %s pending in queue %s (%s)", request.approval_id, request.queue, request.action.tool)
+            if self._on_change is not None:
+                self._on_change()
+
+    async def publish_decided(self) -> int:
+        """Publish every stored decision not yet acknowledged, then mark it published; returns how many."""
+        sent = 0
+        for approval in await self.desk.unpublished():
+            await self._events.publish(topics.APPROVAL_DECISIONS, self._decided_event(approval))
+            await self.desk.mark_published(approval.approval_id)
+            sent += 1
+        self.published += sent
+        return sent
+
+    async def run(self, sweep_s: float) -> None:
+        """Forever: apply SLA fallbacks that fell due, publish what was decided (woken early by `decided`)."""
+        while True:
+            try:
+                if await self.desk.expire_due():
+                    self.decided()
+                await self.publish_decided()
+            except (RetryLaterError, *STORE_ERRORS) as exc:
+                log.warning("approval decisions not published yet (%r); trying again in %.1fs", exc, sweep_s)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), sweep_s)
+            except TimeoutError:
+                pass
+
+    def _decided_event(self, approval: Approval) -> ApprovalDecided:
+        action = approval.request.action
+        decision = _DECISION[approval.state]
+        token = ""
+        if decision is ApprovalDecision.APPROVED:
+            decided_at = approval.decided_at or datetime.now(UTC).timestamp()
+            token = issue_approval_token(
+                self._events.trust.identity,
+                approval_id=approval.approval_id,
+                action_digest=approval.digest,
+                decided_by=approval.decided_by,
+                expires_at=decided_at + self._token_ttl_s,
+            )
+        envelope = self._events.envelope(
+            workflow_id=action.workflow_id, tenant_id=action.tenant_id, step_seq=action.step_version
+        )
+        return ApprovalDecided(
+            envelope=envelope.model_copy(update={"event_id": stable_event_id(approval.approval_id, "decided")}),
+            approval_id=approval.approval_id,
+            decision=decision,
+            decided_by=list(approval.decided_by),
+            comment=approval.comment,
+            action_digest=approval.digest,
+            call_id=action.idempotency_key,
+            queue=approval.queue,
+            approval_token=token,
+        )
