@@ -308,6 +308,15 @@ class WorkflowSpec(_Strict):
         return END
 
 
+# The approval service's reviewers, beside the declarations: their presence says humans decide approvals here.
+REVIEWERS_FILE = "reviewers.yaml"
+
+
+def reviewers_declared() -> bool:
+    """Whether the declarations hold reviewers.yaml (then supervisors wait for approvals by default)."""
+    return (default_workflow_dir() / REVIEWERS_FILE).is_file()
+
+
 class WorkflowDeclarationError(ValueError):
     """A workflow file does not declare a valid workflow."""
 

@@ -19,6 +19,8 @@ from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient
 from baton.contracts.models import (
+    ApprovalDecided,
+    ApprovalRequested,
     Event,
     GuardFlagged,
     GuardFlagKind,
@@ -95,12 +97,20 @@ class Observer:
     guard: Counter[str] = field(default_factory=Counter)
     redacted: Counter[str] = field(default_factory=Counter)
     guard_events: int = 0
+    approvals: Counter[str] = field(default_factory=Counter)
+    approvals_seen: set[str] = field(default_factory=set)
 
     async def on_event(self, event: Event, record: BusRecord) -> None:
         wf = event.envelope.workflow_id
         if record.topic in GUARD_TOPICS:
             self.guard_events += 1
-        if isinstance(event, ToolCallAuthorized):
+        if isinstance(event, ApprovalRequested | ApprovalDecided):
+            key = f"{type(event).__name__}:{event.approval_id}"
+            if key not in self.approvals_seen:  # asked again (a redelivered request) or published again: once
+                self.approvals_seen.add(key)
+                kind = "asked" if isinstance(event, ApprovalRequested) else event.decision.value.lower()
+                self.approvals[kind] += 1
+        elif isinstance(event, ToolCallAuthorized):
             self.guard["authorized"] += 1
         elif isinstance(event, ToolCallDenied):
             self.guard[f"denied {event.reason_code}"] += 1
@@ -157,10 +167,18 @@ class DemoReport:
     sample_workflows: list[str] = field(default_factory=list)
     guard: Counter[str] = field(default_factory=Counter)
     redacted: Counter[str] = field(default_factory=Counter)
+    approvals: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def unattended(self) -> int:
+        """Workflows that ended escalated for want of an approver (none may, with the approval service running)."""
+        return self.reasons.get("escalated: APPROVAL_REQUIRED", 0)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_outcomes or self.undetected or self.world_problems or self.audit_problems)
+        return not (
+            self.missing_outcomes or self.undetected or self.world_problems or self.audit_problems or self.unattended
+        )
 
 
 def _world_ids(world: World) -> dict[str, list[str]]:
@@ -219,6 +237,8 @@ async def run_demo(
             topics.OUTCOMES,
             topics.TOOL_VERDICTS,
             topics.GUARD_FLAGS,
+            topics.APPROVAL_REQUESTS,
+            topics.APPROVAL_DECISIONS,
         ],
         group_id="baton.demo.observer",
         handler=EventConsumer(watch, group_id="baton.demo.observer", handler=observer.on_event),
@@ -303,6 +323,7 @@ async def run_demo(
         + [wf for wf, _ in plan_items if wf not in plan.faults][:1],
         guard=observer.guard,
         redacted=observer.redacted,
+        approvals=observer.approvals,
     )
 
 
@@ -347,6 +368,12 @@ def print_report(report: DemoReport, console: Console) -> None:
         table.add_row(f"  {what}", str(n))
     if report.redacted:
         table.add_row("  values redacted", ", ".join(f"{kind} {n}" for kind, n in sorted(report.redacted.items())))
+    table.add_row("actions asked of reviewers (approval service)", str(report.approvals.get("asked", 0)))
+    for what in ("approved", "rejected", "expired"):
+        table.add_row(
+            f"  {what} by the scripted reviewers" if what != "expired" else "  expired", str(report.approvals[what])
+        )
+    table.add_row("  left escalated for want of an approver", str(report.unattended))
     table.add_row("handoff latency p50 / p99", f"{report.latency_p50_ms:.1f} ms / {report.latency_p99_ms:.1f} ms")
     table.add_row("world records corrupted", str(len(report.world_problems)))
     table.add_row(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import SecretStr
 
@@ -26,8 +27,9 @@ from baton.policy.screening import OutputScreen
 from baton.runtime import RuntimeSettings, instance_id
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.loader import registry_for
-from baton.workflows import agent_kinds, default_workflow_dir, load_workflows
+from baton.workflows import agent_kinds, default_workflow_dir, load_workflows, reviewers_declared
 from baton_demo.faults import FaultInjectingModel, FaultPlan, handoff_faults
+from baton_demo.reviewer import ScriptedReviewer
 from baton_demo.world import OWNED_ARGUMENTS, World
 from baton_demo.world_tools import world_tools
 
@@ -48,6 +50,19 @@ class _Closing:
             await self.tools.close()
         if self.world is not None:
             self.world.close()
+
+
+@dataclass
+class _Reviewing:
+    """The scripted reviewer team deciding approvals through the approval service's API, until stopped."""
+
+    reviewer: ScriptedReviewer
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.reviewer.client.aclose()
 
 
 @dataclass
@@ -101,15 +116,19 @@ async def start_mesh(
     backoff_base_s: float = 0.05,
     seed: int = 0,
     trust: TrustDomain | None = None,
+    approvals: bool | None = None,
 ) -> Mesh:
     """Start the validator, the supervisor, one agent service per declared kind and (given audit_db) the
     auditor on its embedded store, on a started bus; each signs with its own identity (generated for
     this process unless a trust domain is given). Agents share one tool registry and one ledger (default:
     ledger.db beside the world, or in the current directory's .baton/): over the reference world's tool pack at
     world_db, or over the tool pack (tools.yaml) of a user's workflow_dir, which must be BATON_WORKFLOW_DIR (the
-    services read their declarations from there)."""
+    services read their declarations from there). approvals (default: when the declarations hold reviewers.yaml):
+    the approval service runs, and a scripted reviewer team decides every approval through its API."""
     from services.agent import app as agent_app
     from services.agent.config import Settings as AgentSettings
+    from services.approvals import app as approvals_app
+    from services.approvals.config import Settings as ApprovalsSettings
     from services.auditor import app as auditor_app
     from services.auditor.config import Settings as AuditorSettings
     from services.handoff_validator import app as validator_app
@@ -174,9 +193,26 @@ async def start_mesh(
             tools=tools,
             screen=screen,
         )
+    if approvals is None:
+        approvals = reviewers_declared()
+    if approvals:
+        approvals_db = ledger.with_name("approvals.db")
+        for stale in approvals_db.parent.glob(approvals_db.name + "*"):
+            stale.unlink()  # approvals of an earlier run are not this run's
+        desk = await approvals_app.start(
+            mesh.events("approvals"),
+            ApprovalsSettings(runtime=runtime, sqlite_path=approvals_db, http_port=None, sweep_s=0.05),
+        )
+        mesh.apps["approvals"] = desk
+        reviewer = ScriptedReviewer(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=desk.web), base_url="http://approvals")
+        )
+        mesh.apps["reviewer"] = _Reviewing(reviewer, asyncio.create_task(reviewer.run(), name="scripted-reviewer"))
     mesh.apps["supervisor"] = await supervisor_app.start(
         mesh.events("supervisor"),
-        SupervisorSettings(runtime=runtime, backoff_base_s=backoff_base_s, spend_sqlite_path=spend_db),
+        SupervisorSettings(
+            runtime=runtime, backoff_base_s=backoff_base_s, spend_sqlite_path=spend_db, await_approvals=approvals
+        ),
         owners=owners,
     )
     return mesh

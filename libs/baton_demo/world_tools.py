@@ -63,6 +63,20 @@ class RefundPreview(BaseModel):
     order_id: str
 
 
+class OrderBalance(BaseModel):
+    order_id: str
+    amount: float
+    refunded: float
+    left_to_refund: float
+
+
+class RefundDryRun(BaseModel):
+    """What issue_refund would change on the order: its balance before and after (nothing is written)."""
+
+    before: OrderBalance
+    after: OrderBalance
+
+
 class Filing(BaseModel):
     filing_id: str
     customer_id: str
@@ -145,6 +159,23 @@ class WorldTools:
         """Refund an amount on a ticket's order."""
         self._tenant("issue_refund", ctx, ticket_id=ticket_id)
         return Refund.model_validate(self.world.issue_refund(ticket_id, amount, idempotency_key=ctx.idempotency_key))
+
+    # The dry run a reviewer reads before approving a refund (baton.tools.executor.PREVIEW_SUFFIX).
+    @python_tool(name="issue_refund__preview", version="1", tier="READ", idempotent=True)
+    def issue_refund_preview(self, ticket_id: str, amount: float, ctx: ToolContext) -> RefundDryRun:
+        """What issue_refund would change on the ticket's order (nothing changes)."""
+        self._tenant("issue_refund__preview", ctx, ticket_id=ticket_id)
+        order = self.world.lookup_order(ticket_id)
+        before = OrderBalance(
+            order_id=order["id"],
+            amount=order["amount"],
+            refunded=order["refunded"],
+            left_to_refund=order["amount"] - order["refunded"],
+        )
+        after = before.model_copy(
+            update={"refunded": before.refunded + amount, "left_to_refund": before.left_to_refund - amount}
+        )
+        return RefundDryRun(before=before, after=after)
 
 
 def world_tools(world: World) -> list[PythonTool]:

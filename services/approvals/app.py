@@ -13,7 +13,7 @@ from baton.approvals.model import ApprovalStore
 from baton.bus.base import Subscription
 from baton.messaging import EventBus, consume
 from baton.runtime import ServiceConfigError, keep_running
-from baton.workflows import default_workflow_dir
+from baton.workflows import REVIEWERS_FILE, default_workflow_dir
 from services.approvals import SERVICE
 from services.approvals.config import Settings
 from services.approvals.handlers import ApprovalsHandlers
@@ -28,7 +28,8 @@ class ApprovalsApp:
     subscriptions: list[Subscription]
     store: ApprovalStore
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    server: Any = None  # uvicorn.Server of the reviewer page and API, when served
+    web: Any = None  # the reviewer page and API (a FastAPI app)
+    server: Any = None  # uvicorn.Server serving it, when served
     port: int | None = None
 
     async def stop(self) -> None:
@@ -74,7 +75,7 @@ async def start(events: EventBus, settings: Settings) -> ApprovalsApp:
     from services.approvals.api import create_app
     from services.approvals.reviewers import Reviewers, ReviewersError
 
-    path = settings.reviewers_file or default_workflow_dir() / "reviewers.yaml"
+    path = settings.reviewers_file or default_workflow_dir() / REVIEWERS_FILE
     try:
         reviewers = Reviewers.load(path)
     except ReviewersError as exc:
@@ -92,7 +93,7 @@ async def start(events: EventBus, settings: Settings) -> ApprovalsApp:
         events, [topics.APPROVAL_REQUESTS], group_id=topics.GROUP_APPROVALS, handler=handlers.on_event
     )
     tasks = [asyncio.create_task(keep_running("approval decisions", lambda: handlers.run(settings.sweep_s)))]
-    app = ApprovalsApp(handlers=handlers, subscriptions=[sub], store=store, tasks=tasks)
+    app = ApprovalsApp(handlers=handlers, subscriptions=[sub], store=store, tasks=tasks, web=web)
     if settings.http_port is not None:
         app.server, served, app.port = await _serve(web, settings)
         app.tasks.append(served)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -149,13 +150,11 @@ class ApprovalsHandlers:
                 if await self.desk.expire_due():
                     self.decided()
                 await self.publish_decided()
-            except (RetryLaterError, *STORE_ERRORS) as exc:
+            except (RetryLaterError, OSError, sqlite3.Error, PyMongoError) as exc:
                 log.warning("approval decisions not published yet (%r); trying again in %.1fs", exc, sweep_s)
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), sweep_s)
-            except TimeoutError:
-                pass
 
     def _decided_event(self, approval: Approval) -> ApprovalDecided:
         action = approval.request.action

@@ -19,7 +19,7 @@ from baton.policy.spend import ExhaustedTenants, SpendAccounts, SpendStore
 from baton.policy.tenants import load_tenants_if_present
 from baton.runtime import keep_running
 from baton.supervisor import Supervisor
-from baton.workflows import load_workflows
+from baton.workflows import load_workflows, reviewers_declared
 from services.supervisor.config import Settings
 from services.supervisor.handlers import SupervisorHandlers
 
@@ -110,7 +110,7 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         max_context_bytes=settings.max_context_bytes,
         finished_capacity=settings.finished_capacity,
         admit=admission,
-        await_approvals=settings.await_approvals,
+        await_approvals=(settings.await_approvals if settings.await_approvals is not None else reviewers_declared()),
     )
     handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s, control=ControlState())
     assert handlers.control is not None

@@ -40,5 +40,6 @@ class Settings(BaseSettings):
     spend_refresh_s: float = 5.0
     # A step whose action needs a human waits, checkpointed, for the approval service's decision and resumes on it
     # (docs/decisions/0020-approvals.md). A deployment without the approval service sets this false: such a
-    # workflow then ends escalated APPROVAL_REQUIRED to its queue, as nobody would ever decide it.
-    await_approvals: bool = True
+    # workflow then ends escalated APPROVAL_REQUIRED to its queue, as nobody would ever decide it. Unset: on when
+    # the declarations hold reviewers.yaml (the approval service's reviewers), else off.
+    await_approvals: bool | None = None

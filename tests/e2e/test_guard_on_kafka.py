@@ -70,6 +70,8 @@ AGENTS = [a.name for a in load_workflows()["support_refund"].agents]
 def _env(broker: KafkaBroker, tmp_path: Path) -> dict[str, str]:
     return {
         "BATON_BUS": "kafka",
+        # No approval service runs here: a refund that needs a human ends escalated to its queue.
+        "BATON_SUPERVISOR_AWAIT_APPROVALS": "false",
         "BATON_KAFKA_BOOTSTRAP": broker.bootstrap,
         "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
         "BATON_LOG_LEVEL": "INFO",

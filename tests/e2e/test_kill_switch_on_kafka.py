@@ -65,6 +65,8 @@ async def test_kill_all_during_200_workflows_on_kafka(own_broker: KafkaBroker, t
     keys = write_keys(tmp_path / "keys")
     env = {
         "BATON_BUS": "kafka",
+        # No approval service runs here: a refund that needs a human ends escalated to its queue.
+        "BATON_SUPERVISOR_AWAIT_APPROVALS": "false",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
         "BATON_KEYS_DIR": str(keys),
         "BATON_LOG_LEVEL": "WARNING",

@@ -83,6 +83,8 @@ async def test_200_workflows_on_kafka_with_faults_and_a_supervisor_killed_mid_ru
     assert expected["e2e-cross-tenant"] == ("halted", "ADMISSION_CROSS_TENANT")  # refused before any agent
     env = {
         "BATON_BUS": "kafka",
+        # No approval service runs here: a refund that needs a human ends escalated to its queue.
+        "BATON_SUPERVISOR_AWAIT_APPROVALS": "false",
         "BATON_KAFKA_BOOTSTRAP": own_broker.bootstrap,
         "BATON_KEYS_DIR": str(write_keys(tmp_path / "keys")),
         "BATON_LOG_LEVEL": "WARNING",

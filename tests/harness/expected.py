@@ -45,16 +45,22 @@ def outcome_key(event: Event) -> OutcomeKey | None:
 
 
 async def expected_outcomes(
-    submissions: Sequence[Submission], *, plan: FaultPlan, world_seed: tuple[int, int], workdir: Path
+    submissions: Sequence[Submission],
+    *,
+    plan: FaultPlan,
+    world_seed: tuple[int, int],
+    workdir: Path,
+    approvals: bool = False,
 ) -> dict[str, OutcomeKey]:
-    """Run the submissions on the embedded mesh and return each workflow's outcome."""
+    """Run the submissions on the embedded mesh and return each workflow's outcome (approvals: with the approval
+    service and the scripted reviewers, as a run that deploys them; else approval-required ends escalated)."""
     os.makedirs(workdir, exist_ok=True)
     world = World(workdir / "world.db")
     world.seed(customers=world_seed[0], seed=world_seed[1])
     world.close()
     bus = EmbeddedBus(partitions=4)
     await bus.start()
-    mesh = await start_mesh(bus, world_db=workdir / "world.db", faults=plan)
+    mesh = await start_mesh(bus, world_db=workdir / "world.db", faults=plan, approvals=approvals)
     serde = AvroSerde(LocalSchemaRegistry())
     outcomes: dict[str, OutcomeKey] = {}
     done = asyncio.Event()

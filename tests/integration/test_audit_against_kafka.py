@@ -86,6 +86,8 @@ async def test_verify_against_kafka_proves_the_audit_whole_and_names_what_was_cu
     )
     env = {
         "BATON_BUS": "kafka",
+        # No approval service runs here: a refund that needs a human ends escalated to its queue.
+        "BATON_SUPERVISOR_AWAIT_APPROVALS": "false",
         "BATON_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
         "BATON_AUDITOR_STORE": settings.store,
         "BATON_AUDITOR_SQLITE_PATH": str(settings.sqlite_path),

@@ -142,7 +142,7 @@ async def test_an_irreversible_call_over_its_threshold_needs_approval_and_under_
     assert (verdict.code, verdict.failure_class, verdict.grant) == ("APPROVAL_REQUIRED", None, None)
     assert verdict.approval is not None and verdict.approval.action.arguments_json == big.arguments_json
     assert verdict.approval.queue == "support-leads" and verdict.approval.expires_at == NOW + 3600
-    assert verdict.approval.required_approvals == 1 and verdict.approval.on_expiry == "reject"
+    assert verdict.approval.required_approvals == 2 and verdict.approval.on_expiry == "reject"  # as declared
     small = _ask("issue_refund", "refund_issuer", {"ticket_id": "T-1", "amount": 20.0}, call_id="small")
     assert (await guard.decide(small, now=NOW)).policies == ("irreversible-granted",)
 

@@ -37,7 +37,7 @@ def _waiting(sup: Supervisor) -> WorkflowState:
 
 
 def _decided(decision: ApprovalDecision, approval_id: str = "ap-1", **extra: object) -> ApprovalDecided:
-    return ApprovalDecided(envelope=env(), approval_id=approval_id, decision=decision, **extra)  # type: ignore[arg-type]
+    return ApprovalDecided(envelope=env(), approval_id=approval_id, decision=decision, **extra)
 
 
 def test_an_approved_action_resumes_the_step_once_showing_the_approval(sup: Supervisor) -> None:

@@ -45,3 +45,36 @@ def test_a_bad_declaration_names_the_problem(tmp_path: Path, body: str, message:
     path.write_text(body)
     with pytest.raises(WorkflowDeclarationError, match=message):
         load_workflow(path)
+
+
+def test_deletions_and_regulatory_filings_always_wait_and_other_decisions_escalate_by_the_fields_thresholds() -> None:
+    from baton.workflows import DECISION_THRESHOLDS, AgentSpec, ToolSpec
+
+    refund = load_workflows()["support_refund"]
+    plain = ToolSpec(name="purge_customer", tier="WRITE", result_key="purged")
+    assert not refund.needs_approval(plain, {})
+    for kind in ("deletion", "regulatory_filing"):
+        assert refund.needs_approval(plain.model_copy(update={"decision_type": kind}), {})
+    assert DECISION_THRESHOLDS == {
+        "document_classification": 0.85,
+        "report_generation": 0.80,
+        "moderation": 0.75,
+        "routing": 0.70,
+    }
+    for kind, threshold in DECISION_THRESHOLDS.items():
+        assert refund.threshold_for(AgentSpec(name="x", decision_type=kind)) == threshold
+    # The agent's own threshold, then the workflow's for it, win over its decision type's.
+    assert refund.threshold_for(AgentSpec(name="x", decision_type="routing", confidence_threshold=0.9)) == 0.9
+    assert refund.threshold_for(AgentSpec(name="x")) == refund.confidence_thresholds["default"]
+
+
+def test_an_approval_that_escalates_on_expiry_names_where_to(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from baton.workflows import ApprovalRule
+
+    assert ApprovalRule(always=True, approvers=2).approvers == 2
+    with pytest.raises(ValidationError, match="escalate_to"):
+        ApprovalRule(always=True, on_expiry="escalate")
+    with pytest.raises(ValidationError):
+        ApprovalRule(always=True, approvers=0)
