@@ -43,6 +43,8 @@ def services() -> list[tuple[str, list[str], int]]:
         # Spend accounts in MongoDB are exact across replicas; a workflow's requests (keyed by it) reach one
         # replica, so its per-agent rate is too.
         ("policy-guard", ["run", "policy-guard"], 2),
+        # Pending approvals in MongoDB, each change atomic: any replica serves the page and decides.
+        ("approvals", ["run", "approvals"], 2),
         ("auditor", ["run", "auditor"], 1),
     ]
     agents = [
@@ -68,6 +70,17 @@ SPEND_ENV = {
     "BATON_POLICY_GUARD_SPEND_MONGODB_URL": "mongodb://mongodb:27017/",
     "BATON_SUPERVISOR_SPEND_STORE": "mongodb",
     "BATON_SUPERVISOR_SPEND_MONGODB_URL": "mongodb://mongodb:27017/",
+}
+
+
+# The approval service: its store shared by its replicas, its page and API on 8480, its reviewers from a secret.
+APPROVALS_PORT = 8480
+APPROVALS_ENV = {
+    "BATON_APPROVALS_STORE": "mongodb",
+    "BATON_APPROVALS_MONGODB_URL": "mongodb://mongodb:27017/",
+    "BATON_APPROVALS_HTTP_HOST": "0.0.0.0",
+    "BATON_APPROVALS_HTTP_PORT": str(APPROVALS_PORT),
+    "BATON_APPROVALS_REVIEWERS_FILE": "/run/secrets/baton-reviewers",
 }
 
 
@@ -104,7 +117,11 @@ def compose() -> dict[str, Any]:
         },
         "mongodb": {"image": "mongo:7.0", "ports": ["27017:27017"], "volumes": ["mongodb:/data/db"]},
     }
-    secrets: dict[str, Any] = {"baton-keyring": {"file": "./keys/keyring.json"}}
+    secrets: dict[str, Any] = {
+        "baton-keyring": {"file": "./keys/keyring.json"},
+        # name, sha256 of the token, queues and roles of each reviewer (workflows/reviewers.yaml shows the format).
+        "baton-reviewers": {"file": "./keys/reviewers.yaml"},
+    }
     for name, args, _replicas in services():
         role = role_of(name)
         secrets[f"baton-{slug(role)}"] = {"file": f"./keys/{identity.key_file_name(role)}"}
@@ -127,20 +144,24 @@ def compose() -> dict[str, Any]:
             if name == "handoff-validator"
             else dict(RUNTIME_ENV, **identity_env, **SPEND_ENV)
             if name in ("policy-guard", "supervisor")
+            else dict(RUNTIME_ENV, **identity_env, **APPROVALS_ENV)
+            if name == "approvals"
             else dict(RUNTIME_ENV, **identity_env),
             # `baton keys generate --out keys` makes these files; each service sees only its own key.
-            "secrets": ["baton-keyring", f"baton-{slug(role)}"],
+            "secrets": ["baton-keyring", f"baton-{slug(role)}"] + (["baton-reviewers"] if name == "approvals" else []),
             "depends_on": {
                 "kafka": {"condition": "service_healthy"},
                 "schema-registry": {"condition": "service_started"},
             }
             | (
                 {"mongodb": {"condition": "service_started"}}
-                if name in ("auditor", "policy-guard", "supervisor")
+                if name in ("auditor", "policy-guard", "supervisor", "approvals")
                 else {}
             ),
             "restart": "unless-stopped",
         }
+        if name == "approvals":
+            svc[name]["ports"] = [f"{APPROVALS_PORT}:{APPROVALS_PORT}"]  # the reviewer page and its API
         # The reference world's ownership hook (tenants.yaml) reads the world too: the guard and admission.
         if name.startswith("agent-") or name in ("handoff-validator", "policy-guard", "supervisor"):
             svc[name]["volumes"] = ["world:/data"]
@@ -181,6 +202,14 @@ def kubernetes() -> list[dict[str, Any]]:
             if name == "handoff-validator"
             else [{"name": k, "value": v} for k, v in SPEND_ENV.items()]
             if name in ("policy-guard", "supervisor")
+            else [
+                {"name": k, "value": v}
+                for k, v in {
+                    **APPROVALS_ENV,
+                    "BATON_APPROVALS_REVIEWERS_FILE": "/etc/baton/reviewers/reviewers.yaml",
+                }.items()
+            ]
+            if name == "approvals"
             else []
         )
         container: dict[str, Any] = {
@@ -203,6 +232,12 @@ def kubernetes() -> list[dict[str, Any]]:
             "containers": [container],
             "volumes": [{"name": "keyring", "configMap": {"name": "baton-keyring"}}],
         }
+        if name == "approvals":
+            container["ports"] = [{"name": "http", "containerPort": APPROVALS_PORT}]
+            container["volumeMounts"].append(
+                {"name": "reviewers", "mountPath": "/etc/baton/reviewers", "readOnly": True}
+            )
+            pod["volumes"].append({"name": "reviewers", "secret": {"secretName": "baton-reviewers"}})
         if name.startswith("agent-"):
             # /data holds the reference world and the agent's ledger. emptyDir loses the ledger with the pod, and with
             # it the record that a write already ran: a production agent puts /data on a persistent volume
@@ -221,6 +256,18 @@ def kubernetes() -> list[dict[str, Any]]:
                 },
             }
         )
+    # The reviewer page and its API inside the cluster (expose it through your ingress, behind your SSO).
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "approvals", "namespace": "baton", "labels": labels},
+            "spec": {
+                "selector": {"app.kubernetes.io/name": "approvals"},
+                "ports": [{"name": "http", "port": APPROVALS_PORT, "targetPort": "http"}],
+            },
+        }
+    )
     return docs
 
 
