@@ -117,6 +117,9 @@ async def start_mesh(
     seed: int = 0,
     trust: TrustDomain | None = None,
     approvals: bool | None = None,
+    reviewer: bool = True,
+    approvals_http_port: int | None = None,
+    approval_sla_s: float | None = None,
 ) -> Mesh:
     """Start the validator, the supervisor, one agent service per declared kind and (given audit_db) the
     auditor on its embedded store, on a started bus; each signs with its own identity (generated for
@@ -124,7 +127,9 @@ async def start_mesh(
     ledger.db beside the world, or in the current directory's .baton/): over the reference world's tool pack at
     world_db, or over the tool pack (tools.yaml) of a user's workflow_dir, which must be BATON_WORKFLOW_DIR (the
     services read their declarations from there). approvals (default: when the declarations hold reviewers.yaml):
-    the approval service runs, and a scripted reviewer team decides every approval through its API."""
+    the approval service runs (its page on approvals_http_port when given: 0 = a free port), and unless reviewer is
+    false a scripted reviewer team decides every approval through its API. approval_sla_s overrides every declared
+    approval SLA."""
     from services.agent import app as agent_app
     from services.agent.config import Settings as AgentSettings
     from services.approvals import app as approvals_app
@@ -179,7 +184,9 @@ async def start_mesh(
     )
     mesh.spend_db = spend_db
     mesh.apps["policy-guard"] = await guard_app.start(
-        mesh.events("policy-guard"), GuardSettings(runtime=runtime, spend_sqlite_path=spend_db), owners=owners
+        mesh.events("policy-guard"),
+        GuardSettings(runtime=runtime, spend_sqlite_path=spend_db, approval_sla_s=approval_sla_s),
+        owners=owners,
     )
     plan = faults or FaultPlan()
     screen = OutputScreen()  # one for every agent of the mesh: Presidio loads once
@@ -201,13 +208,14 @@ async def start_mesh(
             stale.unlink()  # approvals of an earlier run are not this run's
         desk = await approvals_app.start(
             mesh.events("approvals"),
-            ApprovalsSettings(runtime=runtime, sqlite_path=approvals_db, http_port=None, sweep_s=0.05),
+            ApprovalsSettings(runtime=runtime, sqlite_path=approvals_db, http_port=approvals_http_port, sweep_s=0.05),
         )
         mesh.apps["approvals"] = desk
-        reviewer = ScriptedReviewer(
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=desk.web), base_url="http://approvals")
-        )
-        mesh.apps["reviewer"] = _Reviewing(reviewer, asyncio.create_task(reviewer.run(), name="scripted-reviewer"))
+        if reviewer:
+            team = ScriptedReviewer(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=desk.web), base_url="http://approvals")
+            )
+            mesh.apps["reviewer"] = _Reviewing(team, asyncio.create_task(team.run(), name="scripted-reviewer"))
     mesh.apps["supervisor"] = await supervisor_app.start(
         mesh.events("supervisor"),
         SupervisorSettings(

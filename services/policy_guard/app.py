@@ -86,6 +86,7 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         rate=SlidingWindowLimiter(settings.tool_calls_per_window, settings.rate_window_s),
         owners=owners,
         grant_ttl_s=settings.grant_ttl_s,
+        approval_ttl_s=settings.approval_sla_s,
         remember=settings.remember_verdicts,
     )
     log.info("policy guard: policies %s from %s", policies.version, policies.source)

@@ -35,3 +35,6 @@ class Settings(BaseSettings):
     spend_mongodb_database: str = "baton"
     # Verdicts remembered by call id, so a redelivered request gets the same verdict and costs once.
     remember_verdicts: int = 10_000
+    # Overrides every declared approval SLA (seconds), e.g. for an SLA drill; unset: each tool's approval rule,
+    # else its workflow's escalation SLA.
+    approval_sla_s: float | None = None
