@@ -86,6 +86,14 @@ class WorkflowState:
     # once approved, the approval service's token the resumed step shows the guard.
     awaiting_approval: str | None = None
     approval_token: str = ""
+    # Time spent waiting for humans, which the wall-clock budget does not count (the approval's SLA bounds it).
+    awaiting_since: float | None = None
+    waited_s: float = 0.0
+
+    def running_s(self, now: float) -> float:
+        """How long the workflow has been running, not counting its waits for approvals."""
+        waiting = now - self.awaiting_since if self.awaiting_since is not None else 0.0
+        return now - self.started_at - self.waited_s - waiting
 
     @property
     def checkpoint(self) -> ContextSnapshot:
@@ -260,7 +268,7 @@ class Supervisor:
         if isinstance(event, HandoffRejected):
             return self._rejected(state, event)
         if isinstance(event, ApprovalDecided):
-            return self._approval_decided(state, event)
+            return self._approval_decided(state, event, now)
         return Transition(None)
 
     # -- transitions -------------------------------------------------------------------------------
@@ -389,6 +397,7 @@ class Supervisor:
             # other workflow waits for it.
             state.awaiting_approval = event.approval_id
             state.approval_token = ""
+            state.awaiting_since = now
             return self._advance(state)
         state.consecutive_errors = state.consecutive_errors + 1 if state.last_error == code else 1
         state.last_error = code
@@ -441,13 +450,16 @@ class Supervisor:
             return self._advance(state, RequestStep(fallback, state.attempt))
         return self._finish(state, Outcome("escalated", code, reason, cls))
 
-    def _approval_decided(self, state: WorkflowState, event: ApprovalDecided) -> Transition:
+    def _approval_decided(self, state: WorkflowState, event: ApprovalDecided, now: float) -> Transition:
         """Resume a workflow waiting for this approval: approved, its step runs again showing the approval (the
         approved action runs once: its idempotency key is the one the guard asked about); rejected or expired,
         it halts with the reviewers' reason."""
         if state.awaiting_approval != event.approval_id:
             return Transition(None)  # a redelivered decision, or one for an approval this workflow no longer awaits
         state.awaiting_approval = None
+        if state.awaiting_since is not None:
+            state.waited_s += max(0.0, now - state.awaiting_since)
+            state.awaiting_since = None
         who = ", ".join(event.decided_by) or "nobody"
         if event.decision is ApprovalDecision.APPROVED:
             state.approval_token = event.approval_token
@@ -579,9 +591,9 @@ class Supervisor:
             ),
             (cost > b.max_cost_usd, "BUDGET_COST", f"${cost:.4f} > ${b.max_cost_usd}"),
             (
-                now - state.started_at > b.wall_clock_s,
+                state.running_s(now) > b.wall_clock_s,
                 "BUDGET_WALL_CLOCK",
-                f"{now - state.started_at:.0f}s > {b.wall_clock_s:.0f}s",
+                f"{state.running_s(now):.0f}s > {b.wall_clock_s:.0f}s",
             ),
         ]
         for tripped, code, detail in checks:
@@ -597,7 +609,7 @@ class Supervisor:
             # time the approval's SLA bounds, with its declared fallback).
             return None
         spec = self.workflows[held.workflow_type]
-        if now - held.started_at <= spec.budgets.wall_clock_s:
+        if held.running_s(now) <= spec.budgets.wall_clock_s:
             return None
         outcome = Outcome(
             "halted",

@@ -7,7 +7,7 @@ import pytest
 
 from baton.contracts.models import ApprovalDecided, ApprovalDecision, StepCompleted, WorkflowCheckpointed
 from baton.supervisor import Outcome, RequestStep, Supervisor, WorkflowState
-from baton.workflows import load_workflows
+from baton.workflows import END, load_workflows
 from tests.unit.test_supervisor import WF, Acknowledged, accept, env, task
 
 
@@ -98,3 +98,12 @@ def test_without_an_approval_service_the_workflow_escalates_as_before() -> None:
     )
     (outcome,) = sup.handle(asked, now=1.0).effects
     assert isinstance(outcome, Outcome) and (outcome.kind, outcome.reason_code) == ("escalated", "APPROVAL_REQUIRED")
+
+
+def test_time_waiting_for_humans_is_not_counted_against_the_wall_clock_budget(sup: Supervisor) -> None:
+    _waiting(sup)  # waiting since t=3; the refund workflow's wall-clock budget is 300 s
+    sup.handle(_decided(ApprovalDecision.APPROVED, approval_token="tok"), now=5_000.0)
+    assert sup.states[WF].running_s(5_000.0) == pytest.approx(3.0)
+    t = sup.handle(accept(sup, END, {"refund": {"refund_id": "r-1"}}), now=5_010.0)  # type: ignore[arg-type]
+    (outcome,) = t.effects
+    assert isinstance(outcome, Outcome) and outcome.kind == "completed"
