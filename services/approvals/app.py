@@ -72,7 +72,7 @@ async def _serve(app: Any, settings: Settings) -> tuple[Any, asyncio.Task[None],
 
 async def start(events: EventBus, settings: Settings) -> ApprovalsApp:
     """Keep approval requests, serve the reviewer page and API, publish decisions."""
-    from services.approvals.api import create_app
+    from services.approvals.api import ChangeSignal, create_app
     from services.approvals.reviewers import Reviewers, ReviewersError
 
     path = settings.reviewers_file or default_workflow_dir() / REVIEWERS_FILE
@@ -83,11 +83,10 @@ async def start(events: EventBus, settings: Settings) -> ApprovalsApp:
     store = approval_store(settings)
     await store.setup()
     desk = ApprovalDesk(store)
-    web = create_app(desk, reviewers)
-    handlers = ApprovalsHandlers(
-        events, desk, token_ttl_s=settings.token_ttl_s, on_change=getattr(web.state, "notify", None)
-    )
-    web.state.on_decided = handlers.decided
+    changes = ChangeSignal()
+    secret = settings.session_secret.get_secret_value().encode() if settings.session_secret is not None else None
+    web = create_app(desk, reviewers, changes=changes, session_secret=secret)
+    handlers = ApprovalsHandlers(events, desk, token_ttl_s=settings.token_ttl_s, changes=changes)
     await events.bus.create_topics([topics.APPROVAL_REQUESTS, topics.APPROVAL_DECISIONS, topics.DEAD_LETTER])
     sub, _ = await consume(
         events, [topics.APPROVAL_REQUESTS], group_id=topics.GROUP_APPROVALS, handler=handlers.on_event

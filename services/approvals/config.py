@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from baton.runtime import RuntimeSettings
@@ -31,3 +31,6 @@ class Settings(BaseSettings):
     sweep_s: float = 1.0
     # How long an approval, once given, may be used to resume its workflow (the supervisor resumes it at once).
     token_ttl_s: float = 86_400.0
+    # Signs the reviewer page's session cookies; replicas behind one load balancer share it (unset: random per
+    # process, so a page signed in on one replica signs in again on another).
+    session_secret: SecretStr | None = None

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pymongo.errors import PyMongoError
@@ -26,6 +25,7 @@ from baton.contracts.models import (
 )
 from baton.messaging import EventBus, RejectedEvent
 from baton.policy.grants import issue_approval_token
+from services.approvals.api import ChangeSignal
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +100,15 @@ class ApprovalsHandlers:
         desk: ApprovalDesk,
         *,
         token_ttl_s: float,
-        on_change: Callable[[], None] | None = None,
+        changes: ChangeSignal,
     ) -> None:
         self._events = events
         self.desk = desk
         self._token_ttl_s = token_ttl_s
-        self._on_change = on_change
-        self._wake = asyncio.Event()
+        # Wakes the reviewer pages' streams on what this process received, and this loop on what the API decided.
+        self._changes = changes
         self.received = 0
         self.published = 0
-
-    def decided(self) -> None:
-        """Something was decided here (the API calls this): publish it now rather than at the next sweep."""
-        self._wake.set()
-        if self._on_change is not None:
-            self._on_change()
 
     async def on_event(self, event: Event, record: BusRecord) -> None:
         if not isinstance(event, ApprovalRequested):
@@ -130,8 +124,7 @@ class ApprovalsHandlers:
         if added:
             self.received += 1
             log.info("approval %s pending in queue %s (%s)", request.approval_id, request.queue, request.action.tool)
-            if self._on_change is not None:
-                self._on_change()
+            self._changes.changed()
 
     async def publish_decided(self) -> int:
         """Publish every stored decision not yet acknowledged, then mark it published; returns how many."""
@@ -144,17 +137,19 @@ class ApprovalsHandlers:
         return sent
 
     async def run(self, sweep_s: float) -> None:
-        """Forever: apply SLA fallbacks that fell due, publish what was decided (woken early by `decided`)."""
-        while True:
-            try:
-                if await self.desk.expire_due():
-                    self.decided()
-                await self.publish_decided()
-            except (RetryLaterError, OSError, sqlite3.Error, PyMongoError) as exc:
-                log.warning("approval decisions not published yet (%r); trying again in %.1fs", exc, sweep_s)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sweep_s)
+        """Forever: apply SLA fallbacks that fell due, publish what was decided (at once when something changed
+        here, e.g. a reviewer decided through the API; other replicas' decisions at the next sweep)."""
+        with self._changes.subscribe() as woken:
+            while True:
+                woken.clear()
+                try:
+                    if await self.desk.expire_due():
+                        self._changes.changed()
+                    await self.publish_decided()
+                except (RetryLaterError, OSError, sqlite3.Error, PyMongoError) as exc:
+                    log.warning("approval decisions not published yet (%r); trying again in %.1fs", exc, sweep_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), sweep_s)
 
     def _decided_event(self, approval: Approval) -> ApprovalDecided:
         action = approval.request.action

@@ -176,3 +176,33 @@ class Reviewer:
     @property
     def approves(self) -> bool:
         return "approver" in self.roles
+
+
+def to_doc(approval: Approval) -> dict[str, Any]:
+    """An approval as a JSON-able document (the one codec both stores use)."""
+    doc = asdict(approval)
+    doc["request"]["lineage"] = list(approval.request.lineage)
+    doc["votes"] = [asdict(v) for v in approval.votes]
+    doc["decided_by"] = list(approval.decided_by)
+    doc["state"] = approval.state.value
+    return doc
+
+
+def from_doc(doc: dict[str, Any]) -> Approval:
+    """The approval a document holds (to_doc's inverse)."""
+    raw = dict(doc["request"])
+    raw["action"] = ActionBinding(**raw["action"])
+    raw["lineage"] = tuple(raw.get("lineage", ()))
+    return Approval(
+        request=ApprovalRequest(**raw),
+        state=ApprovalState(doc["state"]),
+        queue=doc["queue"],
+        expires_at=float(doc["expires_at"]),
+        votes=tuple(Vote(**v) for v in doc.get("votes", ())),
+        decided_at=doc.get("decided_at"),
+        decided_by=tuple(doc.get("decided_by", ())),
+        comment=doc.get("comment"),
+        escalations=int(doc.get("escalations", 0)),
+        published=bool(doc.get("published", False)),
+        version=int(doc.get("version", 1)),
+    )
