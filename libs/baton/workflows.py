@@ -20,6 +20,8 @@ TOOL_PACK_FILE = "tools.yaml"
 TOOL_LOCK_FILE = "tools.lock.json"
 # Also beside them, not a workflow: the tenants task admission and the guard know (baton.policy.tenants).
 TENANTS_FILE = "tenants.yaml"
+# Nor this: who may decide approvals, and on which queues (services.approvals.reviewers).
+REVIEWERS_FILE = "reviewers.yaml"
 
 
 class _Strict(BaseModel):
@@ -295,7 +297,7 @@ def default_workflow_dir() -> Path:
 def load_workflows(directory: Path | None = None) -> dict[str, WorkflowSpec]:
     """Every *.yaml under the workflow directory, by workflow name."""
     paths = sorted((directory or default_workflow_dir()).glob("*.yaml"))
-    specs = [load_workflow(p) for p in paths if p.name not in (TOOL_PACK_FILE, TENANTS_FILE)]
+    specs = [load_workflow(p) for p in paths if p.name not in (TOOL_PACK_FILE, TENANTS_FILE, REVIEWERS_FILE)]
     return {s.name: s for s in specs}
 
 
