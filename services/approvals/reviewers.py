@@ -65,7 +65,11 @@ class Reviewers:
             raise ReviewersFileError(
                 f"{path}: expected a non-empty list of reviewers, each {{name, token_sha256, queues, roles}}"
             )
-        return cls(_parse(path, i, entry) for i, entry in enumerate(raw))
+        entries = [_parse(path, i, entry) for i, entry in enumerate(raw)]
+        try:
+            return cls(entries)
+        except ReviewersFileError as exc:
+            raise ReviewersFileError(f"{path}: {exc}") from None
 
     def authenticate(self, bearer_token: str | None) -> Reviewer | None:
         """The reviewer holding this token, or None (every entry is compared, in constant time)."""
