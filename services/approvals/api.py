@@ -56,9 +56,11 @@ class ChangeSignal:
 
     def __init__(self) -> None:
         self._streams: set[asyncio.Event] = set()
+        self.generation = 0  # counts changed() calls: a cached read older than the last one is stale
 
     def changed(self) -> None:
         """Something this process knows of changed: every stream re-checks now (call it on the event loop)."""
+        self.generation += 1
         for event in self._streams:
             event.set()
 
@@ -70,6 +72,28 @@ class ChangeSignal:
             yield event
         finally:
             self._streams.discard(event)
+
+
+class _PendingWatch:
+    """The pending approvals every open stream compares, read from the desk at most once per poll interval (or
+    again after a change signal), however many reviewers are watching."""
+
+    def __init__(self, desk: Desk, signal: ChangeSignal, interval_s: float) -> None:
+        self._desk = desk
+        self._signal = signal
+        self._interval_s = interval_s
+        self._lock = asyncio.Lock()
+        self._read: tuple[float, int, list[Approval]] | None = None  # (monotonic time, generation, approvals)
+
+    async def pending(self) -> list[Approval]:
+        async with self._lock:
+            read = self._read
+            fresh = read is not None and read[1] == self._signal.generation
+            if read is None or not fresh or time.monotonic() - read[0] >= self._interval_s * 0.5:
+                generation = self._signal.generation
+                read = (time.monotonic(), generation, await self._desk.pending())
+                self._read = read
+            return read[2]
 
 
 # --- documented shapes -------------------------------------------------------------------------------------------
@@ -211,6 +235,7 @@ def create_app(
         version="1",
     )
     app.state.changes = signal
+    watch = _PendingWatch(desk, signal, poll_interval_s)
 
     @app.exception_handler(ApprovalError)
     async def approval_error(_: Request, exc: ApprovalError) -> JSONResponse:
@@ -364,7 +389,7 @@ def create_app(
     )
     async def stream(request: Request, who: Signed) -> StreamingResponse:
         async def fingerprint() -> tuple[tuple[str, str, int, str], ...]:
-            seen = [a for a in await desk.pending() if who.sees(a.queue)]
+            seen = [a for a in await watch.pending() if who.sees(a.queue)]
             return tuple(sorted((a.approval_id, a.state.value, a.version, a.queue) for a in seen))
 
         async def events() -> AsyncIterator[str]:
