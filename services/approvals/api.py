@@ -8,12 +8,12 @@ headers). Errors are JSON `{code, message}` with the status of the desk's `Appro
 # No `from __future__ import annotations`: FastAPI reads the route functions' annotations at runtime, and the
 # closures' (`Signed`) are not module globals it could resolve from strings.
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
 from importlib import resources
 from typing import Annotated, Any, Protocol
 
@@ -64,7 +64,7 @@ class ChangeSignal:
         for event in self._streams:
             event.set()
 
-    @contextmanager
+    @contextlib.contextmanager
     def subscribe(self) -> Iterator[asyncio.Event]:
         event = asyncio.Event()
         self._streams.add(event)
@@ -215,6 +215,7 @@ def create_app(
     session_secret: bytes | None = None,
     session_lifetime_s: float = 8 * 3600,
     poll_interval_s: float = 1.0,
+    stream_lifetime_s: float = 300.0,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The API and the reviewer page over one desk. `changes` (also `app.state.changes`) wakes the streams;
@@ -396,19 +397,21 @@ def create_app(
             with signal.subscribe() as woken:
                 last = await fingerprint()
                 yield "retry: 2000\nevent: changed\ndata: {}\n\n"
-                quiet = 0.0
-                while not await request.is_disconnected():
-                    try:
-                        await asyncio.wait_for(woken.wait(), poll_interval_s)
-                    except TimeoutError:
-                        quiet += poll_interval_s
+                # Every stream ends after stream_lifetime_s and the browser reconnects: the reviewer is
+                # authenticated again, and a server shutting down waits for no stream longer than that.
+                now = time.monotonic()
+                end, beat = now + stream_lifetime_s, now + HEARTBEAT_S
+                while now < end and not await request.is_disconnected():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), min(poll_interval_s, beat - now, end - now))
                     woken.clear()
-                    now = await fingerprint()
-                    if now != last:
-                        last, quiet = now, 0.0
+                    seen = await fingerprint()
+                    now = time.monotonic()
+                    if seen != last:
+                        last, beat = seen, now + HEARTBEAT_S
                         yield "event: changed\ndata: {}\n\n"
-                    elif quiet >= HEARTBEAT_S:
-                        quiet = 0.0
+                    elif now >= beat:
+                        beat = now + HEARTBEAT_S
                         yield ": keep-alive\n\n"
 
         return StreamingResponse(
