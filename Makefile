@@ -46,6 +46,8 @@ tools: deps ## declaration gate: every pinned tool registered, at its version, c
 	cd examples/invoices && PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=. ACME_PO_TOKEN=declaration-check baton tools check --workflows workflows
 
 unit: deps ## fast tests: unit and component, embedded bus only
+	@# The approval page's browser test needs chromium: installed as root (CI); elsewhere that test skips without it.
+	@scripts/ensure-tools.sh chromium || [ -z "$$CI" ]
 	$(PYTEST) -m "not integration and not e2e"
 
 integration: deps kafka ferretdb ## tests on real Kafka and FerretDB (started and stopped by the tests)

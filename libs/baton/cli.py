@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from baton.approvals.cli import approvals_app
+
 if TYPE_CHECKING:
     from baton.bus.base import Bus
     from baton.messaging import EventBus
@@ -30,6 +32,7 @@ tools_app = typer.Typer(
     help="Tools: the registry, and the check of workflow declarations against it.", no_args_is_help=True
 )
 app.add_typer(tools_app, name="tools")
+app.add_typer(approvals_app, name="approvals")
 
 # service name -> module holding `Settings`, `start(events, settings)` and `SERVICE`
 SERVICES: dict[str, str] = {

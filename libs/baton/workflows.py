@@ -20,6 +20,8 @@ TOOL_PACK_FILE = "tools.yaml"
 TOOL_LOCK_FILE = "tools.lock.json"
 # Also beside them, not a workflow: the tenants task admission and the guard know (baton.policy.tenants).
 TENANTS_FILE = "tenants.yaml"
+# Nor this: who may decide approvals, and on which queues (services.approvals.reviewers).
+REVIEWERS_FILE = "reviewers.yaml"
 
 
 class _Strict(BaseModel):
@@ -308,12 +310,9 @@ class WorkflowSpec(_Strict):
         return END
 
 
-# The approval service's reviewers, beside the declarations: their presence says humans decide approvals here.
-REVIEWERS_FILE = "reviewers.yaml"
-
-
 def reviewers_declared() -> bool:
-    """Whether the declarations hold reviewers.yaml (then supervisors wait for approvals by default)."""
+    """Whether the declarations hold reviewers.yaml: humans decide approvals here, so supervisors wait for them
+    by default."""
     return (default_workflow_dir() / REVIEWERS_FILE).is_file()
 
 
@@ -344,7 +343,7 @@ def default_workflow_dir() -> Path:
 def load_workflows(directory: Path | None = None) -> dict[str, WorkflowSpec]:
     """Every *.yaml under the workflow directory, by workflow name."""
     paths = sorted((directory or default_workflow_dir()).glob("*.yaml"))
-    specs = [load_workflow(p) for p in paths if p.name not in (TOOL_PACK_FILE, TENANTS_FILE)]
+    specs = [load_workflow(p) for p in paths if p.name not in (TOOL_PACK_FILE, TENANTS_FILE, REVIEWERS_FILE)]
     return {s.name: s for s in specs}
 
 
