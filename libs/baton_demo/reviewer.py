@@ -19,12 +19,12 @@ log = logging.getLogger(__name__)
 
 # The demo's reviewers and their tokens (workflows/reviewers.yaml holds only their sha256): demo only.
 DEMO_TOKENS: dict[str, str] = {
-    "alice": "demo-token-alice",
-    "bob": "demo-token-bob",
-    "carol": "demo-token-carol",
+    "alice": "alice-demo-token",
+    "bob": "bob-demo-token",
+    "carol": "carol-demo-token",
 }
 # Refunds up to this are approved; larger ones are rejected and sent to finance.
-REFUND_CEILING = 1500.0
+REFUND_CEILING = 800.0
 
 Verdict = tuple[Literal["approve", "reject"], str]
 Rule = Callable[[Mapping[str, Any]], Verdict]

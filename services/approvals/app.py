@@ -73,12 +73,12 @@ async def _serve(app: Any, settings: Settings) -> tuple[Any, asyncio.Task[None],
 async def start(events: EventBus, settings: Settings) -> ApprovalsApp:
     """Keep approval requests, serve the reviewer page and API, publish decisions."""
     from services.approvals.api import ChangeSignal, create_app
-    from services.approvals.reviewers import Reviewers, ReviewersError
+    from services.approvals.reviewers import Reviewers, ReviewersFileError
 
     path = settings.reviewers_file or default_workflow_dir() / REVIEWERS_FILE
     try:
         reviewers = Reviewers.load(path)
-    except ReviewersError as exc:
+    except ReviewersFileError as exc:
         raise ServiceConfigError(f"the approval service cannot start: {exc}") from exc
     store = approval_store(settings)
     await store.setup()
