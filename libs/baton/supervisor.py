@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from baton.policy.admission import Rejected
 
 Status = Literal["running", "completed", "halted", "escalated"]
+MAX_EARLY_DECISIONS = 8
 # Task admission (baton.policy.admission.TaskAdmission): (workflow type, tenant, input, now) -> a rejection or
 # None. Asked once a task is otherwise ready to start; a rejected task is refused like a bad one.
 AdmitTask = Callable[[str, str, Mapping[str, Any], float], "Rejected | None"]
@@ -89,6 +90,10 @@ class WorkflowState:
     # Time spent waiting for humans, which the wall-clock budget does not count (the approval's SLA bounds it).
     awaiting_since: float | None = None
     waited_s: float = 0.0
+    # Decisions that arrived before the step result asking for them (applied when it does), and the approvals
+    # this workflow already resumed on (a redelivered decision resumes nothing); both small and bounded.
+    early_decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approvals_done: list[str] = field(default_factory=list)
 
     def running_s(self, now: float) -> float:
         """How long the workflow has been running, not counting its waits for approvals."""
@@ -101,7 +106,12 @@ class WorkflowState:
 
     def copy(self) -> WorkflowState:
         """A copy a transition may change without touching the held state."""
-        return replace(self, completed_steps=list(self.completed_steps))
+        return replace(
+            self,
+            completed_steps=list(self.completed_steps),
+            early_decisions=dict(self.early_decisions),
+            approvals_done=list(self.approvals_done),
+        )
 
     def to_json(self) -> str:
         """Everything but the context snapshot, which the checkpoint carries once, in its own field."""
@@ -398,6 +408,9 @@ class Supervisor:
             state.awaiting_approval = event.approval_id
             state.approval_token = ""
             state.awaiting_since = now
+            early = state.early_decisions.pop(event.approval_id, None)
+            if early is not None:
+                return self._resume(state, event.approval_id, early, now)  # decided before the step said it waits
             return self._advance(state)
         state.consecutive_errors = state.consecutive_errors + 1 if state.last_error == code else 1
         state.last_error = code
@@ -451,28 +464,49 @@ class Supervisor:
         return self._finish(state, Outcome("escalated", code, reason, cls))
 
     def _approval_decided(self, state: WorkflowState, event: ApprovalDecided, now: float) -> Transition:
-        """Resume a workflow waiting for this approval: approved, its step runs again showing the approval (the
-        approved action runs once: its idempotency key is the one the guard asked about); rejected or expired,
-        it halts with the reviewers' reason."""
-        if state.awaiting_approval != event.approval_id:
-            return Transition(None)  # a redelivered decision, or one for an approval this workflow no longer awaits
+        """Resume a workflow waiting for this approval (see `_resume`). A decision can overtake the step result
+        that asks for it (they travel on different topics, and a reviewer may be quick): one for a workflow not
+        waiting yet is kept in its checkpoint and applied when the step's result names it."""
+        decided = {
+            "decision": event.decision.value,
+            "approval_token": event.approval_token,
+            "decided_by": list(event.decided_by),
+            "comment": event.comment,
+        }
+        if state.awaiting_approval == event.approval_id:
+            return self._resume(state, event.approval_id, decided, now)
+        if (
+            state.awaiting_approval is None
+            and event.approval_id not in state.approvals_done
+            and event.approval_id not in state.early_decisions
+            and len(state.early_decisions) < MAX_EARLY_DECISIONS
+        ):
+            state.early_decisions[event.approval_id] = decided
+            return self._advance(state)
+        return Transition(None)  # a redelivered decision, or one for an approval this workflow no longer awaits
+
+    def _resume(self, state: WorkflowState, approval_id: str, decided: Mapping[str, Any], now: float) -> Transition:
+        """Approved: the step runs again showing the approval (the approved action runs once: its idempotency key
+        is the one the guard asked about). Rejected or expired: the workflow halts with the reviewers' reason."""
         state.awaiting_approval = None
+        state.approvals_done = [*state.approvals_done, approval_id][-MAX_EARLY_DECISIONS:]
         if state.awaiting_since is not None:
             state.waited_s += max(0.0, now - state.awaiting_since)
             state.awaiting_since = None
-        who = ", ".join(event.decided_by) or "nobody"
-        if event.decision is ApprovalDecision.APPROVED:
-            state.approval_token = event.approval_token
+        who = ", ".join(decided["decided_by"]) or "nobody"
+        comment = decided["comment"]
+        if decided["decision"] == ApprovalDecision.APPROVED.value:
+            state.approval_token = decided["approval_token"]
             state.attempt += 1
             state.retry_at = None
             return self._advance(state, RequestStep(state.current_agent, state.attempt))
-        if event.decision is ApprovalDecision.REJECTED:
+        if decided["decision"] == ApprovalDecision.REJECTED.value:
             return self._finish(
                 state,
                 Outcome(
                     "halted",
                     "APPROVAL_REJECTED",
-                    f"approval {event.approval_id} rejected by {who}: {event.comment or 'no reason given'}",
+                    f"approval {approval_id} rejected by {who}: {comment or 'no reason given'}",
                 ),
             )
         return self._finish(
@@ -480,7 +514,7 @@ class Supervisor:
             Outcome(
                 "halted",
                 "APPROVAL_EXPIRED",
-                f"approval {event.approval_id} was not decided in time: {event.comment or 'its SLA passed'}",
+                f"approval {approval_id} was not decided in time: {comment or 'its SLA passed'}",
             ),
         )
 
@@ -530,6 +564,7 @@ class Supervisor:
         state.transient_retries = 0
         state.retry_at = None
         state.approval_token = ""
+        state.early_decisions = {}
         tripped = self._budget_trip(state, spec, now)
         if tripped is not None:
             return self._finish(state, tripped)

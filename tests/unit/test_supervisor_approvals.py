@@ -107,3 +107,26 @@ def test_time_waiting_for_humans_is_not_counted_against_the_wall_clock_budget(su
     t = sup.handle(accept(sup, END, {"refund": {"refund_id": "r-1"}}), now=5_010.0)  # type: ignore[arg-type]
     (outcome,) = t.effects
     assert isinstance(outcome, Outcome) and outcome.kind == "completed"
+
+
+def test_a_decision_that_overtakes_the_step_result_asking_for_it_is_kept_and_applied_once(sup: Supervisor) -> None:
+    sup.handle(task(), now=0.0)
+    sup.handle(accept(sup, "refund_preview", {"ticket": {}, "order": {}}), now=1.0)  # type: ignore[arg-type]
+    sup.handle(accept(sup, "refund_issuer", {"refund_preview": {"amount": 900.0}}), now=2.0)  # type: ignore[arg-type]
+    early = sup.handle(_decided(ApprovalDecision.APPROVED, approval_token="tok"), now=2.5)
+    assert early.effects == () and sup.states[WF].early_decisions["ap-1"]["approval_token"] == "tok"
+    attempt = sup.states[WF].attempt
+    asked = StepCompleted(
+        envelope=env(),
+        agent="refund_issuer",
+        succeeded=False,
+        error_code="APPROVAL_REQUIRED",
+        error="needs a human",
+        attempt=attempt,
+        approval_id="ap-1",
+    )
+    t = sup.handle(asked, now=3.0)
+    assert t.effects == (RequestStep("refund_issuer", attempt + 1),) and sup.states[WF].approval_token == "tok"
+    assert sup.states[WF].early_decisions == {} and sup.states[WF].awaiting_approval is None
+    again = sup.handle(_decided(ApprovalDecision.APPROVED, approval_token="tok"), now=4.0)
+    assert again.state is None  # redelivered after it resumed the workflow: nothing, not kept for later
