@@ -400,8 +400,8 @@ def demo(
     logging.basicConfig(level=logging.ERROR)
     console = Console()
     console.print(
-        f"[bold]Baton demo[/]: {workflows} workflows through supervisor, handoff validator and "
-        "7 agent services on the embedded bus, with injected faults"
+        f"[bold]Baton demo[/]: {workflows} workflows through supervisor, handoff validator, policy guard, "
+        "approval service and 7 agent services on the embedded bus, with injected faults"
     )
     report = asyncio.run(
         run_demo(

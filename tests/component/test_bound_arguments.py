@@ -123,7 +123,9 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
     assert got == {
         "other-ticket": ("escalated", "ARGUMENT_NOT_BOUND"),
         "understated": ("escalated", "ARGUMENT_NOT_BOUND"),
-        "understated-big": ("escalated", "APPROVAL_REQUIRED"),  # decided on the bound amount, over 500
+        # Approval was asked on the bound amount (over 500, not the model's understated one), a reviewer approved
+        # it, and the resumed step refunded exactly that amount.
+        "understated-big": ("completed", "COMPLETED"),
         "other-filing": ("escalated", "ARGUMENT_NOT_BOUND"),
         "rebound-read": ("completed", "COMPLETED"),  # the read ran on the bound id; the filing went through
         "cross-tenant": ("halted", "ADMISSION_CROSS_TENANT"),
@@ -135,8 +137,10 @@ async def test_argument_attacks_and_cross_tenant_tasks_end_the_workflow_and_writ
     assert "not of" in halted["cross-tenant"], halted
     report = world.verify()
     assert report.ok, report.problems
-    # Nothing was written but the one legitimate filing; the refused steps' next agents never acted.
-    assert report.counts["refunds"] == 0 and report.counts["filings"] == 1
+    # Nothing was written but the one legitimate filing and the one approved refund (of the bound amount); the
+    # refused steps' next agents never acted.
+    assert report.counts["refunds"] == 1 and report.counts["filings"] == 1
+    assert world.preview_refund(big)["amount"] == 0  # the whole bound amount was refunded, nothing more
     assert _rows_of(world, victim) == victim_rows
     assert _agents_run(world, "cross-tenant") == set()  # never reached an agent, never cost a model call
     assert _agents_run(world, "cross-tenant-refund") == set()
