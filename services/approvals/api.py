@@ -20,6 +20,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from baton.approvals.model import Approval, ApprovalError, Reviewer, VoteKind
@@ -250,7 +251,16 @@ def create_app(
         )
         return JSONResponse({"code": "INVALID_REQUEST", "message": problems}, status_code=422)
 
-    async def reviewer(request: Request) -> Reviewer:
+    # Declared so /openapi.json and /docs show both ways in (and /docs can "Authorize"); checked below by hand, so
+    # that every refusal is the same {code, message} with WWW-Authenticate.
+    bearer = HTTPBearer(auto_error=False, description="your reviewer token (reviewers.yaml)")
+    session = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="set by POST /api/session (the page)")
+
+    async def reviewer(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        _session: Annotated[str | None, Depends(session)],
+    ) -> Reviewer:
         header = request.headers.get("authorization")
         if header is not None:
             scheme, _, token = header.partition(" ")
