@@ -186,6 +186,7 @@ class ApprovalDesk:
             "lineage": list(request.lineage),
             "lineage_text": " → ".join([*request.lineage, action.agent]),
             "required": request.required_approvals,
+            "approved": len(approvals),
             "approved_by": approvals,
             "votes": [
                 {"reviewer": v.reviewer, "kind": v.kind, "reason": v.reason, "at": _iso(v.at)} for v in approval.votes
