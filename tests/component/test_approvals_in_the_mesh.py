@@ -133,7 +133,8 @@ async def test_two_of_three_reviewers_approve_the_exact_refund_once_and_a_reject
         )
 
     assert (await vote("alice", shown, "approve")).status_code == 200
-    assert (await vote("alice", shown, "approve")).status_code == 200  # a double click counts once
+    twice = await vote("alice", shown, "approve")  # a double click counts once
+    assert (twice.status_code, twice.json()["code"]) == (409, "ALREADY_VOTED")
     assert len(await r.pending()) == 2 and "wf-approve" not in r.outcomes  # 1 of 2: still waiting
     assert (await vote("bob", shown, "approve")).json()["state"] == "APPROVED"
     refused = await vote("carol", listed["wf-reject"], "reject", reason="")

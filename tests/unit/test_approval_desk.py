@@ -95,12 +95,15 @@ async def test_two_of_three_need_two_distinct_reviewers_and_a_double_click_count
     assert await d.receive(request()) and not await d.receive(request())  # redelivered: the first stands
     digest = (await d.get("ap-1")).digest
     once = await d.decide("ap-1", reviewer=ALICE, kind="approve", reason="ok", digest=digest)
-    twice = await d.decide("ap-1", reviewer=ALICE, kind="approve", reason="ok again", digest=digest)
-    assert once.state is twice.state is ApprovalState.PENDING and len(twice.votes) == 1
+    with pytest.raises(ApprovalError) as twice:
+        await d.decide("ap-1", reviewer=ALICE, kind="approve", reason="ok again", digest=digest)
+    assert twice.value.code == "ALREADY_VOTED" and await d.get("ap-1") == once  # counted once, nothing changed
+    assert once.state is ApprovalState.PENDING and len(once.votes) == 1
     done = await d.decide("ap-1", reviewer=BOB, kind="approve", reason="checked the order", digest=digest)
     assert (done.state, done.decided_by, done.published) == (ApprovalState.APPROVED, ("alice", "bob"), False)
-    again = await d.decide("ap-1", reviewer=BOB, kind="approve", reason="", digest=digest)  # the deciding click again
-    assert again.version == done.version
+    with pytest.raises(ApprovalError) as again:  # the deciding click, again
+        await d.decide("ap-1", reviewer=BOB, kind="approve", reason="", digest=digest)
+    assert again.value.code == "ALREADY_DECIDED" and await d.get("ap-1") == done
     with pytest.raises(ApprovalError) as late:
         await d.decide("ap-1", reviewer=CAROL, kind="reject", reason="too late")
     assert (late.value.code, late.value.status) == ("ALREADY_DECIDED", 409)

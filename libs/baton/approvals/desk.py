@@ -1,7 +1,8 @@
 """The approval desk: the rules of deciding one approval, over a durable store (no HTTP, no broker).
 
 M of N: an approval passes once `required_approvals` distinct reviewers approved; the same reviewer twice counts
-once (a double click returns the approval unchanged); the requesting agent can never vote; one rejection rejects.
+once (a double click is refused ALREADY_VOTED, or ALREADY_DECIDED when its first click decided, and changes
+nothing); the requesting agent can never vote; one rejection rejects.
 A vote names the digest of the action the reviewer saw, so a changed action is never approved by mistake. Every
 decision is stored with `published=False`: the service publishes ApprovalDecided from that outbox and then marks
 it. Past its deadline an approval gets its declared fallback: moved once to another queue with a fresh SLA, or
@@ -69,12 +70,12 @@ class ApprovalDesk:
                 raise problem
             mine = [v for v in current.votes if v.reviewer == reviewer.name]
             if mine:
-                if mine[0].kind == kind:
-                    return None, current  # a double click: counted once
+                # A double click, or a second vote: the first counts, once; nothing changes.
                 raise ApprovalError(
                     "ALREADY_VOTED",
-                    f"{reviewer.name} already voted {mine[0].kind} on approval {current.approval_id}; a vote is not "
-                    "changed afterwards (ask another reviewer to reject, or wait for the SLA)",
+                    f"{reviewer.name} already voted {mine[0].kind} on approval {current.approval_id}: a reviewer "
+                    "counts once and a vote is not changed afterwards (another reviewer decides the rest); nothing "
+                    "changed",
                     409,
                 )
             votes = (*current.votes, Vote(reviewer.name, kind, reason, now))
@@ -275,9 +276,6 @@ def _refusal(
             403,
         )
     if current.state is not ApprovalState.PENDING:
-        mine = [v for v in current.votes if v.reviewer == reviewer.name and v.kind == kind]
-        if mine and reviewer.name in current.decided_by:
-            return None  # the vote that decided it, clicked again: answered with the approval as it stands
         return ApprovalError(
             "ALREADY_DECIDED",
             f"approval {aid} was already {current.state.value.lower()} by {', '.join(current.decided_by)}: "
