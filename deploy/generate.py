@@ -81,6 +81,8 @@ APPROVALS_ENV = {
     "BATON_APPROVALS_HTTP_HOST": "0.0.0.0",
     "BATON_APPROVALS_HTTP_PORT": str(APPROVALS_PORT),
     "BATON_APPROVALS_REVIEWERS_FILE": "/run/secrets/baton-reviewers",
+    # Signs the page's session cookies: the same for every replica behind the load balancer.
+    "BATON_APPROVALS_SESSION_SECRET": "${BATON_APPROVALS_SESSION_SECRET:?set a session secret}",
 }
 
 
@@ -208,6 +210,13 @@ def kubernetes() -> list[dict[str, Any]]:
                     **APPROVALS_ENV,
                     "BATON_APPROVALS_REVIEWERS_FILE": "/etc/baton/reviewers/reviewers.yaml",
                 }.items()
+                if k != "BATON_APPROVALS_SESSION_SECRET"
+            ]
+            + [
+                {
+                    "name": "BATON_APPROVALS_SESSION_SECRET",
+                    "valueFrom": {"secretKeyRef": {"name": "baton-reviewers", "key": "session-secret"}},
+                }
             ]
             if name == "approvals"
             else []

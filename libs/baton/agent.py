@@ -45,7 +45,7 @@ class StepToolRunner(Protocol):
         """Ask the guard about a call that will not run (so its verdict is on record): its refusal, or None."""
         ...
 
-    async def preview(self, spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def preview(self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int = 0) -> dict[str, Any] | None:
         """The tool's dry run of a call (what it would change), for a reviewer; None when it offers none."""
         ...
 
@@ -287,17 +287,19 @@ async def run_step(
             confidence=reply.confidence,
             decision_type=spec.decision_type,
             bound_from=dict(spec.args),
-            preview=await tools.preview(spec, arguments) if workflow.needs_approval(spec, arguments) else None,
+            preview=await tools.preview(spec, arguments, ordinal) if workflow.needs_approval(spec, arguments) else None,
         )
         # Approval is decided on what would run, never on the model's own numbers; a human who must look
         # anyway also sees where the model diverged.
+        approved_bound = False
         if call.diverged and spec.tier is not PermissionTier.READ:
-            outcome.decisions.append(trace)
             if workflow.needs_approval(spec, arguments):
-                # Asked of the guard when it decides (so the approval request is its own, on the bound arguments);
-                # nothing runs now either way.
+                # Asked of the guard when it decides (so the approval request is its own, on the bound arguments).
                 refusal = await tools.refused(choice.name, arguments, ordinal, review) if tools.guarded else None
-                if refusal is None or refusal.code == "APPROVAL_REQUIRED":
+                # Permitted by the guard: humans approved exactly these bound arguments, which run below.
+                approved_bound = refusal is None and tools.guarded
+                if not approved_bound and (refusal is None or refusal.code == "APPROVAL_REQUIRED"):
+                    outcome.decisions.append(trace)
                     if isinstance(refusal, GuardDeniedError):
                         outcome.approval_id = refusal.approval_id
                     return outcome.fail(
@@ -305,12 +307,14 @@ async def run_step(
                         "APPROVAL_REQUIRED",
                         f"{_approval_text(spec, arguments)}; the model proposed otherwise ({call.diverged})",
                     )
-            return outcome.fail(
-                FailureClass.LOGIC,
-                "ARGUMENT_NOT_BOUND",
-                f"{choice.name} is {spec.tier.value} and acts only on the verified context's values; refused, "
-                f"nothing ran: {call.diverged}",
-            )
+            if not approved_bound:
+                outcome.decisions.append(trace)
+                return outcome.fail(
+                    FailureClass.LOGIC,
+                    "ARGUMENT_NOT_BOUND",
+                    f"{choice.name} is {spec.tier.value} and acts only on the verified context's values; refused, "
+                    f"nothing ran: {call.diverged}",
+                )
         if not tools.guarded and workflow.needs_approval(spec, arguments):
             outcome.decisions.append(trace)
             return outcome.fail(None, "APPROVAL_REQUIRED", _approval_text(spec, arguments))

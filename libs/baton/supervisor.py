@@ -254,8 +254,10 @@ class Supervisor:
         wf = event.envelope.workflow_id
         held = self.states.get(wf)
         if held is None:
-            if wf in self.finished:
-                return Transition(None)  # late or duplicate event of a finished workflow
+            if wf in self.finished or isinstance(event, ApprovalDecided):
+                # A late or duplicate event of a finished workflow; or a decision on an approval whose workflow
+                # ended meanwhile (killed, halted) or is long forgotten: nothing waits for it.
+                return Transition(None)
             raise UnknownWorkflowError(
                 "UNKNOWN_WORKFLOW",
                 f"{event.event_type} for workflow {wf!r}, which this supervisor never started (or whose "
@@ -403,6 +405,18 @@ class Supervisor:
             return self._advance(state)  # the handoff verdict moves the workflow on
         code = event.error_code or "STEP_FAILED"
         if code == "APPROVAL_REQUIRED" and event.approval_id and self.await_approvals:
+            if event.approval_id in state.approvals_done:
+                # Decided already, yet asked again: its token expired or no longer verifies. The approval service
+                # keeps the first request of an id, so nobody would ever decide it again: a human looks.
+                return self._finish(
+                    state,
+                    Outcome(
+                        "escalated",
+                        "APPROVAL_NOT_HONOURED",
+                        f"approval {event.approval_id} was decided, but the guard asked for it again (its token "
+                        f"expired or no longer verifies): {event.error or code}",
+                    ),
+                )
             # Checkpointed as waiting; nothing else of this workflow happens until the decision arrives, and no
             # other workflow waits for it.
             state.awaiting_approval = event.approval_id
@@ -496,6 +510,16 @@ class Supervisor:
         who = ", ".join(decided["decided_by"]) or "nobody"
         comment = decided["comment"]
         if decided["decision"] == ApprovalDecision.APPROVED.value:
+            usable_until = _token_expiry(decided["approval_token"])
+            if usable_until is not None and usable_until < now:
+                return self._finish(
+                    state,
+                    Outcome(
+                        "halted",
+                        "APPROVAL_EXPIRED",
+                        f"approval {approval_id} by {who} reached the workflow after its token expired: ask again",
+                    ),
+                )
             state.approval_token = decided["approval_token"]
             state.attempt += 1
             state.retry_at = None
@@ -698,6 +722,14 @@ class Supervisor:
         final.outcome_code = owed.reason_code
         final.seq += 1
         return final
+
+
+def _token_expiry(token: str) -> float | None:
+    """When an approval token stops being accepted (its signature is the guard's business, not read here)."""
+    try:
+        return float(json.loads(token)["approval"]["expires_at"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def effect_event_id(state: WorkflowState, effect: Effect) -> str:

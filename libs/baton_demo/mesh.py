@@ -208,7 +208,13 @@ async def start_mesh(
             stale.unlink()  # approvals of an earlier run are not this run's
         desk = await approvals_app.start(
             mesh.events("approvals"),
-            ApprovalsSettings(runtime=runtime, sqlite_path=approvals_db, http_port=approvals_http_port, sweep_s=0.05),
+            ApprovalsSettings(
+                runtime=runtime,
+                sqlite_path=approvals_db,
+                http_port=approvals_http_port,
+                sweep_s=0.05,
+                allow_demo_reviewers=True,  # the mesh is the demo and the tests: its reviewers are the demo's
+            ),
         )
         mesh.apps["approvals"] = desk
         if reviewer:

@@ -19,6 +19,8 @@ from services.approvals.config import Settings
 from services.approvals.handlers import ApprovalsHandlers
 
 __all__ = ["SERVICE", "ApprovalsApp", "start"]
+# The demo's reviewers sign in with "<name>-demo-token" (workflows/reviewers.yaml says so): public tokens.
+DEMO_TOKEN_SUFFIX = "-demo-token"
 log = logging.getLogger(__name__)
 
 
@@ -80,6 +82,13 @@ async def start(events: EventBus, settings: Settings) -> ApprovalsApp:
         reviewers = Reviewers.load(path)
     except ReviewersFileError as exc:
         raise ServiceConfigError(f"the approval service cannot start: {exc}") from exc
+    public = sorted(r.name for r in reviewers if reviewers.authenticate(f"{r.name}{DEMO_TOKEN_SUFFIX}") is not None)
+    if public and not settings.allow_demo_reviewers:
+        raise ServiceConfigError(
+            f"the approval service cannot start: {path} gives {', '.join(public)} the demo's public tokens, so anyone "
+            "could approve anything; point BATON_APPROVALS_REVIEWERS_FILE at your own reviewers (tokens stored as "
+            "sha256), or set BATON_APPROVALS_ALLOW_DEMO_REVIEWERS=true for a demo"
+        )
     store = approval_store(settings)
     await store.setup()
     desk = ApprovalDesk(store)

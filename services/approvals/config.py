@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     mongodb_database: str = "baton"
     # Who may decide what: names, token hashes, queues and roles.
     reviewers_file: Path | None = None
+    # The demo's reviewers (public tokens, workflows/reviewers.yaml) are refused unless this says it is a demo.
+    allow_demo_reviewers: bool = False
     # The reviewer page and its API (BATON_APPROVALS_HTTP_PORT); 0 = any free port, unset = not served.
     http_host: str = "127.0.0.1"
     http_port: int | None = 8480

@@ -8,6 +8,7 @@ import json
 import logging
 import sqlite3
 from datetime import UTC, datetime
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
@@ -30,6 +31,8 @@ from services.approvals.api import ChangeSignal
 log = logging.getLogger(__name__)
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, PyMongoError)
+# A reviewer's comment travels in the decision (and the audit) up to this long.
+MAX_COMMENT_CHARS = 2000
 _DECISION = {
     ApprovalState.APPROVED: ApprovalDecision.APPROVED,
     ApprovalState.REJECTED: ApprovalDecision.REJECTED,
@@ -58,11 +61,9 @@ def request_of(event: ApprovalRequested) -> ApprovalRequest:
             f"approval {event.approval_id}: action_digest {event.action_digest[:12]}… is not the digest of the action "
             f"the event describes ({action.digest()[:12]}…): nobody could approve what it names",
         )
-    try:
-        preview = json.loads(event.preview_json) if event.preview_json else None
-        bound_from = json.loads(event.bound_from_json or "{}")
-    except ValueError as exc:
-        raise RejectedEvent("BAD_APPROVAL_REQUEST", f"approval {event.approval_id}: {exc}") from exc
+    # What the agent sent for the reviewer to read: shown when it parses, never a reason to lose the approval.
+    preview = _json_or_none(event.preview_json, f"approval {event.approval_id}: preview_json")
+    bound_from = _json_or_none(event.bound_from_json, f"approval {event.approval_id}: bound_from_json")
     if event.required_approvals < 1 or not event.queue:
         raise RejectedEvent(
             "BAD_APPROVAL_REQUEST",
@@ -89,6 +90,16 @@ def request_of(event: ApprovalRequested) -> ApprovalRequest:
         requested_at=requested_at,
         bound_from={str(k): str(v) for k, v in bound_from.items()} if isinstance(bound_from, dict) else {},
     )
+
+
+def _json_or_none(text: str | None, what: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        log.warning("%s is not JSON (%s): the reviewer sees the approval without it", what, exc)
+        return None
 
 
 class ApprovalsHandlers:
@@ -127,11 +138,18 @@ class ApprovalsHandlers:
             self._changes.changed()
 
     async def publish_decided(self) -> int:
-        """Publish every stored decision not yet acknowledged, then mark it published; returns how many."""
+        """Publish every stored decision not yet acknowledged, then mark it published; returns how many. Each on
+        its own: one that cannot be published now is tried again next sweep and holds up no other."""
         sent = 0
         for approval in await self.desk.unpublished():
-            await self._events.publish(topics.APPROVAL_DECISIONS, self._decided_event(approval))
-            await self.desk.mark_published(approval.approval_id)
+            try:
+                await self._events.publish(topics.APPROVAL_DECISIONS, self._decided_event(approval))
+                await self.desk.mark_published(approval.approval_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("decision on approval %s not published yet (%r): next sweep", approval.approval_id, exc)
+                continue
             sent += 1
         self.published += sent
         return sent
@@ -172,9 +190,15 @@ class ApprovalsHandlers:
             approval_id=approval.approval_id,
             decision=decision,
             decided_by=list(approval.decided_by),
-            comment=approval.comment,
+            comment=_clip(approval.comment),
             action_digest=approval.digest,
             call_id=action.idempotency_key,
             queue=approval.queue,
             approval_token=token,
         )
+
+
+def _clip(comment: str | None) -> str | None:
+    if comment is None or len(comment) <= MAX_COMMENT_CHARS:
+        return comment
+    return comment[: MAX_COMMENT_CHARS - 1] + "…"

@@ -78,6 +78,7 @@ async def test_pending_approvals_block_nothing_survive_kills_and_resume_each_wor
         "BATON_SUPERVISOR_AWAIT_APPROVALS": "true",
         "BATON_APPROVALS_SQLITE_PATH": str(tmp_path / "approvals.db"),
         "BATON_APPROVALS_HTTP_PORT": str(port),
+        "BATON_APPROVALS_ALLOW_DEMO_REVIEWERS": "true",
     }
     (tmp_path / "logs").mkdir()
     procs = ServiceProcesses(env=env, logdir=tmp_path / "logs")

@@ -3,6 +3,8 @@ decision (approved: the step again, showing the approval; rejected or expired: h
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from baton.contracts.models import ApprovalDecided, ApprovalDecision, StepCompleted, WorkflowCheckpointed
@@ -130,3 +132,33 @@ def test_a_decision_that_overtakes_the_step_result_asking_for_it_is_kept_and_app
     assert sup.states[WF].early_decisions == {} and sup.states[WF].awaiting_approval is None
     again = sup.handle(_decided(ApprovalDecision.APPROVED, approval_token="tok"), now=4.0)
     assert again.state is None  # redelivered after it resumed the workflow: nothing, not kept for later
+
+
+def test_an_approval_asked_again_after_its_decision_escalates_instead_of_waiting_for_nobody(sup: Supervisor) -> None:
+    waiting = _waiting(sup)
+    sup.handle(_decided(ApprovalDecision.APPROVED, approval_token="tok"), now=5.0)
+    asked_again = StepCompleted(
+        envelope=env(),
+        agent="refund_issuer",
+        succeeded=False,
+        error_code="APPROVAL_REQUIRED",
+        error="the approval shown does not apply (approval ap-1 expired)",
+        attempt=waiting.attempt + 1,
+        approval_id="ap-1",
+    )
+    (outcome,) = sup.handle(asked_again, now=6.0).effects
+    assert isinstance(outcome, Outcome) and (outcome.kind, outcome.reason_code) == (
+        "escalated",
+        "APPROVAL_NOT_HONOURED",
+    )
+
+
+def test_a_decision_that_arrives_after_its_token_expired_halts_instead_of_resuming(sup: Supervisor) -> None:
+    _waiting(sup)
+    stale = json.dumps({"approval": {"approval_id": "ap-1", "expires_at": 4.0}, "key_id": "k", "signature": "s"})
+    (outcome,) = sup.handle(_decided(ApprovalDecision.APPROVED, approval_token=stale), now=5.0).effects
+    assert isinstance(outcome, Outcome) and (outcome.kind, outcome.reason_code) == ("halted", "APPROVAL_EXPIRED")
+
+
+def test_a_decision_for_a_workflow_this_supervisor_does_not_hold_is_ignored_not_dead_lettered(sup: Supervisor) -> None:
+    assert sup.handle(_decided(ApprovalDecision.APPROVED), now=1.0).state is None

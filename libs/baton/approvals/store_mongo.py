@@ -106,7 +106,10 @@ class MongoApprovalStore:
         return True
 
     async def add(self, approval: Approval) -> bool:
-        return await self._insert_version(replace(approval, version=1))
+        if await self._insert_version(replace(approval, version=1)):
+            return True
+        await self.get(approval.approval_id)  # known already: repair its list copy, if a crash left none
+        return False
 
     async def get(self, approval_id: str) -> Approval | None:
         doc = await self.versions.find_one({"approval_id": approval_id}, sort=[("version", DESCENDING)])
@@ -114,9 +117,13 @@ class MongoApprovalStore:
             return None
         newest = from_doc(doc["doc"])
         copy = await self.latest.find_one({"_id": approval_id}, {"version": 1})
-        if copy is None or copy["version"] < newest.version:
+        if copy is None:
             # A writer stopped between its version and the copy: bring the lists up to date.
-            await self.latest.replace_one({"_id": approval_id}, self._row(newest), upsert=True)
+            with contextlib.suppress(DuplicateKeyError):  # another reader repaired it first
+                await self.latest.insert_one(self._row(newest))
+        elif copy["version"] < newest.version:
+            # Never backwards: only a copy older than what this reader saw is replaced.
+            await self.latest.replace_one({"_id": approval_id, "version": {"$lt": newest.version}}, self._row(newest))
         return newest
 
     async def update(self, approval_id: str, change: ApprovalChange[T]) -> T:

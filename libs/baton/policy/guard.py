@@ -140,6 +140,17 @@ class ToolCallGuard:
             a.name: (w, a) for w in workflows.values() for a in w.agents
         }
         self._declared_tools = {t.name for w in workflows.values() for a in w.agents for t in a.tools}
+        # What an approval is also bound to besides the Cedar policies: the tool's declaration (tier, approval
+        # rule, pinned version) and the workflow's autonomy level; an approval given under other rules does not
+        # apply under these.
+        self._rules_version = {
+            (a.name, t.name): context_sha256(
+                {"tool": t.model_dump(mode="json"), "autonomy": w.autonomy_level, "workflow": w.name}
+            )[:16]
+            for w in workflows.values()
+            for a in w.agents
+            for t in a.tools
+        }
 
     @property
     def policy_version(self) -> str:
@@ -266,7 +277,7 @@ class ToolCallGuard:
             arguments_sha256=ask.arguments_sha256,
             idempotency_key=ask.idempotency_key,
             context_sha256=ticket.context_sha256 if ticket is not None else "",
-            policy_version=self._policies.version,
+            policy_version=f"{self._policies.version}+rules:{self._rules_version[(agent.name, spec.name)]}",
             step_version=ask.step_version,
         )
         approved, not_approved = self._approved(ask, action, now)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from baton.context import context_sha256
+from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier
 from baton.handoff import tool_call_key
 from baton.identity import Keyring
@@ -76,8 +76,9 @@ class CallToAsk:
     approval_token: str = ""
 
 
-# A tool's dry run is registered beside it under this suffix (StepTools.preview).
+# A tool's dry run is registered beside it under this suffix (StepTools.preview), and shown up to this size.
 PREVIEW_SUFFIX = "__preview"
+MAX_PREVIEW_BYTES = 16_384
 
 
 @dataclass(frozen=True)
@@ -171,25 +172,29 @@ class StepTools:
             return exc
         return None
 
-    async def preview(self, spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def preview(self, spec: ToolSpec, arguments: Mapping[str, Any], ordinal: int = 0) -> dict[str, Any] | None:
         """The tool's dry run of a call, for a human who may have to approve it: the registered tool
-        `<name>__preview` (any provider; side-effect free by contract: it shows what would change), called with the
-        same arguments. None when there is none, or it fails (the reviewer then reads the arguments' plan)."""
+        `<name>__preview` (any provider; declared READ, side-effect free by contract: it shows what would change),
+        called with the same arguments under the kill switch's gate, its result redacted and screened like any
+        tool's. None when there is none, it fails, or it is too large to show (the reviewer then reads the
+        arguments' plan). It does not ask the guard: it reads, and its result only travels to the reviewer."""
         name = f"{spec.name}{PREVIEW_SUFFIX}"
         declared = self.registry.get(name)
-        if declared is None or declared.tier not in (None, PermissionTier.READ):
+        if declared is None or declared.tier is not PermissionTier.READ:
             return None  # a "preview" that may change something is never run to show a reviewer
+        if self.gate is not None:
+            self.gate.check()
         try:
-            return await self.registry.invoke(
-                name,
-                arguments,
-                idempotency_key=f"{self.key(spec.name, 0)}{PREVIEW_SUFFIX}",
-                tenant_id=self.tenant_id,
-                workflow_id=self.workflow_id,
-                agent=self.agent,
+            self.registry.check_arguments(name, arguments)
+            shown = await self._screened(
+                await self._invoke(name, arguments, f"{self.key(spec.name, ordinal)}{PREVIEW_SUFFIX}", None)
             )
         except ToolError:
             return None
+        result = shown.result
+        if not isinstance(result, dict) or shown.injections or len(canonical_bytes(result)) > MAX_PREVIEW_BYTES:
+            return None  # instructions in it, or too big to read: the plan of arguments is what is shown
+        return result
 
     def _ask(self, tool: str, arguments: Mapping[str, Any], key: str, review: CallReview | None) -> CallToAsk:
         return CallToAsk(
