@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,10 +29,10 @@ class FailingFor(EventBus):
 
     poisoned = "ap-0"
 
-    async def publish(self, topic: str, event: Event, **kwargs: Any) -> None:
+    async def publish(self, topic: str, event: Event) -> bytes:
         if isinstance(event, ApprovalDecided) and event.approval_id == self.poisoned:
             raise ValueError("MessageTooLargeError: the broker refuses this record")
-        await super().publish(topic, event, **kwargs)
+        return await super().publish(topic, event)
 
 
 @pytest.fixture
