@@ -29,6 +29,8 @@ from services.approvals.reviewers import Reviewers
 SESSION_COOKIE = "baton_approvals_session"
 STATS_WINDOW_S = 90 * 86_400
 HEARTBEAT_S = 15.0
+# A reviewer's reason is recorded, published and audited: a paragraph, not a document.
+MAX_REASON_CHARS = 2000
 HOW_TO_AUTHENTICATE = (
     "send your reviewer token as 'Authorization: Bearer <token>', or sign in on the reviewer page "
     '(POST /api/session with {"token": ...}); tokens are issued in reviewers.yaml'
@@ -148,11 +150,13 @@ class ApprovalSummary(BaseModel):
 
 class ApproveBody(BaseModel):
     digest: str = Field(description="the digest of the summary you reviewed; 409 ACTION_CHANGED if it moved on")
-    reason: str = Field("", description="optional comment")
+    reason: str = Field("", max_length=MAX_REASON_CHARS, description="optional comment")
 
 
 class RejectBody(BaseModel):
-    reason: str = Field(description="required: why it is rejected (the agent's side sees it)")
+    reason: str = Field(
+        max_length=MAX_REASON_CHARS, description="required: why it is rejected (the agent's side sees it)"
+    )
     digest: str | None = Field(None, description="the digest of the summary you reviewed, if you have it")
 
 
@@ -339,7 +343,7 @@ def create_app(
     ) -> list[dict[str, Any]]:
         if queue is not None and not who.sees(queue):
             raise ApprovalError("WRONG_QUEUE", f"{who.name} does not see queue {queue!r}", 403)
-        return [desk.summary(a) for a in await desk.pending(queue) if who.sees(a.queue)]
+        return [desk.summary(a) for a in await pending_for(who, queue)]
 
     @app.get(
         "/api/approvals/{approval_id}",
@@ -357,6 +361,14 @@ def create_app(
         409: {"model": ErrorBody, "description": "ACTION_CHANGED, ALREADY_DECIDED, ALREADY_VOTED or EXPIRED"},
         422: {"model": ErrorBody, "description": "REASON_REQUIRED or INVALID_REQUEST"},
     }
+
+    async def pending_for(who: Reviewer, queue: str | None) -> list[Approval]:
+        """What waits in the queues a reviewer sees, each queue read on its own: a busy queue elsewhere never
+        crowds theirs out of a page of results."""
+        if queue is not None or "*" in who.queues:
+            return [a for a in await desk.pending(queue) if who.sees(a.queue)]
+        found = [a for q in sorted(who.queues) for a in await desk.pending(q)]
+        return sorted(found, key=lambda a: (a.request.requested_at, a.approval_id))
 
     async def decide(approval_id: str, who: Signed, kind: VoteKind, reason: str, digest: str | None) -> dict[str, Any]:
         await visible(approval_id, who)

@@ -333,3 +333,13 @@ async def test_a_stream_ends_after_its_lifetime_so_the_browser_reconnects_and_is
     ):
         body = await asyncio.wait_for(stream.aread(), 5)
     assert body == b"retry: 2000\nevent: changed\ndata: {}\n\n"
+
+
+async def test_a_busy_queue_never_crowds_another_reviewers_queue_out_of_their_list(
+    desk: ApprovalDesk, client: httpx.AsyncClient
+) -> None:
+    for i in range(510):  # older than the one in dave's queue, and more than one page of the store
+        await desk.receive(approval_request(f"busy-{i:03d}"))
+    await desk.receive(approval_request("theirs", queue=OTHER_QUEUE))
+    listed = (await client.get("/api/approvals", headers=auth("dave"))).json()
+    assert [s["id"] for s in listed] == ["theirs"]
