@@ -308,6 +308,11 @@ async def test_the_cli_lists_shows_approves_and_rejects(desk: ApprovalDesk) -> N
         code, out = await baton("list", token="wrong")
         assert code == 1
         assert "(UNAUTHENTICATED)" in out
+        code, out = await baton("stats")
+        assert code == 0, out
+        total = next(line for line in out.splitlines() if "total" in line)
+        # requested 2, approved 1, rejected 1, expired 0, escalated 0, pending 0; reviewers agreed with 1 of 2
+        assert [c.strip() for c in total.split("│")[2:8]] == ["2", "1", "1", "0", "0", "0"] and "50%" in total, out
 
     a1, a2 = await desk.get("a1"), await desk.get("a2")
     assert (a1.state, a1.decided_by, a1.votes[0].reason) == (ApprovalState.APPROVED, ("alice",), "checked the ledger")

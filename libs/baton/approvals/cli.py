@@ -160,3 +160,30 @@ def reject(
     """Reject it, saying why."""
     decided = _call(url, token, lambda c: c.reject(approval_id, reason=reason))
     typer.echo(f"rejected {decided['id']}: {decided.get('state')}")
+
+
+@approvals_app.command("stats")
+def stats(url: Url = "", token: Token = "") -> None:
+    """The last 90 days: requested, decided, approved, rejected, expired, time to decision, agreement."""
+    from rich.console import Console
+    from rich.table import Table
+
+    groups = _call(url, token, lambda c: c.stats())["groups"]
+    columns = ("requested", "approved", "rejected", "expired", "escalated", "pending")
+    table = Table()
+    table.add_column("workflow / decision")
+    for column in (*columns, "p50 s", "p95 s", "agree"):
+        table.add_column(column, justify="right")
+
+    def figure(value: Any, fmt: str = "{}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    for name, g in sorted(groups.items(), key=lambda item: (item[0] != "total", item[0])):
+        table.add_row(
+            name,
+            *(str(g.get(c, 0)) for c in columns),
+            figure(g.get("time_to_decision_p50_s"), "{:.0f}"),
+            figure(g.get("time_to_decision_p95_s"), "{:.0f}"),
+            figure(g.get("agreement_rate"), "{:.0%}"),
+        )
+    Console().print(table)

@@ -75,6 +75,11 @@ class ApprovalsClient:
         )
         return found
 
+    def stats(self) -> dict[str, Any]:
+        """The last 90 days' figures, in total and per workflow and decision type."""
+        found: dict[str, Any] = self._call("GET", "/api/stats")
+        return found
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
