@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from baton.approvals.desk import ApprovalDesk
 from baton.approvals.model import ApprovalState
 from baton.approvals.store_sqlite import SqliteApprovalStore
 from services.approvals.api import ChangeSignal, create_app
 from tests.harness.approvals import QUEUE, TOKEN, approval_request, reviewers, serve
-
-CHROMIUM = shutil.which("chromium")
+from tests.harness.browser import CHROMIUM, browser_page
 
 # Locally a machine without chromium skips this; under CI (which installs it: scripts/ensure-tools.sh) it fails.
 pytestmark = pytest.mark.skipif(
@@ -37,18 +35,8 @@ async def desk(tmp_path: Path) -> AsyncIterator[ApprovalDesk]:
 
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
-    assert CHROMIUM is not None, "CI must have chromium: scripts/ensure-tools.sh installs it (apt, as root)"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            context = await browser.new_context()
-            context.set_default_timeout(5_000)
-            yield await context.new_page()
-        finally:
-            await browser.close()
+    async with browser_page() as opened:
+        yield opened
 
 
 async def test_a_reviewer_signs_in_approves_one_rejects_another_and_sees_a_new_one_arrive(

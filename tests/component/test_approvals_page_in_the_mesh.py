@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -39,7 +38,6 @@ async def _sign_in(page: Page, reviewer: str) -> None:
 async def test_the_page_approves_one_refund_and_rejects_another_and_the_workflows_end_accordingly(
     tmp_path: Path,
 ) -> None:
-    assert shutil.which("chromium") == CHROMIUM
     world = World(tmp_path / "world.db")
     world.seed(customers=300, seed=5)
     approve_ticket, reject_ticket = [t for t in world.ticket_ids() if world.preview_refund(t)["amount"] > 500][:2]
