@@ -28,6 +28,7 @@ from baton.contracts.serde import AvroSerde
 from baton.control import KILLED, IssueReport, expected_confirmers, issue, latency_by_role
 from baton.identity import agent_role
 from baton.messaging import EventBus
+from baton.tools.executor import PREVIEW_SUFFIX
 from baton.workflows import agent_kinds, load_workflows
 from baton_demo.demo import _inputs
 from baton_demo.faults import FaultPlan
@@ -61,6 +62,8 @@ async def test_kill_all_during_200_workflows_on_kafka(own_broker: KafkaBroker, t
         [*submissions, resumed], plan=FaultPlan(), world_seed=(300, 11), workdir=tmp_path / "expected"
     )
     agent_of_tool = {t.name: agent_role(a.name) for spec in specs.values() for a in spec.agents for t in a.tools}
+    # A tool's dry run (shown to a reviewer) runs in the agent of the tool it previews, under the same gate.
+    agent_of_tool |= {f"{tool}{PREVIEW_SUFFIX}": role for tool, role in agent_of_tool.items()}
 
     keys = write_keys(tmp_path / "keys")
     env = {
