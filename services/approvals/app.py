@@ -60,7 +60,14 @@ async def _serve(app: Any, settings: Settings) -> tuple[Any, asyncio.Task[None],
     import uvicorn
 
     server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.http_host, port=settings.http_port or 0, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port or 0,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=5,  # open event streams end with the server, not 300 s later
+        )
     )
     task = asyncio.create_task(server.serve(), name="approvals-http")
     while not server.started:
