@@ -94,6 +94,8 @@ class WorkflowState:
     # this workflow already resumed on (a redelivered decision resumes nothing); both small and bounded.
     early_decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     approvals_done: list[str] = field(default_factory=list)
+    # Who submitted the task (TaskRequested.requested_by): the requesting side, which never approves its own action.
+    requested_by: str = ""
 
     def running_s(self, now: float) -> float:
         """How long the workflow has been running, not counting its waits for approvals."""
@@ -360,6 +362,7 @@ class Supervisor:
             started_at=now,
             snapshot=snapshot.model_dump(),
             current_agent=first.name,
+            requested_by=event.requested_by,
         )
         return self._advance(state, RequestStep(first.name, 1))
 

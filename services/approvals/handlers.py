@@ -89,6 +89,7 @@ def request_of(event: ApprovalRequested) -> ApprovalRequest:
         lineage=tuple(event.lineage),
         requested_at=requested_at,
         bound_from={str(k): str(v) for k, v in bound_from.items()} if isinstance(bound_from, dict) else {},
+        submitted_by=event.requested_by,
     )
 
 

@@ -157,6 +157,7 @@ class PolicyGuardHandlers:
             lineage=list(ask.lineage),
             bound_from_json=ask.bound_from_json,
             requested_at=datetime.fromtimestamp(approval.requested_at, UTC),
+            requested_by=approval.requested_by,
         )
 
     def _envelope(self, cause: Event, what: str) -> Envelope:

@@ -428,6 +428,7 @@ class SupervisorHandlers:
                     agent=effect.agent,
                     step_version=state.checkpoint.version,
                     context_sha256=state.checkpoint.sha256,
+                    requested_by=state.requested_by,
                 ),
                 lineage=list(state.completed_steps),
                 approval_token=state.approval_token,

@@ -85,7 +85,8 @@ async def _running(tmp_path: Path, **options: Any) -> AsyncIterator[Running]:
         handler=EventConsumer(watch, group_id="test.observer", handler=keep),
     )
     api = httpx.AsyncClient(transport=httpx.ASGITransport(app=mesh.apps["approvals"].web), base_url="http://approvals")
-    client = BatonClient(mesh.events("test-client", role=identity.CLIENT), requested_by="test")
+    # The tasks are submitted by carol, a reviewer too: she is on their requesting side.
+    client = BatonClient(mesh.events("test-client", role=identity.CLIENT), requested_by="carol")
     try:
         yield Running(mesh, world, api, client, outcomes)
     finally:
@@ -136,19 +137,21 @@ async def test_two_of_three_reviewers_approve_the_exact_refund_once_and_a_reject
     twice = await vote("alice", shown, "approve")  # a double click counts once
     assert (twice.status_code, twice.json()["code"]) == (409, "ALREADY_VOTED")
     assert len(await r.pending()) == 2 and "wf-approve" not in r.outcomes  # 1 of 2: still waiting
+    mine = await vote("carol", shown, "approve")  # she submitted the task: never a reviewer of its approvals
+    assert (mine.status_code, mine.json()["code"]) == (403, "SELF_APPROVAL")
     assert (await vote("bob", shown, "approve")).json()["state"] == "APPROVED"
-    refused = await vote("carol", listed["wf-reject"], "reject", reason="")
+    refused = await vote("bob", listed["wf-reject"], "reject", reason="")
     assert refused.status_code == 422  # a rejection says why
-    assert (await vote("carol", listed["wf-reject"], "reject", reason="the customer was refunded by phone")).json()[
+    assert (await vote("bob", listed["wf-reject"], "reject", reason="the customer was refunded by phone")).json()[
         "state"
     ] == "REJECTED"
     await r.wait_outcomes("wf-approve", "wf-reject")
     assert isinstance(r.outcomes["wf-approve"], WorkflowCompleted)
     halted = r.outcomes["wf-reject"]
     assert isinstance(halted, WorkflowHalted) and halted.reason_code == "APPROVAL_REJECTED"
-    assert "rejected by carol: the customer was refunded by phone" in halted.reason
+    assert "rejected by bob: the customer was refunded by phone" in halted.reason
     # Approving again, after the decision, changes nothing.
-    again = await vote("carol", shown, "approve")
+    again = await vote("alice", shown, "approve")
     assert again.status_code == 409 and again.json()["code"] == "ALREADY_DECIDED"
     db = sqlite3.connect(r.world.path)
     refunds = db.execute(

@@ -28,6 +28,7 @@ CAROL = Reviewer("carol", frozenset({"support-leads"}), frozenset({"approver"}))
 VIEWER = Reviewer("vic", frozenset({"*"}), frozenset({"viewer"}))
 OUTSIDER = Reviewer("olga", frozenset({"compliance"}), frozenset({"approver"}))
 AGENT = Reviewer("refund_issuer", frozenset({"*"}), frozenset({"approver"}))
+SUBMITTER = Reviewer("sam", frozenset({"*"}), frozenset({"approver"}))
 
 
 class Clock:
@@ -74,6 +75,7 @@ def request(
         "lineage": ("ticket_lookup", "refund_preview"),
         "requested_at": T0,
         "bound_from": {"ticket_id": "ticket_id", "amount": "refund_preview.amount"},
+        "submitted_by": "sam",
     }
     fields.update(changes)
     return ApprovalRequest(**fields)  # type: ignore[arg-type]
@@ -130,6 +132,7 @@ async def test_one_rejection_rejects_and_says_who_and_why(desk: tuple[ApprovalDe
         (OUTSIDER, "approve", "", None, "WRONG_QUEUE", 403),
         (VIEWER, "approve", "", None, "NOT_APPROVER", 403),
         (AGENT, "approve", "", None, "SELF_APPROVAL", 403),
+        (SUBMITTER, "approve", "", None, "SELF_APPROVAL", 403),  # he submitted the task
         (ALICE, "approve", "", "d" * 64, "ACTION_CHANGED", 409),
         (ALICE, "reject", "  ", None, "REASON_REQUIRED", 422),
     ],

@@ -269,10 +269,11 @@ def _refusal(
         )
     if not reviewer.approves:
         return ApprovalError("NOT_APPROVER", f"{reviewer.name} may read approvals but not decide them (a viewer)", 403)
-    if reviewer.name == current.request.requested_by:
+    if reviewer.name in current.request.requesting_side:
         return ApprovalError(
             "SELF_APPROVAL",
-            f"{reviewer.name} asked for approval {aid} and cannot decide it: another reviewer must",
+            f"{reviewer.name} is on the requesting side of approval {aid} (the agent, or who submitted the task) and "
+            "cannot decide it: another reviewer must",
             403,
         )
     if current.state is not ApprovalState.PENDING:

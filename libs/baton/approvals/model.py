@@ -69,11 +69,17 @@ class ApprovalRequest:
     lineage: tuple[str, ...]  # agents that ran before, in order
     requested_at: float
     bound_from: dict[str, str] = field(default_factory=dict)  # argument -> the context key it was bound to
+    submitted_by: str = ""  # who submitted the task (TaskRequested.requested_by)
 
     @property
     def requested_by(self) -> str:
-        """The requesting side (never one of its reviewers)."""
+        """The requesting agent (never one of its reviewers)."""
         return self.action.agent
+
+    @property
+    def requesting_side(self) -> frozenset[str]:
+        """Everyone on the requesting side: the agent, and whoever submitted the task."""
+        return frozenset(n for n in (self.action.agent, self.submitted_by) if n)
 
 
 @dataclass(frozen=True)

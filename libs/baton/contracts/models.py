@@ -319,6 +319,7 @@ class ApprovalRequested(Event):
     lineage: list[str] = Field(default_factory=list)
     bound_from_json: str = "{}"
     requested_at: datetime | None = None
+    requested_by: str = ""
 
 
 class ApprovalDecided(Event):

@@ -191,6 +191,7 @@ class StepTicket:
     step_version: int
     expires_at: float
     context_sha256: str = ""
+    requested_by: str = ""  # who submitted the task: never a reviewer of its approvals
 
 
 def issue_ticket(supervisor: Identity, *, ttl_s: float, now: float, **binding: Any) -> str:

@@ -17,7 +17,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from baton.approvals.model import ActionBinding
@@ -84,6 +84,7 @@ class ApprovalAsk:
     requested_at: float
     on_expiry: Literal["reject", "escalate"]
     escalate_to: str | None
+    requested_by: str = ""  # who submitted the task (from the supervisor's step ticket)
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,8 @@ class ToolCallGuard:
         decided = self._policies.decide(facts)
         if decided.verdict is Verdict.APPROVAL_REQUIRED:
             approval = self._approval_ask(action, workflow, spec, decided.reason, now)
+            if ticket is not None:
+                approval = replace(approval, requested_by=ticket.requested_by)
             why = f"{decided.reason}; {not_approved}" if not_approved else decided.reason
             return self._deny(
                 ask,
