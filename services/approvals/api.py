@@ -50,7 +50,7 @@ class Desk(Protocol):
 
     def summary(self, approval: Approval, /) -> dict[str, Any]: ...
 
-    async def stats(self, *, since: float) -> dict[str, Any]: ...
+    async def stats(self, *, since: float, reviewer: Reviewer | None = None) -> dict[str, Any]: ...
 
 
 class ChangeSignal:
@@ -398,9 +398,9 @@ def create_app(
             raise ApprovalError("REASON_REQUIRED", "a rejection needs a reason: say why, the requester sees it", 422)
         return await decide(approval_id, who, "reject", body.reason, body.digest)
 
-    @app.get("/api/stats", summary="Decisions of the last 90 days", responses={401: ERRORS[401]})
-    async def stats(_: Signed) -> dict[str, Any]:
-        return await desk.stats(since=clock() - STATS_WINDOW_S)
+    @app.get("/api/stats", summary="Decisions of the last 90 days, in the queues you see", responses={401: ERRORS[401]})
+    async def stats(who: Signed) -> dict[str, Any]:
+        return await desk.stats(since=clock() - STATS_WINDOW_S, reviewer=who)
 
     @app.get(
         "/api/stream",

@@ -348,3 +348,14 @@ async def test_a_busy_queue_never_crowds_another_reviewers_queue_out_of_their_li
     await desk.receive(approval_request("theirs", queue=OTHER_QUEUE))
     listed = (await client.get("/api/approvals", headers=auth("dave"))).json()
     assert [s["id"] for s in listed] == ["theirs"]
+
+
+async def test_the_figures_a_reviewer_gets_are_those_of_the_queues_they_see(
+    desk: ApprovalDesk, client: httpx.AsyncClient
+) -> None:
+    await desk.receive(approval_request("mine", queue=OTHER_QUEUE))
+    for i in range(3):
+        await desk.receive(approval_request(f"theirs-{i}"))
+    dave = (await client.get("/api/stats", headers=auth("dave"))).json()["groups"]["total"]
+    everyone = (await client.get("/api/stats", headers=auth("victor"))).json()["groups"]["total"]
+    assert (dave["requested"], dave["pending"], everyone["requested"]) == (1, 1, 4)

@@ -201,10 +201,10 @@ class ApprovalDesk:
             "requested_at": _iso(request.requested_at),
         }
 
-    async def stats(self, *, since: float) -> dict[str, Any]:
+    async def stats(self, *, since: float, reviewer: Reviewer | None = None) -> dict[str, Any]:
         """The first 90 days' figures, in total and per (workflow type, decision type): requested, decided,
         approved, rejected, expired, SLA escalations, pending, time to decision (p50/p95 s), and how often
-        reviewers agreed with the agent (approved) or not (rejected)."""
+        reviewers agreed with the agent (approved) or not (rejected). Given a reviewer: of the queues they see."""
         groups: dict[str, Counter[str]] = defaultdict(Counter)
         waits: dict[str, list[float]] = defaultdict(list)
 
@@ -212,7 +212,10 @@ class ApprovalDesk:
             request = approval.request
             return "total", f"{request.workflow_type or '-'}/{request.decision_type or request.action.tool}"
 
-        for approval in await self.store.decided_since(since):
+        def shown(approval: Approval) -> bool:
+            return reviewer is None or reviewer.sees(approval.queue)
+
+        for approval in filter(shown, await self.store.decided_since(since)):
             for key in keys(approval):
                 counts = groups[key]
                 counts["requested"] += 1
@@ -222,7 +225,7 @@ class ApprovalDesk:
                     counts["decided"] += 1
                     assert approval.decided_at is not None
                     waits[key].append(approval.decided_at - approval.request.requested_at)
-        for approval in await self.store.pending(limit=100_000):
+        for approval in filter(shown, await self.store.pending(limit=100_000)):
             for key in keys(approval):
                 groups[key]["requested"] += 1
                 groups[key]["pending"] += 1
