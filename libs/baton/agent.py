@@ -6,10 +6,13 @@ No broker imports: the agent service feeds it a context and publishes what it re
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from opentelemetry.trace import SpanKind
 
 from baton.context import canonical_bytes, context_sha256
 from baton.contracts.models import FailureClass, PermissionTier, ToolProvenance
@@ -17,6 +20,7 @@ from baton.model import ModelClient, ModelError, ModelRequest, ToolResult
 from baton.policy.grants import SignedGrant
 from baton.policy.injection import InjectionFlag
 from baton.policy.sanitize import Finding
+from baton.telemetry import genai, metrics, tracing
 from baton.tools.base import ToolError
 from baton.tools.executor import CallReview, GuardDeniedError, ToolRun, escalates
 from baton.workflows import AgentSpec, ToolSpec, WorkflowSpec, lookup
@@ -100,6 +104,10 @@ class StepOutcome:
     flags: list[ToolFlags] = field(default_factory=list)
     # The approval the step waits for (APPROVAL_REQUIRED): the supervisor resumes the workflow once it is decided.
     approval_id: str | None = None
+    # The tools that ran, in order (the behaviour baselines learn the agent's tool mix from them).
+    tools: list[str] = field(default_factory=list)
+    # How long the step took the agent (set by its handler).
+    duration_s: float = 0.0
 
     def fail(self, failure_class: FailureClass | None, code: str, message: str) -> StepOutcome:
         self.succeeded = False
@@ -179,22 +187,44 @@ async def run_step(
     outcome = StepOutcome(succeeded=False)
     considered = [t.name for t in agent.tools]
     max_iterations = max(4, 2 * len(agent.tools) + budgets.loop_threshold + 1)
+    provider, model_name = genai.model_identity(model)
     for _ in range(max_iterations):
         input_hash = context_sha256(ctx)
-        try:
-            reply = await model.decide(
-                ModelRequest(
-                    workflow_id=workflow_id,
-                    agent=agent,
-                    context=ctx,
-                    history=history,
-                    attempt=attempt,
-                    tool_schemas=tool_schemas or {},
+        chat_attributes = {
+            tracing.GEN_AI_OPERATION: "chat",
+            tracing.GEN_AI_PROVIDER: provider,
+            tracing.GEN_AI_REQUEST_MODEL: model_name,
+            tracing.GEN_AI_AGENT_NAME: agent.name,
+            "baton.workflow.id": workflow_id,
+            "baton.context.sha256": input_hash,
+        }
+        with tracing.span(f"chat {model_name}", chat_attributes, kind=SpanKind.CLIENT) as chat:
+            try:
+                reply = await model.decide(
+                    ModelRequest(
+                        workflow_id=workflow_id,
+                        agent=agent,
+                        context=ctx,
+                        history=history,
+                        attempt=attempt,
+                        tool_schemas=tool_schemas or {},
+                    )
                 )
+            except ModelError as exc:
+                tracing.failed(chat, exc.code, str(exc))
+                cls = FailureClass.TRANSIENT if exc.transient else FailureClass.LOGIC
+                return outcome.fail(cls, exc.code, str(exc))
+            tracing.set_attributes(
+                chat,
+                {
+                    tracing.GEN_AI_INPUT_TOKENS: reply.prompt_tokens,
+                    tracing.GEN_AI_OUTPUT_TOKENS: reply.completion_tokens,
+                    "baton.confidence": reply.confidence,
+                    "baton.tool.selected": reply.tool.name if reply.tool else None,
+                },
             )
-        except ModelError as exc:
-            cls = FailureClass.TRANSIENT if exc.transient else FailureClass.LOGIC
-            return outcome.fail(cls, exc.code, str(exc))
+        metrics.MODEL_TOKENS.labels(agent.name, model_name, "input").inc(reply.prompt_tokens)
+        metrics.MODEL_TOKENS.labels(agent.name, model_name, "output").inc(reply.completion_tokens)
         outcome.tokens += reply.prompt_tokens + reply.completion_tokens
         outcome.confidence = (
             reply.confidence if outcome.confidence is None else min(outcome.confidence, reply.confidence)
@@ -318,16 +348,36 @@ async def run_step(
         if not tools.guarded and workflow.needs_approval(spec, arguments):
             outcome.decisions.append(trace)
             return outcome.fail(None, "APPROVAL_REQUIRED", _approval_text(spec, arguments))
-        try:
-            run = await tools.run(spec, arguments, ordinal, review=review)
-        except GuardDeniedError as exc:
-            outcome.decisions.append(trace)
-            outcome.approval_id = exc.approval_id if exc.code == "APPROVAL_REQUIRED" else None
-            return outcome.fail(escalates(exc), step_error_code(exc), str(exc))
-        except ToolError as exc:
-            outcome.decisions.append(trace)
-            return outcome.fail(escalates(exc), f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
+        tool_attributes = {
+            tracing.GEN_AI_OPERATION: "execute_tool",
+            tracing.GEN_AI_TOOL_NAME: choice.name,
+            tracing.GEN_AI_TOOL_TYPE: "function",
+            # Sanitized (only when recorded): a span never holds what the guard would redact.
+            tracing.GEN_AI_TOOL_CALL_ARGUMENTS: genai.sanitized_json(arguments) if tracing.enabled() else None,
+            "baton.tool.tier": spec.tier.value,
+            "baton.tool.ordinal": ordinal,
+            "baton.workflow.id": workflow_id,
+        }
+        started = time.perf_counter()
+        with tracing.span(f"execute_tool {choice.name}", tool_attributes) as tool_span:
+            try:
+                run = await tools.run(spec, arguments, ordinal, review=review)
+            except GuardDeniedError as exc:
+                metrics.TOOL_CALLS.labels(choice.name, "denied").inc()
+                tracing.failed(tool_span, exc.code, str(exc))
+                outcome.decisions.append(trace)
+                outcome.approval_id = exc.approval_id if exc.code == "APPROVAL_REQUIRED" else None
+                return outcome.fail(escalates(exc), step_error_code(exc), str(exc))
+            except ToolError as exc:
+                metrics.TOOL_CALLS.labels(choice.name, "error").inc()
+                tracing.failed(tool_span, f"TOOL_{exc.code}", str(exc))
+                outcome.decisions.append(trace)
+                return outcome.fail(escalates(exc), f"TOOL_{exc.code}", f"{choice.name} failed: {exc}")
+            tracing.set_attributes(tool_span, {tracing.GEN_AI_TOOL_CALL_ID: run.key})
+        metrics.TOOL_CALLS.labels(choice.name, "ok").inc()
+        metrics.TOOL_LATENCY.labels(choice.name).observe(time.perf_counter() - started)
         outcome.tool_calls += 1
+        outcome.tools.append(choice.name)
         if run.redactions or run.injections:
             outcome.flags.append(ToolFlags(choice.name, run.key, run.redactions, run.injections))
         if run.injections:

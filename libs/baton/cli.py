@@ -337,15 +337,16 @@ async def run_service(
 ) -> None:
     """Run one service until SIGTERM: settings from the environment, health endpoint, bus (wrapped by wrap_bus)."""
     from baton.health import Health, serve_health
-    from baton.runtime import build_bus, build_events, configure_logging
+    from baton.runtime import build_bus, build_events
+    from baton.telemetry import logs, tracing
 
     pkg = SERVICES[name]
     config: Any = importlib.import_module(f"{pkg}.config")
     if start is None:
         start = importlib.import_module(f"{pkg}.app").start
     settings = config.Settings(**({"kind": kind} if kind else {}))
-    configure_logging(settings.runtime.log_level, redact=name in ("agent", "policy-guard"))
     label = f"{name}-{settings.kind}" if name == "agent" else name
+    logs.configure(label, settings.runtime.log_level, redact=name in ("agent", "policy-guard"))
     bus = None if wrap_bus is None else wrap_bus(build_bus(settings.runtime, client_id=label))
     events = build_events(settings.runtime, service=label, bus=bus)
     health = Health()
@@ -367,6 +368,7 @@ async def run_service(
     health.ready = False
     await running.stop()
     await events.bus.stop()
+    tracing.flush()
     if server is not None:
         server.close()
 

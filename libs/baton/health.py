@@ -1,4 +1,5 @@
-"""Liveness and readiness of a service process, served over HTTP for Kubernetes probes (`/livez`, `/readyz`)."""
+"""Liveness, readiness and metrics of a service process, served over HTTP: `/livez` (alias `/healthz`) and
+`/readyz` for Kubernetes probes, `/metrics` for Prometheus (the text exposition format)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
 from baton.bus.base import Subscription
+from baton.telemetry import lag
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +52,30 @@ class Health:
 
 
 async def serve_health(health: Health, *, host: str = "0.0.0.0", port: int) -> asyncio.Server:
-    """A minimal HTTP/1.1 server: GET /livez and /readyz answer 200 or 503 with a JSON body."""
+    """A minimal HTTP/1.1 server: GET /livez (/healthz) and /readyz answer 200 or 503 with a JSON body,
+    /metrics the process's Prometheus metrics."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
             parts = request.decode(errors="replace").split()
-            path = parts[1] if len(parts) >= 2 else ""
-            if path == "/livez":
+            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                lag.refresh()
+                exposition = generate_latest(REGISTRY)
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\nContent-Length: {len(exposition)}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                    + exposition
+                )
+                await writer.drain()
+                return
+            if path in ("/livez", "/healthz"):
                 ok, body = health.liveness()
             elif path == "/readyz":
                 ok, body = health.readiness()
             else:
-                ok, body = False, {"error": f"unknown path {path!r}; use /livez or /readyz"}
+                ok, body = False, {"error": f"unknown path {path!r}; use /livez, /healthz, /readyz or /metrics"}
             status = "200 OK" if ok else ("404 Not Found" if "error" in body else "503 Service Unavailable")
             payload = json.dumps(body).encode()
             writer.write(

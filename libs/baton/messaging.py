@@ -3,51 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import logging
-import random
-import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from baton import identity, topics
 from baton.bus.base import MAX_MESSAGE_BYTES, Bus, BusRecord, PartitionsCallback, RetryLaterError, Subscription
 from baton.contracts.models import DeadLettered, Envelope, Event, stable_event_id
 from baton.contracts.serde import AvroSerde, DecodeError
 from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Trust
+from baton.telemetry import lag, logs, metrics, tracing
 
 log = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
-_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("baton_traceparent", default=None)
-
-
-def _random_id(bits: int) -> str:
-    # Trace and span ids need uniqueness, not secrecy (the header is not signed): a PRNG draw, as
-    # OpenTelemetry's own id generator does, instead of a system call per event. All zeros is invalid.
-    value = 0
-    while value == 0:
-        value = random.getrandbits(bits)  # the module's generator: seeded by the OS, reseeded after a fork
-    return f"{value:0{bits // 4}x}"
-
-
-def new_traceparent() -> str:
-    """A fresh W3C traceparent (version 00, sampled)."""
-    return f"00-{_random_id(128)}-{_random_id(64)}-01"
-
-
-# W3C trace context, version 00: anything else in the (unsigned) header starts a new trace, so a header
-# an attacker made up never rides along into what Baton publishes.
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-
-
-def child_traceparent(parent: str | None) -> str:
-    """Same trace id as the parent, new span id (a new trace when the parent is not a W3C traceparent)."""
-    if parent is None or _TRACEPARENT.fullmatch(parent) is None:
-        return new_traceparent()
-    version, trace_id, _span, flags = parent.split("-")
-    return f"{version}-{trace_id}-{_random_id(64)}-{flags}"
 
 
 class RejectedEvent(Exception):
@@ -67,6 +41,8 @@ class EventBus:
     serde: AvroSerde
     producer: str
     trust: Trust
+    # This service's tracer (baton.telemetry.tracing.tracer_for): a no-op one records nothing.
+    tracer: Tracer = field(default_factory=trace.NoOpTracer)
 
     @property
     def role(self) -> str:
@@ -99,19 +75,45 @@ class EventBus:
     async def publish(self, topic: str, event: Event) -> bytes:
         """Encode and publish; returns the bytes once the bus acknowledged the write."""
         data = await self.serde.encode(event)
-        await self.publish_encoded(topic, data, workflow_id=event.envelope.workflow_id)
+        await self.publish_encoded(
+            topic, data, workflow_id=event.envelope.workflow_id, event_id=event.envelope.event_id
+        )
         return data
 
-    async def publish_encoded(self, topic: str, data: bytes, *, workflow_id: str) -> None:
-        """Publish an already encoded event again (same bytes, same event id), with trace context."""
+    async def publish_encoded(self, topic: str, data: bytes, *, workflow_id: str, event_id: str | None = None) -> None:
+        """Publish an already encoded event again (same bytes, same event id), with trace context: a `send
+        {topic}` span when tracing is on, the current trace context in the headers always."""
         key = workflow_id.encode()
         me = self.trust.identity
-        headers = (
-            (TRACEPARENT, child_traceparent(_trace.get()).encode()),
-            (SIGNER_HEADER, me.key_id.encode()),
-            (SIGNATURE_HEADER, me.sign(identity.signed_message(topic, key, data))),
-        )
-        await self.bus.publish(topic, data, key=key, headers=headers)
+        if not tracing.enabled():
+            await self._send(topic, data, key)
+            return
+        attributes = {
+            tracing.MESSAGING_SYSTEM: "kafka",
+            tracing.MESSAGING_OPERATION_TYPE: "send",
+            tracing.MESSAGING_OPERATION_NAME: "send",
+            tracing.MESSAGING_DESTINATION: topic,
+            tracing.MESSAGING_KEY: workflow_id,
+            tracing.MESSAGING_MESSAGE_ID: event_id,
+            tracing.MESSAGING_BODY_SIZE: len(data),
+            "baton.workflow.id": workflow_id,
+            "baton.producer": me.role,
+        }
+        with tracing.span(f"send {topic}", attributes, kind=SpanKind.PRODUCER, tracer=self.tracer) as span:
+            try:
+                await self._send(topic, data, key)
+            except Exception as exc:
+                tracing.failed(span, type(exc).__name__, str(exc))
+                raise
+
+    async def _send(self, topic: str, data: bytes, key: bytes) -> None:
+        me = self.trust.identity
+        headers: list[tuple[str, bytes]] = []
+        tracing.inject(headers)
+        headers.append((SIGNER_HEADER, me.key_id.encode()))
+        headers.append((SIGNATURE_HEADER, me.sign(identity.signed_message(topic, key, data))))
+        await self.bus.publish(topic, data, key=key, headers=tuple(headers))
+        metrics.EVENTS_PUBLISHED.labels(topic).inc()
 
     def authenticate(self, record: BusRecord) -> str:
         """The role that signed this record; raises AuthenticationError when its signature does not prove one."""
@@ -218,14 +220,44 @@ class EventConsumer:
         self.handled = 0
 
     async def __call__(self, record: BusRecord) -> None:
-        raw_trace = record.header(TRACEPARENT)
-        parent = raw_trace.decode(errors="replace") if raw_trace else ""
-        token = _trace.set(parent if _TRACEPARENT.fullmatch(parent) else new_traceparent())
+        """Handle one record inside its trace: a `process {topic}` span when tracing is on (the producer's
+        span its parent), the record's trace context current either way (what the handler publishes and logs
+        joins its trace)."""
+        events = self._events
+        parent = tracing.extract(record.headers)
+        span: trace.Span | None = None
+        if tracing.enabled():
+            span = events.tracer.start_span(
+                f"process {record.topic}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    tracing.MESSAGING_SYSTEM: "kafka",
+                    tracing.MESSAGING_OPERATION_TYPE: "process",
+                    tracing.MESSAGING_OPERATION_NAME: "process",
+                    tracing.MESSAGING_DESTINATION: record.topic,
+                    tracing.MESSAGING_PARTITION: str(record.partition),
+                    tracing.MESSAGING_GROUP: self._group_id,
+                    tracing.MESSAGING_OFFSET: record.offset,
+                    tracing.MESSAGING_KEY: record.key.decode(errors="replace") if record.key else "",
+                    tracing.MESSAGING_BODY_SIZE: len(record.value),
+                },
+            )
+            parent = trace.set_span_in_context(span, parent)
+        token = otel_context.attach(parent)
         try:
-            await self._handle(record)
+            with tracing.serving(events.tracer), logs.about(None):
+                await self._handle(record)
             self.handled += 1
+            metrics.EVENTS_PROCESSED.labels(record.topic, self._group_id).inc()
+        except BaseException as exc:
+            if span is not None:
+                tracing.failed(span, type(exc).__name__, str(exc))
+            raise
         finally:
-            _trace.reset(token)
+            otel_context.detach(token)
+            if span is not None:
+                span.end()
 
     async def _handle(self, record: BusRecord) -> None:
         try:
@@ -252,6 +284,20 @@ class EventConsumer:
         if problem is not None:
             await self.dead_letter(record, "NOT_AUTHORIZED", problem, event)
             return
+        env = event.envelope
+        logs.set_workflow(env.workflow_id)
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.set_attributes(
+                {
+                    tracing.MESSAGING_MESSAGE_ID: env.event_id,
+                    "baton.event.type": event.event_type,
+                    "baton.workflow.id": env.workflow_id,
+                    "baton.tenant.id": env.tenant_id,
+                    "baton.step": env.step_seq,
+                    "baton.producer": role,
+                }
+            )
         problems = envelope_problems(event)
         if problems:
             await self.dead_letter(
@@ -288,6 +334,9 @@ class EventConsumer:
     async def dead_letter(self, record: BusRecord, code: str, reason: str, event: Event | None = None) -> None:
         """Park a record on the dead-letter topic with its reason (id is stable, so a retry dedupes)."""
         log.warning("dead-lettering %s@%d/%d: %s: %s", record.topic, record.partition, record.offset, code, reason)
+        metrics.DEAD_LETTERS.labels(record.topic, code).inc()
+        tracing.failed(trace.get_current_span(), code, reason)
+        trace.get_current_span().set_attribute("baton.dead_letter.reason", code)
         # Whatever the record carries is clipped: a dead letter must always fit on the bus.
         key = clip(record.key.decode(errors="replace")) if record.key else ""
         stable_id = stable_event_id("dlq", self._group_id, record.topic, record.partition, record.offset)
@@ -340,4 +389,6 @@ async def consume(
     sub = await events.bus.subscribe(
         topics_, group_id=group_id, handler=consumer, on_assign=on_assign, on_revoke=on_revoke
     )
+    if group_id is not None:
+        lag.watch(group_id, sub)
     return sub, consumer

@@ -19,6 +19,7 @@ from baton.contracts.registry import ConfluentSchemaRegistry, LocalSchemaRegistr
 from baton.contracts.serde import AvroSerde
 from baton.identity import KEYRING_FILE, Trust, load_trust, role_of_service
 from baton.messaging import EventBus
+from baton.telemetry.tracing import tracer_for
 
 
 class RuntimeSettings(BaseSettings):
@@ -121,24 +122,8 @@ def build_events(
         serde=AvroSerde(build_registry(settings)),
         producer=instance_id(service),
         trust=trust,
+        tracer=tracer_for(service),
     )
-
-
-def configure_logging(level: str, *, redact: bool = False) -> None:
-    """One structured log format for every service; redact: every record passes the PII filter first (the
-    services that see tool results: agents and the guard)."""
-    logging.basicConfig(
-        level=level.upper(),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
-    if redact:
-        from baton.policy.sanitize import RedactingFilter, default_sanitizer
-
-        # Built before the filter is installed: Presidio logs while it loads, and a filter loading it from inside
-        # that record would import it twice over.
-        log_filter = RedactingFilter(default_sanitizer())
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(log_filter)
 
 
 async def keep_running(

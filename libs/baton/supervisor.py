@@ -96,6 +96,9 @@ class WorkflowState:
     approvals_done: list[str] = field(default_factory=list)
     # Who submitted the task (TaskRequested.requested_by): the requesting side, which never approves its own action.
     requested_by: str = ""
+    # The trace context the task was handled in (W3C traceparent): the workflow's span joins that trace when the
+    # workflow ends, on whichever replica holds it then.
+    traceparent: str = ""
 
     def running_s(self, now: float) -> float:
         """How long the workflow has been running, not counting its waits for approvals."""

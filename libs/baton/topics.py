@@ -14,6 +14,8 @@ TOOL_REQUESTS = "baton.tools.requests"
 TOOL_VERDICTS = "baton.tools.verdicts"
 # What the guard's rules found: redactions, injection flags, spend alerts (never a redacted value).
 GUARD_FLAGS = "baton.guard.flags"
+# Agents behaving outside their learned baselines (baton.anomaly), as the supervisor saw them.
+ANOMALIES = "baton.agents.anomalies"
 APPROVAL_REQUESTS = "baton.approvals.requested"
 APPROVAL_DECISIONS = "baton.approvals.decided"
 CHECKPOINTS = "baton.workflows.checkpoints"
@@ -67,6 +69,7 @@ PRODUCERS: dict[str, dict[str, frozenset[str]]] = {
     TOOL_REQUESTS: {"ToolCallRequested": frozenset({ANY_AGENT})},
     TOOL_VERDICTS: {t: frozenset({identity.POLICY_GUARD}) for t in ("ToolCallAuthorized", "ToolCallDenied")},
     GUARD_FLAGS: {"GuardFlagged": frozenset({identity.POLICY_GUARD, ANY_AGENT})},
+    ANOMALIES: {"AgentAnomaly": frozenset({identity.SUPERVISOR})},
     APPROVAL_REQUESTS: {"ApprovalRequested": frozenset({identity.POLICY_GUARD})},
     APPROVAL_DECISIONS: {"ApprovalDecided": frozenset({identity.APPROVALS})},
     CHECKPOINTS: {"WorkflowCheckpointed": frozenset({identity.SUPERVISOR})},
@@ -122,6 +125,7 @@ CORE_TOPICS: tuple[str, ...] = (
     TOOL_REQUESTS,
     TOOL_VERDICTS,
     GUARD_FLAGS,
+    ANOMALIES,
     APPROVAL_REQUESTS,
     APPROVAL_DECISIONS,
     CHECKPOINTS,

@@ -25,6 +25,7 @@ from baton.messaging import EventBus
 from baton.policy.ownership import HookOwners, ResourceOwners
 from baton.policy.screening import OutputScreen
 from baton.runtime import RuntimeSettings, instance_id
+from baton.telemetry.tracing import tracer_for
 from baton.tools import PythonToolProvider, ToolRegistry
 from baton.tools.loader import registry_for
 from baton.workflows import agent_kinds, default_workflow_dir, load_workflows, reviewers_declared
@@ -91,6 +92,7 @@ class Mesh:
             serde=self.serde,
             producer=instance_id(service),
             trust=self.trust.trust(role or role_of_service(service)),
+            tracer=tracer_for(service),
         )
 
     async def stop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Callable
 
 from baton import topics
@@ -31,6 +32,7 @@ from baton.ledger import Ledger, StepBusyError
 from baton.messaging import EventBus, RejectedEvent
 from baton.model import ModelClient
 from baton.policy.screening import OutputScreen
+from baton.telemetry import metrics, tracing
 from baton.tools.executor import Authorizer, StepTools
 from baton.tools.registry import ToolRegistry
 from baton.workflows import AgentSpec, WorkflowSpec
@@ -102,9 +104,37 @@ class AgentHandlers:
                 await self._events.publish_encoded(topic, base64.b64decode(data), workflow_id=wf)
             return
         self.steps_run += 1
+        attributes = {
+            tracing.GEN_AI_OPERATION: "invoke_agent",
+            tracing.GEN_AI_AGENT_NAME: self._agent.name,
+            tracing.GEN_AI_AGENT_ID: owner,
+            tracing.GEN_AI_WORKFLOW_NAME: self._workflow.name,
+            tracing.GEN_AI_CONVERSATION_ID: wf,
+            "baton.workflow.id": wf,
+            "baton.step": snapshot.version,
+            "baton.attempt": attempt,
+            "baton.context.version": snapshot.version,
+            "baton.context.sha256": snapshot.sha256,
+        }
+        started = time.perf_counter()
         try:
-            outcome = await self._run(event, snapshot, attempt, tenant_owner)
-            encoded = await self._encode(event, snapshot, attempt, step_key, outcome)
+            with tracing.span(f"invoke_agent {self._agent.name}", attributes) as span:
+                outcome = await self._run(event, snapshot, attempt, tenant_owner)
+                outcome.duration_s = time.perf_counter() - started
+                if not outcome.succeeded:
+                    tracing.failed(span, outcome.error_code or "FAILED", outcome.error or "")
+                tracing.set_attributes(
+                    span,
+                    {
+                        "baton.step.succeeded": outcome.succeeded,
+                        "baton.step.error_code": outcome.error_code,
+                        "baton.budget.tokens": outcome.tokens,
+                        "baton.budget.tool_calls": outcome.tool_calls,
+                        "baton.approval.id": outcome.approval_id,
+                    },
+                )
+                encoded = await self._encode(event, snapshot, attempt, step_key, outcome)
+            metrics.DECISION_LATENCY.labels(self._agent.name).observe(time.perf_counter() - started)
             # Outbox: the step's events are stored before they are published, so a publish that fails
             # is retried with the very same bytes instead of running the step (and the model) again.
             stored_json = json.dumps([(topic, base64.b64encode(data).decode()) for topic, data in encoded])
@@ -255,6 +285,8 @@ class AgentHandlers:
                     confidence=outcome.confidence,
                     attempt=attempt,
                     approval_id=outcome.approval_id,
+                    tools=list(outcome.tools),
+                    duration_ms=round(outcome.duration_s * 1000),
                 ),
             )
         )

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from baton.contracts.models import (
 )
 from baton.messaging import EventBus, RejectedEvent
 from baton.policy.grants import issue_approval_token
+from baton.telemetry import metrics
 from services.approvals.api import ChangeSignal
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ class ApprovalsHandlers:
         # Wakes the reviewer pages' streams on what this process received, and this loop on what the API decided.
         self._changes = changes
         self.received = 0
+        self._queues_seen: set[str] = set()
         self.published = 0
 
     async def on_event(self, event: Event, record: BusRecord) -> None:
@@ -134,6 +137,7 @@ class ApprovalsHandlers:
             # Not the request's fault: read again later (the partition waits) rather than dead-lettered.
             raise RetryLaterError(f"approval {request.approval_id} could not be stored: {exc!r}") from exc
         if added:
+            metrics.APPROVALS_REQUESTED.labels(request.queue).inc()
             self.received += 1
             log.info("approval %s pending in queue %s (%s)", request.approval_id, request.queue, request.action.tool)
             self._changes.changed()
@@ -146,6 +150,12 @@ class ApprovalsHandlers:
             try:
                 await self._events.publish(topics.APPROVAL_DECISIONS, self._decided_event(approval))
                 await self.desk.mark_published(approval.approval_id)
+                decision = _DECISION[approval.state].value.lower()
+                metrics.APPROVALS_DECIDED.labels(approval.queue, decision).inc()
+                if approval.decided_at is not None:
+                    metrics.APPROVAL_WAIT.labels(approval.queue).observe(
+                        max(0.0, approval.decided_at - approval.request.requested_at)
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -154,6 +164,15 @@ class ApprovalsHandlers:
             sent += 1
         self.published += sent
         return sent
+
+    async def count_pending(self) -> None:
+        """Set the pending gauge per queue (every sweep; a queue emptied since shows 0)."""
+        pending = Counter(a.queue for a in await self.desk.pending())
+        for queue in self._queues_seen - pending.keys():
+            metrics.APPROVALS_PENDING.labels(queue).set(0)
+        for queue, count in pending.items():
+            metrics.APPROVALS_PENDING.labels(queue).set(count)
+        self._queues_seen |= pending.keys()
 
     async def run(self, sweep_s: float) -> None:
         """Forever: apply SLA fallbacks that fell due, publish what was decided (at once when something changed
@@ -165,6 +184,7 @@ class ApprovalsHandlers:
                     if await self.desk.expire_due():
                         self._changes.changed()
                     await self.publish_decided()
+                    await self.count_pending()
                 except (RetryLaterError, OSError, sqlite3.Error, PyMongoError) as exc:
                     log.warning("approval decisions not published yet (%r); trying again in %.1fs", exc, sweep_s)
                 with contextlib.suppress(TimeoutError):

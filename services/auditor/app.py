@@ -11,6 +11,7 @@ from baton.audit.store import AuditStore
 from baton.bus.base import Subscription
 from baton.control import listen
 from baton.messaging import EventBus
+from baton.telemetry import lag
 from baton.workflows import agent_kinds, load_workflows
 from services.auditor.config import Settings
 from services.auditor.handlers import AuditorHandlers
@@ -60,6 +61,7 @@ async def start(events: EventBus, settings: Settings) -> AuditorApp:
         sinks=sinks,
         end_offsets=events.bus.end_offsets,
         keyring=events.trust.keyring,
+        tracer=events.tracer,
     )
     wanted = audited_topics()
     await events.bus.create_topics(wanted)
@@ -71,6 +73,7 @@ async def start(events: EventBus, settings: Settings) -> AuditorApp:
         on_assign=handlers.on_assign,
         on_revoke=handlers.on_revoke,
     )
+    lag.watch(topics.GROUP_AUDITOR, sub)
     # The auditor records commands like everything else; its listener only says it is running and saw the command.
     control = await listen(events)
     assert control.subscription is not None

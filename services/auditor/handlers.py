@@ -6,11 +6,13 @@ import asyncio
 import heapq
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry.trace import SpanKind, Tracer
 
+from baton import topics
 from baton.audit.anchors import AnchorSink, make_anchors
 from baton.audit.chain import AuditChain, Head, Record, describe_plain, duplicate_event_id, record_id
 from baton.audit.heads import MaybeStored
@@ -20,6 +22,7 @@ from baton.contracts.models import Event
 from baton.contracts.serde import AvroSerde, DecodeError
 from baton.identity import SIGNATURE_HEADER, SIGNER_HEADER, AuthenticationError, Keyring, signed_message
 from baton.messaging import unauthorized
+from baton.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,9 @@ class AuditorHandlers:
         sinks: Sequence[AnchorSink] = (),
         end_offsets: EndOffsets | None = None,
         keyring: Keyring | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer
         self._store = store
         self._keyring = keyring
         self._serde = serde
@@ -97,11 +102,16 @@ class AuditorHandlers:
         self.skipped = 0
 
     async def on_batch(self, records: Sequence[BusRecord]) -> None:
+        started_ns = time.time_ns()
         async with self._lock:
             try:
                 if self._restore_needed:
                     await self._restore_workflows()
                 await self._append(records)
+                for topic, count in Counter(r.topic for r in records).items():
+                    metrics.EVENTS_PROCESSED.labels(topic, topics.GROUP_AUDITOR).inc(count)
+                if self._tracer is not None and tracing.enabled():
+                    self._trace(records, started_ns)
             except Exception:
                 # Part of the batch may be stored; forget the heads so the retry re-reads them from the store,
                 # and the ids taken in memory, some of which were never stored: ask the store instead.
@@ -112,6 +122,31 @@ class AuditorHandlers:
                 raise
             if self._since_anchor >= self._anchor_every:
                 await self._anchor_logged()
+
+    def _trace(self, records: Sequence[BusRecord], started_ns: int) -> None:
+        """A `process {topic}` span per record stored, in its workflow's trace (the batch's timing)."""
+        assert self._tracer is not None
+        stored_ns = time.time_ns()
+        for record in records:
+            span = self._tracer.start_span(
+                f"process {record.topic}",
+                context=tracing.extract(record.headers),
+                kind=SpanKind.CONSUMER,
+                start_time=started_ns,
+                attributes={
+                    tracing.MESSAGING_SYSTEM: "kafka",
+                    tracing.MESSAGING_OPERATION_TYPE: "process",
+                    tracing.MESSAGING_OPERATION_NAME: "process",
+                    tracing.MESSAGING_DESTINATION: record.topic,
+                    tracing.MESSAGING_PARTITION: str(record.partition),
+                    tracing.MESSAGING_GROUP: topics.GROUP_AUDITOR,
+                    tracing.MESSAGING_OFFSET: record.offset,
+                    tracing.MESSAGING_KEY: record.key.decode(errors="replace") if record.key else "",
+                    tracing.MESSAGING_BODY_SIZE: len(record.value),
+                    "baton.audit.batch_size": len(records),
+                },
+            )
+            span.end(stored_ns)
 
     async def on_assign(self, partitions: frozenset[tuple[str, int]]) -> None:
         """Adopt the stored head of each assigned partition the store holds to its end, and anchor it soon.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+
+from opentelemetry import trace
 
 from baton import topics
 from baton.bus.base import BusRecord, RetryLaterError
@@ -22,6 +25,7 @@ from baton.control import ControlState
 from baton.handoff import CheckpointFacts, CheckpointView, HandoffVerdict, VerifiedContexts, verify_handoff
 from baton.messaging import EventBus, RejectedEvent
 from baton.receipts import ToolReceipts
+from baton.telemetry import metrics, tracing
 from baton.workflows import WorkflowSpec
 
 
@@ -130,8 +134,31 @@ class HandoffValidatorHandlers:
             await self._events.publish_encoded(topics.HANDOFF_VERDICTS, judged, workflow_id=event.envelope.workflow_id)
             return
         snap = event.snapshot
+        metrics.HANDOFFS_PROPOSED.labels(event.to_agent).inc()
         checkpoint = await self._checkpoint_of(event)
         verdict = await self._verify(event, checkpoint)
+        outcome = "accepted" if verdict.accepted and verdict.diff is not None else "rejected"
+        metrics.HANDOFFS.labels(event.to_agent, outcome).inc()
+        metrics.HANDOFF_LATENCY.labels(event.to_agent).observe(
+            max(0.0, time.time() - event.envelope.occurred_at.timestamp())
+        )
+        span = trace.get_current_span()
+        tracing.set_attributes(
+            span,
+            {
+                "baton.handoff.from_agent": event.from_agent,
+                "baton.handoff.to_agent": event.to_agent,
+                "baton.handoff.verdict": outcome,
+                "baton.handoff.reason": verdict.code,
+                "baton.context.version": snap.version,
+                "baton.context.sha256": snap.sha256,
+                "baton.context.parent_sha256": checkpoint.snapshot.sha256 if checkpoint is not None else None,
+                "baton.context.size_bytes": snap.size_bytes,
+            },
+        )
+        if outcome == "rejected":
+            metrics.HANDOFF_REJECTIONS.labels(str(verdict.code)).inc()
+            tracing.failed(span, str(verdict.code), verdict.reason)
         # Deterministic ids: a redelivered proposal yields the same verdict event, which consumers dedupe.
         envelope = self._events.envelope(cause=event).model_copy(
             update={"event_id": stable_event_id("verdict", judged_as)}

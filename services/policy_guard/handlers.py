@@ -29,6 +29,7 @@ from baton.control import ControlState
 from baton.messaging import EventBus, RejectedEvent
 from baton.policy.guard import ApprovalAsk, GuardVerdict, ToolAsk, ToolCallGuard
 from baton.policy.spend import SpendAlert, SpendConflictError
+from baton.telemetry import metrics, tracing
 
 # Failures of what the guard reads (its spend accounts, the records' owners), retried rather than dead-lettered.
 STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, PyMongoError, SpendConflictError)
@@ -97,7 +98,38 @@ class PolicyGuardHandlers:
                 ask, "KILLED", f"halted by the kill switch ({killed}): no tool runs until `baton resume`"
             )
         else:
-            verdict = await self.guard.decide(ask, now=self._clock())
+            with tracing.span(
+                "run_guardrail baton.policy-guard",
+                {
+                    tracing.GEN_AI_OPERATION: "run_guardrail",
+                    tracing.GEN_AI_GUARDRAIL_NAME: "baton.policy-guard",
+                    tracing.GEN_AI_TOOL_NAME: event.tool,
+                    tracing.GEN_AI_TOOL_CALL_ID: event.call_id,
+                    tracing.GEN_AI_AGENT_NAME: event.agent,
+                    "baton.workflow.id": env.workflow_id,
+                    "baton.step": event.step_version,
+                },
+            ) as span:
+                verdict = await self.guard.decide(ask, now=self._clock())
+                decision = "allow" if verdict.authorized else ("approval_required" if verdict.approval else "deny")
+                tracing.set_attributes(
+                    span,
+                    {
+                        tracing.GEN_AI_GUARDRAIL_DECISION: decision,
+                        tracing.GEN_AI_GUARDRAIL_REASON: verdict.code,
+                        tracing.GEN_AI_GUARDRAIL_POLICY: verdict.policy_version,
+                        "baton.tool.tier": verdict.tier.value if verdict.tier is not None else None,
+                        "baton.guard.policies": list(verdict.policies),
+                        "baton.budget.cost_usd": verdict.cost_usd,
+                        "baton.approval.id": verdict.approval.approval_id if verdict.approval else None,
+                    },
+                )
+        tier = verdict.tier.value if verdict.tier is not None else "unknown"
+        metrics.GUARD_VERDICTS.labels(event.tool, tier, "allow" if verdict.authorized else "deny").inc()
+        if not verdict.authorized:
+            metrics.GUARD_DENIALS.labels(verdict.code).inc()
+        for alert in verdict.alerts:
+            metrics.TENANT_SPEND_RATIO.labels(alert.tenant_id).set(alert.share)
         out: list[tuple[str, Event]] = []
         if verdict.approval is not None:
             out.append((topics.APPROVAL_REQUESTS, self._approval_event(event, ask, verdict.approval)))
@@ -122,6 +154,7 @@ class PolicyGuardHandlers:
             now=event.envelope.occurred_at.timestamp(),
         )
         for alert in alerts:
+            metrics.TENANT_SPEND_RATIO.labels(alert.tenant_id).set(alert.share)
             await self._events.publish(topics.GUARD_FLAGS, self._alert(event, alert))
 
     def _approval_event(self, event: ToolCallRequested, ask: ToolAsk, approval: ApprovalAsk) -> ApprovalRequested:

@@ -18,6 +18,7 @@ from baton.contracts.models import (
     Envelope,
     Event,
     StepRequested,
+    TaskRequested,
     WorkflowCheckpointed,
     WorkflowCompleted,
     WorkflowEscalated,
@@ -41,6 +42,7 @@ from baton.supervisor import (
     effect_event_id,
     pending_outcome,
 )
+from baton.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,11 @@ class SupervisorHandlers:
             if transition.early:
                 self._early[wf] = event
                 return
+            state = transition.state
+            if isinstance(event, TaskRequested) and state is not None and not state.traceparent:
+                state.traceparent = tracing.traceparent() or ""
+                if state.pending_outcome is None:
+                    metrics.WORKFLOWS_STARTED.labels(state.workflow_type).inc()
             if transition.state is not None:
                 await self._apply(transition, event, partition=record.partition)
             await self._apply_early(wf, record.partition)
@@ -356,6 +363,7 @@ class SupervisorHandlers:
         state = transition.state
         assert state is not None
         owed = pending_outcome(state)
+        last_moved = self._moved_at.get(state.workflow_id)
         if not transition.replay:
             await self._checkpoint(state, cause)
             if owed is not None:
@@ -373,11 +381,59 @@ class SupervisorHandlers:
             return
         final = self.supervisor.finalize(state)
         await self._checkpoint(final, cause)
-        self.supervisor.commit(final)
+        if self.supervisor.commit(final):
+            self._observe(final, owed, last_moved)
         wf = state.workflow_id
         self._partition_of.pop(wf, None)
         self._early.pop(wf, None)
         self._moved_at.pop(wf, None)
+
+    def _observe(self, state: WorkflowState, outcome: Outcome, last_moved: float | None) -> None:
+        """Count a finished workflow once (where its final checkpoint was committed) and record its span."""
+        now = self._clock()
+        kind, workflow = outcome.kind, state.workflow_type
+        reason = outcome.reason_code or kind.upper()
+        spec = self.supervisor.workflows.get(workflow)
+        cost = state.tokens / 1000 * spec.budgets.cost_per_1k_tokens_usd if spec is not None else 0.0
+        metrics.WORKFLOW_OUTCOMES.labels(workflow, kind, reason).inc()
+        metrics.WORKFLOW_COST.labels(workflow, kind).inc(cost)
+        metrics.WORKFLOW_STEPS.labels(workflow).observe(state.steps)
+        metrics.WORKFLOW_TOOL_CALLS.labels(workflow).observe(state.tool_calls)
+        metrics.WORKFLOW_TOKENS.labels(workflow).observe(state.tokens)
+        metrics.WORKFLOW_DURATION.labels(workflow, kind).observe(max(0.0, state.running_s(now)))
+        if kind != "completed" and last_moved is not None:
+            metrics.FAILURE_DETECTION.labels(workflow, reason).observe(max(0.0, now - last_moved))
+        breaker = breaker_of(reason)
+        if breaker is not None:
+            metrics.BREAKER_TRIPS.labels(breaker).inc()
+        if kind == "escalated":
+            metrics.ESCALATIONS.labels(workflow, reason).inc()
+        if not tracing.enabled():
+            return
+        span = self._events.tracer.start_span(
+            f"invoke_workflow {workflow}",
+            context=tracing.context_of(state.traceparent),
+            start_time=int(state.started_at * 1e9),
+            attributes={
+                tracing.GEN_AI_OPERATION: "invoke_workflow",
+                tracing.GEN_AI_WORKFLOW_NAME: workflow,
+                tracing.GEN_AI_CONVERSATION_ID: state.workflow_id,
+                "baton.workflow.id": state.workflow_id,
+                "baton.tenant.id": state.tenant_id,
+                "baton.outcome": kind,
+                "baton.outcome.reason": reason,
+                "baton.steps": state.steps,
+                "baton.context.version": state.checkpoint.version,
+                "baton.context.sha256": state.checkpoint.sha256,
+                "baton.budget.tokens": state.tokens,
+                "baton.budget.tool_calls": state.tool_calls,
+                "baton.budget.cost_usd": cost,
+                "baton.waited_for_approval_s": state.waited_s,
+            },
+        )
+        if kind != "completed":
+            tracing.failed(span, reason, outcome.reason)
+        span.end(int(now * 1e9))
 
     def _hold(self, state: WorkflowState, partition: int | None) -> None:
         if self.supervisor.commit(state):
@@ -476,3 +532,10 @@ class SupervisorHandlers:
             correlation_id=state.correlation_id,
             producer=self._events.producer,
         )
+
+
+def breaker_of(reason_code: str) -> str | None:
+    """The circuit breaker an outcome's reason names (a budget, the rate limit, the spend limit), if any."""
+    if reason_code.startswith("BUDGET_"):
+        return reason_code.removeprefix("BUDGET_").lower()
+    return {"RATE_LIMITED": "rate", "SPEND_LIMIT": "spend"}.get(reason_code)

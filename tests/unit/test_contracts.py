@@ -255,7 +255,7 @@ async def test_every_event_round_trips_through_its_schema(model: type[Event], se
 def test_catalogue_covers_every_event_the_brief_names() -> None:
     names = {sv.full_name.rpartition(".")[2] for sv in CATALOGUE.by_name.values()}
     assert {m.__name__ for m in RECORD_MODELS} <= names
-    assert len(EVENT_MODELS) == 20  # the brief's 18, GuardFlagged and ControlConfirmed
+    assert len(EVENT_MODELS) == 21  # the brief's 18, GuardFlagged, ControlConfirmed and AgentAnomaly
 
 
 def test_every_new_version_is_backward_compatible() -> None:

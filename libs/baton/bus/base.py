@@ -240,6 +240,11 @@ class Subscription(Protocol):
         """time.monotonic() of the loop's last successful poll (it polls even when idle)."""
         ...
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per owned partition, the records not yet handled and committed (the end of the log minus the
+        position); a partition not read yet is left out."""
+        ...
+
     async def stop(self) -> None:
         """Finish the message in hand, commit it, call on_revoke and leave the group."""
         ...

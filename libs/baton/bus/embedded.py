@@ -99,6 +99,14 @@ class EmbeddedSubscription:
     def last_poll(self) -> float:
         return self._health.last_poll
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        lags: dict[tuple[str, int], int] = {}
+        for tp in list(self._owned):
+            position = self._bus.committed(self.group_id, tp) if self.group_id is not None else self._positions.get(tp)
+            if position is not None:
+                lags[tp] = max(0, len(self._bus.log_of(tp)) - position)
+        return lags
+
     def _assign(self, partitions: frozenset[TopicPartition]) -> None:
         self._assigned = partitions
         self.wake.set()

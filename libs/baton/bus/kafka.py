@@ -158,6 +158,14 @@ class KafkaSubscription:
     def last_poll(self) -> float:
         return self._health.last_poll
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        lags: dict[tuple[str, int], int] = {}
+        for tp in list(self._owned):
+            end, position = self._consumer.highwater(tp), self._resume_at.get(tp)
+            if end is not None and position is not None:
+                lags[(tp.topic, tp.partition)] = max(0, end - position)
+        return lags
+
     async def start(self) -> None:
         self._consumer.subscribe(list(self._topics), listener=_Rebalance(self))
         await self._consumer.start()

@@ -153,7 +153,7 @@ class StepRequested(Event):
 
 
 class StepCompleted(Event):
-    avro_name: ClassVar[str] = "io.baton.events.v3.StepCompleted"
+    avro_name: ClassVar[str] = "io.baton.events.v4.StepCompleted"
     event_type: ClassVar[str] = "StepCompleted"
     agent: str
     succeeded: bool
@@ -166,6 +166,8 @@ class StepCompleted(Event):
     confidence: float | None = None
     attempt: int = 1
     approval_id: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    duration_ms: int = 0
 
 
 class AgentDecision(Event):
@@ -288,6 +290,20 @@ class GuardFlagged(Event):
     call_id: str | None = None
     items: list[GuardFlagItem] = Field(default_factory=list)
     figures: dict[str, float] = Field(default_factory=dict)
+    detail: str
+
+
+class AgentAnomaly(Event):
+    avro_name: ClassVar[str] = "io.baton.events.v1.AgentAnomaly"
+    event_type: ClassVar[str] = "AgentAnomaly"
+    agent: str
+    kind: str
+    feature: str
+    observed: float
+    baseline: float
+    score: float
+    threshold: float
+    action: str
     detail: str
 
 
@@ -420,6 +436,7 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     ToolCallAuthorized,
     ToolCallDenied,
     GuardFlagged,
+    AgentAnomaly,
     ApprovalRequested,
     ApprovalDecided,
     WorkflowCheckpointed,

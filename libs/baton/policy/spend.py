@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from baton.telemetry.metrics import TENANT_SPEND_RATIO
+
 ALERT_SHARES = (0.5, 0.8)
 
 
@@ -312,3 +314,7 @@ class ExhaustedTenants:
     async def refresh(self, now: float) -> None:
         day = utc_day(now)
         self._exhausted = frozenset([t for t in self.tenants if await self.accounts.exhausted(t, day)])
+        for tenant in self.tenants:
+            limit = self.accounts.limit_of(tenant)
+            if limit:
+                TENANT_SPEND_RATIO.labels(tenant).set(await self.accounts.spent(tenant, day) / limit)
