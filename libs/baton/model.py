@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 
@@ -89,6 +89,10 @@ def _tokens(text: str) -> int:
 class ScriptedModel:
     """Deterministic backend: calls each declared tool once in order, with arguments looked up from the context,
     then finishes."""
+
+    # What its GenAI spans name as provider and model.
+    provider: ClassVar[str] = "baton"
+    model: ClassVar[str] = "scripted"
 
     seed: int = 0
 

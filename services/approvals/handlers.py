@@ -8,6 +8,7 @@ import json
 import logging
 import sqlite3
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from baton.contracts.models import (
 )
 from baton.messaging import EventBus, RejectedEvent
 from baton.policy.grants import issue_approval_token
-from baton.telemetry import metrics
+from baton.telemetry import metrics, tracing
 from services.approvals.api import ChangeSignal
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class ApprovalsHandlers:
             raise RejectedEvent(
                 "UNEXPECTED_EVENT", f"the approval service reads ApprovalRequested; got {event.event_type}"
             )
-        request = request_of(event)
+        request = replace(request_of(event), traceparent=tracing.traceparent() or "")
         try:
             added = await self.desk.receive(request)
         except STORE_ERRORS as exc:
@@ -148,7 +149,8 @@ class ApprovalsHandlers:
         sent = 0
         for approval in await self.desk.unpublished():
             try:
-                await self._events.publish(topics.APPROVAL_DECISIONS, self._decided_event(approval))
+                with tracing.joined(approval.request.traceparent):
+                    await self._events.publish(topics.APPROVAL_DECISIONS, self._decided_event(approval))
                 await self.desk.mark_published(approval.approval_id)
                 decision = _DECISION[approval.state].value.lower()
                 metrics.APPROVALS_DECIDED.labels(approval.queue, decision).inc()

@@ -453,7 +453,8 @@ class SupervisorHandlers:
 
     async def _checkpoint(self, state: WorkflowState, cause: Event | None) -> None:
         checkpoint_id = stable_event_id("checkpoint", state.workflow_id, state.seq)
-        await self._events.publish(
+        await self._publish(
+            state,
             topics.CHECKPOINTS,
             WorkflowCheckpointed(
                 envelope=self._make_envelope(state, cause, checkpoint_id),
@@ -489,7 +490,7 @@ class SupervisorHandlers:
                 lineage=list(state.completed_steps),
                 approval_token=state.approval_token,
             )
-            await self._events.publish(topics.agent_steps(effect.agent), request)
+            await self._publish(state, topics.agent_steps(effect.agent), request)
             return
         await self._outcome(state, effect, cause)
 
@@ -519,8 +520,13 @@ class SupervisorHandlers:
                 reason=outcome.reason,
                 escalated_to=self.supervisor.workflows[state.workflow_type].escalation.queue,
             )
-        await self._events.publish(topics.OUTCOMES, event)
+        await self._publish(state, topics.OUTCOMES, event)
         self.outcomes += 1
+
+    async def _publish(self, state: WorkflowState, topic: str, event: Event) -> None:
+        # In the workflow's trace even from a background loop (a delayed retry, the sweep, a takeover).
+        with tracing.joined(state.traceparent):
+            await self._events.publish(topic, event)
 
     def _make_envelope(self, state: WorkflowState, cause: Event | None, event_id: str) -> Envelope:
         return Envelope(

@@ -70,6 +70,7 @@ class ApprovalRequest:
     requested_at: float
     bound_from: dict[str, str] = field(default_factory=dict)  # argument -> the context key it was bound to
     submitted_by: str = ""  # who submitted the task (TaskRequested.requested_by)
+    traceparent: str = ""  # the trace the request came in (its decision is published in it)
 
     @property
     def requested_by(self) -> str:

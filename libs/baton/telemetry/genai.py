@@ -11,7 +11,10 @@ MAX_ARGUMENTS_CHARS = 2048
 
 def model_identity(model: object) -> tuple[str, str]:
     """(gen_ai.provider.name, gen_ai.request.model) of a model client: its own `provider` and `model` when it
-    declares them, else Baton's scripted backend."""
+    declares them (`provider` defaults to openai: the OpenAI-compatible backend), else its class name."""
+    inner = getattr(model, "inner", None)  # a wrapper (the demo's fault injector) speaks for the model it wraps
+    if inner is not None and inner is not model:
+        return model_identity(inner)
     provider = getattr(model, "provider", None)
     name = getattr(model, "model", None)
     if isinstance(name, str) and name:

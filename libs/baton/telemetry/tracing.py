@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
@@ -272,6 +273,21 @@ def context_of(parent: str | None) -> Context | None:
         return None
     ctx = propagate.extract([("traceparent", parent.encode("latin-1"))], getter=_GETTER)
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+
+
+@contextlib.contextmanager
+def joined(parent: str | None) -> Iterator[None]:
+    """Inside the block, what is published joins the trace a stored traceparent names, unless a trace is
+    current already (a background loop acting for a workflow: a delayed retry, a decision from an outbox)."""
+    ctx = None if trace.get_current_span().get_span_context().is_valid else context_of(parent)
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 # -- spans -------------------------------------------------------------------------------------------------------
