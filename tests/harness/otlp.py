@@ -104,15 +104,17 @@ class OtlpReceiver:
         with self._lock:
             return list(self.spans)
 
-    def wait_for(self, predicate: Any, timeout_s: float = 30.0) -> list[ReceivedSpan]:
-        """The spans received once predicate(spans) holds (fails the test after timeout_s)."""
+    def wait_for(self, predicate: Any, timeout_s: float = 30.0, explain: Any = None) -> list[ReceivedSpan]:
+        """The spans received once predicate(spans) holds (fails the test after timeout_s, with explain(spans))."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             spans = self.snapshot()
             if predicate(spans):
                 return spans
             time.sleep(0.1)
-        raise AssertionError(f"OTLP receiver: condition not met within {timeout_s}s ({len(self.snapshot())} spans)")
+        spans = self.snapshot()
+        why = explain(spans) if explain is not None else ""
+        raise AssertionError(f"OTLP receiver: condition not met within {timeout_s}s ({len(spans)} spans) {why}")
 
     def start(self) -> OtlpReceiver:
         self._thread.start()

@@ -20,16 +20,16 @@ class ServiceProcesses:
     cwd: Path | None = None  # where the processes run (default: this process's working directory)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """A Baton service: `python -m baton run <args>`."""
-        return self.spawn(name, "-m", "baton", "run", *args)
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """A Baton service: `python -m baton run <args>` (env: this process's own settings on top)."""
+        return self.spawn(name, "-m", "baton", "run", *args, env=env)
 
-    def spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *argv: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Any Python entry point of this environment (`python <argv>`), with the same environment and log."""
         log = (self.logdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, *argv],
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(env or {})},
             cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
