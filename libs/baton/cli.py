@@ -338,7 +338,7 @@ async def run_service(
     """Run one service until SIGTERM: settings from the environment, health endpoint, bus (wrapped by wrap_bus)."""
     from baton.health import Health, serve_health
     from baton.runtime import build_bus, build_events
-    from baton.telemetry import logs, tracing
+    from baton.telemetry import logs, metrics, tracing
 
     pkg = SERVICES[name]
     config: Any = importlib.import_module(f"{pkg}.config")
@@ -347,6 +347,7 @@ async def run_service(
     settings = config.Settings(**({"kind": kind} if kind else {}))
     label = f"{name}-{settings.kind}" if name == "agent" else name
     logs.configure(label, settings.runtime.log_level, redact=name in ("agent", "policy-guard"))
+    metrics.switch(settings.runtime.metrics)
     bus = None if wrap_bus is None else wrap_bus(build_bus(settings.runtime, client_id=label))
     events = build_events(settings.runtime, service=label, bus=bus)
     health = Health()

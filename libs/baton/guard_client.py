@@ -49,7 +49,9 @@ class GuardClient:
     async def start(self) -> None:
         await self._events.bus.create_topics([topics.TOOL_REQUESTS, topics.TOOL_VERDICTS, topics.DEAD_LETTER])
         # Signature and producer checks as every consumer makes them: only the guard's verdicts count.
-        consumer = EventConsumer(self._events, group_id=f"{self._events.producer}.verdicts", handler=self._on_verdict)
+        consumer = EventConsumer(
+            self._events, group_id=f"{self._events.producer}.verdicts", handler=self._on_verdict, traced=False
+        )
         self._sub = await self._events.bus.subscribe(
             [topics.TOOL_VERDICTS], group_id=None, handler=consumer, from_end=True
         )

@@ -84,7 +84,6 @@ class EventBus:
         """Publish an already encoded event again (same bytes, same event id), with trace context: a `send
         {topic}` span when tracing is on, the current trace context in the headers always."""
         key = workflow_id.encode()
-        me = self.trust.identity
         if not tracing.enabled():
             await self._send(topic, data, key)
             return
@@ -95,9 +94,6 @@ class EventBus:
             tracing.MESSAGING_DESTINATION: topic,
             tracing.MESSAGING_KEY: workflow_id,
             tracing.MESSAGING_MESSAGE_ID: event_id,
-            tracing.MESSAGING_BODY_SIZE: len(data),
-            "baton.workflow.id": workflow_id,
-            "baton.producer": me.role,
         }
         with tracing.span(f"send {topic}", attributes, kind=SpanKind.PRODUCER, tracer=self.tracer) as span:
             try:
@@ -210,7 +206,11 @@ class EventConsumer:
         handler: EventHandler,
         max_attempts: int = 3,
         retry_delay_s: float = 0.05,
+        traced: bool = True,
     ) -> None:
+        # traced=False: a fan-out reader whose handling publishes nothing (a feed every replica reads, a reply
+        # matched by id) records no span; what it handles still joins the record's trace for its logs.
+        self._traced = traced
         self._events = events
         self._group_id = group_id
         self._handler = handler
@@ -226,7 +226,7 @@ class EventConsumer:
         events = self._events
         parent = tracing.extract(record.headers)
         span: trace.Span | None = None
-        if tracing.enabled():
+        if self._traced and tracing.enabled():
             span = events.tracer.start_span(
                 f"process {record.topic}",
                 context=parent,
@@ -240,7 +240,6 @@ class EventConsumer:
                     tracing.MESSAGING_GROUP: self._group_id,
                     tracing.MESSAGING_OFFSET: record.offset,
                     tracing.MESSAGING_KEY: record.key.decode(errors="replace") if record.key else "",
-                    tracing.MESSAGING_BODY_SIZE: len(record.value),
                 },
             )
             parent = trace.set_span_in_context(span, parent)
@@ -288,16 +287,8 @@ class EventConsumer:
         logs.set_workflow(env.workflow_id)
         current = trace.get_current_span()
         if current.is_recording():
-            current.set_attributes(
-                {
-                    tracing.MESSAGING_MESSAGE_ID: env.event_id,
-                    "baton.event.type": event.event_type,
-                    "baton.workflow.id": env.workflow_id,
-                    "baton.tenant.id": env.tenant_id,
-                    "baton.step": env.step_seq,
-                    "baton.producer": role,
-                }
-            )
+            # The workflow id is the message key; tenant, step and context are on the GenAI spans.
+            current.set_attributes({tracing.MESSAGING_MESSAGE_ID: env.event_id, "baton.event.type": event.event_type})
         problems = envelope_problems(event)
         if problems:
             await self.dead_letter(

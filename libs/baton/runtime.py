@@ -35,8 +35,10 @@ class RuntimeSettings(BaseSettings):
     kafka_linger_ms: int = 0
     schema_registry_url: str | None = None
     log_level: str = "INFO"
-    # Port of /livez and /readyz (BATON_HEALTH_PORT); unset: no health server.
+    # Port of /livez (/healthz), /readyz and /metrics (BATON_HEALTH_PORT); unset: no health server.
     health_port: int | None = None
+    # Prometheus metrics (BATON_METRICS); off, every metric update is skipped. Traces follow the OTEL_* variables.
+    metrics: bool = True
     # This process's Ed25519 signing key: a base64 seed (BATON_SIGNING_KEY, e.g. from a secret), or a file
     # holding one (BATON_SIGNING_KEY_FILE, a mounted secret), or <BATON_KEYS_DIR>/<role>.key.
     signing_key: str | None = None

@@ -55,6 +55,10 @@ def _in_time_order(contents: list[tuple[Record, bytes | None]]) -> list[tuple[Re
     return list(heapq.merge(*by_partition.values(), key=lambda pair: pair[0]["occurred_at"] or ""))
 
 
+# The records whose audit is a span of their workflow's trace (see AuditorHandlers._trace).
+_TRACED = frozenset({topics.OUTCOMES, topics.DEAD_LETTER})
+
+
 class AuditorHandlers:
     """Appends every consumed message exactly once, in both chains, and publishes signed anchors."""
 
@@ -124,10 +128,14 @@ class AuditorHandlers:
                 await self._anchor_logged()
 
     def _trace(self, records: Sequence[BusRecord], started_ns: int) -> None:
-        """A `process {topic}` span per record stored, in its workflow's trace (the batch's timing)."""
+        """A `process {topic}` span for each workflow outcome and dead letter stored, in its trace (the batch's
+        timing): the audit of a workflow's end shows in its trace, while the audit of every record, which
+        would double what every service records, is counted in the metrics instead."""
         assert self._tracer is not None
         stored_ns = time.time_ns()
         for record in records:
+            if record.topic not in _TRACED:
+                continue
             span = self._tracer.start_span(
                 f"process {record.topic}",
                 context=tracing.extract(record.headers),
@@ -142,7 +150,6 @@ class AuditorHandlers:
                     tracing.MESSAGING_GROUP: topics.GROUP_AUDITOR,
                     tracing.MESSAGING_OFFSET: record.offset,
                     tracing.MESSAGING_KEY: record.key.decode(errors="replace") if record.key else "",
-                    tracing.MESSAGING_BODY_SIZE: len(record.value),
                     "baton.audit.batch_size": len(records),
                 },
             )

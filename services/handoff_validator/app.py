@@ -61,7 +61,7 @@ async def start(events: EventBus, settings: Settings) -> HandoffValidatorApp:
         control=ControlState(),
     )
     feed_consumer = EventConsumer(
-        events, group_id=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints", handler=handlers.on_checkpoint
+        events, group_id=f"{topics.GROUP_HANDOFF_VALIDATOR}.checkpoints", handler=handlers.on_checkpoint, traced=False
     )
 
     async def feed(record: BusRecord) -> None:

@@ -88,7 +88,7 @@ async def test_with_tracing_on_process_and_send_spans_chain_from_the_incoming_co
     assert process.attributes["messaging.consumer.group.name"] == "relay"
     assert process.attributes["messaging.kafka.offset"] == 0
     assert process.attributes["messaging.kafka.message.key"] == "wf"
-    assert process.attributes["baton.workflow.id"] == "wf"
+    assert process.attributes["baton.event.type"] == "ControlCommand"
     assert send.attributes["messaging.operation.type"] == "send"
     assert send.attributes["messaging.message.id"] == process.attributes["messaging.message.id"]
     assert process.resource.attributes["service.name"] == "relay"

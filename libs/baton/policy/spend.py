@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from baton.telemetry.metrics import TENANT_SPEND_RATIO
+from baton.telemetry import metrics
 
 ALERT_SHARES = (0.5, 0.8)
 
@@ -317,4 +317,4 @@ class ExhaustedTenants:
         for tenant in self.tenants:
             limit = self.accounts.limit_of(tenant)
             if limit:
-                TENANT_SPEND_RATIO.labels(tenant).set(await self.accounts.spent(tenant, day) / limit)
+                metrics.TENANT_SPEND_RATIO.labels(tenant).set(await self.accounts.spent(tenant, day) / limit)

@@ -7,7 +7,7 @@ import threading
 import weakref
 
 from baton.bus.base import Subscription
-from baton.telemetry.metrics import CONSUMER_LAG
+from baton.telemetry import metrics
 
 _lock = threading.Lock()
 _watched: list[tuple[str, weakref.ReferenceType[Subscription]]] = []
@@ -31,8 +31,8 @@ def refresh() -> None:
             labels = (group, topic, str(partition))
             now[labels] = now.get(labels, 0) + lag
     for labels in _shown - now.keys():
-        CONSUMER_LAG.remove(*labels)
+        metrics.CONSUMER_LAG.remove(*labels)
     for labels, lag in now.items():
-        CONSUMER_LAG.labels(*labels).set(lag)
+        metrics.CONSUMER_LAG.labels(*labels).set(lag)
     _shown.clear()
     _shown.update(now)

@@ -123,3 +123,36 @@ CONSUMER_LAG = Gauge(
     "Records a consumer group has yet to process, per partition (high watermark minus position)",
     ["group", "topic", "partition"],
 )
+
+
+# -- switching them off ---------------------------------------------------------------------------------------
+
+
+class _Off:
+    """What a metric is while metrics are off: every update does nothing."""
+
+    def labels(self, *_values: str, **_labels: str) -> _Off:
+        return self
+
+    def inc(self, _amount: float = 1) -> None:
+        return None
+
+    def observe(self, _value: float) -> None:
+        return None
+
+    def set(self, _value: float) -> None:
+        return None
+
+    def remove(self, *_values: str) -> None:
+        return None
+
+
+_OFF = _Off()
+_FAMILIES = {name: value for name, value in dict(globals()).items() if isinstance(value, Counter | Gauge | Histogram)}
+
+
+def switch(on: bool) -> None:
+    """Turn every metric update on or off in this process (BATON_METRICS=false at start; the bench measures
+    their cost this way). Off, `/metrics` still answers, with the process's own figures only."""
+    for name, family in _FAMILIES.items():
+        globals()[name] = family if on else _OFF

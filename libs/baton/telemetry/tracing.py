@@ -75,6 +75,7 @@ GEN_AI_GUARDRAIL_POLICY = "gen_ai.guardrail.policy.id"
 _lock = threading.Lock()
 _providers: dict[str, TracerProvider] = {}
 _test_exporter: SpanExporter | None = None
+_test_batch = False
 _NOOP = trace.NoOpTracer()
 
 
@@ -136,7 +137,7 @@ def tracer_for(service: str) -> Tracer:
             resource = Resource.create({"service.name": service, "service.namespace": "baton"})
             provider = TracerProvider(resource=resource)
             for exporter in _exporters():
-                if _test_exporter is not None:
+                if _test_exporter is not None and not _test_batch:
                     provider.add_span_processor(SimpleSpanProcessor(exporter))
                 else:
                     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -165,11 +166,12 @@ atexit.register(shutdown)
 
 
 @contextlib.contextmanager
-def exporting_to(exporter: SpanExporter) -> Iterator[None]:
-    """Record every span of every service into exporter while the block runs (tests: the in-memory exporter)."""
-    global _test_exporter
+def exporting_to(exporter: SpanExporter, *, batch: bool = False) -> Iterator[None]:
+    """Record every span of every service into exporter while the block runs (tests: the in-memory exporter,
+    each span as it ends; batch: through the batching processor a service uses, as the bench measures it)."""
+    global _test_exporter, _test_batch
     shutdown()
-    _test_exporter = exporter
+    _test_exporter, _test_batch = exporter, batch
     try:
         yield
     finally:

@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from baton import identity
 from baton.audit.anchors import StoreAnchorSink
 from baton.audit.chain import Record
@@ -33,6 +37,7 @@ from baton.context import parse_context
 from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.handoff import CheckpointView, HandoffVerdict, VerifiedContexts, verify_handoff
+from baton.telemetry import metrics, tracing
 from baton.workflows import WorkflowSpec, agent_kinds, load_workflows
 from baton_demo.mesh import start_mesh
 from baton_demo.perf.mesh import MeshRun, drive, observe, seed_world, submissions
@@ -98,6 +103,60 @@ async def demo_with_and_without_audit(workflows: int, reps: int, workdir: Path) 
         return await side(rep, False)
 
     return await alternate(cmp, reps, with_audit, without)
+
+
+class EncodingExporter(SpanExporter):
+    """Encodes every span as the OTLP exporter does (protobuf) and drops it: an export's CPU, without a network."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        encode_spans(spans).SerializeToString()
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+async def telemetry_overhead(workflows: int, reps: int, workdir: Path) -> Comparison:
+    """(i) The embedded mesh with the audit, tracing (every span exported in batches, OTLP-encoded) and metrics
+    on, against the same with both off."""
+    cmp = Comparison(
+        "telemetry",
+        f"embedded mesh, {workflows:,} workflows, with the audit, tracing and metrics on",
+        "the same with tracing and metrics off",
+        "events/s",
+        True,
+    )
+
+    async def side(rep: int, on: bool) -> float:
+        metrics.switch(on)
+        try:
+            if not on:
+                run = await run_embedded(workflows, audit=True, workdir=workdir / f"off-{rep}")
+            else:
+                exporter = EncodingExporter()
+                with tracing.exporting_to(exporter, batch=True):
+                    run = await run_embedded(workflows, audit=True, workdir=workdir / f"on-{rep}")
+                if exporter.spans < run.events:
+                    raise RuntimeError(f"telemetry on: {exporter.spans} spans exported for {run.events} events")
+        finally:
+            metrics.switch(True)
+        if run.outcomes != workflows:
+            raise RuntimeError(
+                f"telemetry {'on' if on else 'off'}: {workflows - run.outcomes} workflows without an outcome"
+            )
+        return run.events_per_s
+
+    async def on(rep: int) -> float:
+        return await side(rep, True)
+
+    async def off(rep: int) -> float:
+        return await side(rep, False)
+
+    return await alternate(cmp, reps, on, off)
 
 
 async def cpu_against_workflows(workflows: int, reps: int, workdir: Path) -> tuple[Comparison, list[MeshRun]]:

@@ -63,7 +63,7 @@ async def observe(events: EventBus, group: str) -> Observer:
     """An observer of outcomes and handoffs on the bus (reads each topic from its start)."""
     observer = Observer()
     await events.bus.subscribe(
-        OBSERVED, group_id=None, handler=EventConsumer(events, group_id=group, handler=observer.on_event)
+        OBSERVED, group_id=None, handler=EventConsumer(events, group_id=group, handler=observer.on_event, traced=False)
     )
     return observer
 

@@ -115,6 +115,8 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
             report.profiles["demo"] = await profiled(
                 f"embedded mesh with the audit, {sizes.demo_workflows:,} workflows", demo_run
             )
+        _say("tracing and metrics on against off (i)")
+        add(await local.telemetry_overhead(sizes.demo_workflows, sizes.reps, work / "telemetry"))
         _say("auditor into FerretDB against insert_many (d)")
         records = await local.audited_records(sizes.audit_workflows, work / "audited")
         auditor, _db = await local.auditor_against_insert_many(records, ferret.url, sizes.reps)
