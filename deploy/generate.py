@@ -63,7 +63,10 @@ RUNTIME_ENV = {
     "BATON_WORLD_DB": "/data/world.db",
     "BATON_AGENT_LEDGER_DB": "/data/ledger.db",
     "BATON_LOG_LEVEL": "INFO",
+    # /livez (/healthz), /readyz and /metrics of every service (docs/observability.md).
+    "BATON_HEALTH_PORT": "9464",
 }
+METRICS_PORT = 9464
 # The tenants' daily spend accounts, shared by the guard's replicas and read by task admission (0018).
 SPEND_ENV = {
     "BATON_POLICY_GUARD_SPEND_STORE": "mongodb",
@@ -235,6 +238,14 @@ def kubernetes() -> list[dict[str, Any]]:
             },
         }
         container["env"] = env
+        container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
+        # Live: every consumer polls and no background loop ended; ready: partitions assigned and their state restored.
+        container["livenessProbe"] = {
+            "httpGet": {"path": "/livez", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        }
+        container["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 5}
         container["volumeMounts"] = [{"name": "keyring", "mountPath": "/etc/baton/keyring", "readOnly": True}]
         pod: dict[str, Any] = {
             "terminationGracePeriodSeconds": 30,
@@ -242,7 +253,7 @@ def kubernetes() -> list[dict[str, Any]]:
             "volumes": [{"name": "keyring", "configMap": {"name": "baton-keyring"}}],
         }
         if name == "approvals":
-            container["ports"] = [{"name": "http", "containerPort": APPROVALS_PORT}]
+            container["ports"].append({"name": "http", "containerPort": APPROVALS_PORT})
             container["volumeMounts"].append(
                 {"name": "reviewers", "mountPath": "/etc/baton/reviewers", "readOnly": True}
             )
@@ -261,7 +272,18 @@ def kubernetes() -> list[dict[str, Any]]:
                 "spec": {
                     "replicas": replicas,
                     "selector": {"matchLabels": sel},
-                    "template": {"metadata": {"labels": labels | sel}, "spec": pod},
+                    "template": {
+                        "metadata": {
+                            "labels": labels | sel,
+                            # Scraped by Prometheus's kubernetes_sd (deploy/observability/prometheus/prometheus.yml).
+                            "annotations": {
+                                "prometheus.io/scrape": "true",
+                                "prometheus.io/port": str(METRICS_PORT),
+                                "prometheus.io/path": "/metrics",
+                            },
+                        },
+                        "spec": pod,
+                    },
                 },
             }
         )

@@ -6,6 +6,7 @@ set -euo pipefail
 BOOTSTRAP="${BOOTSTRAP:-kafka:9092}"
 ACLS="${KAFKA_ACLS:-kafka-acls.sh} --bootstrap-server $BOOTSTRAP --add"
 $ACLS --allow-principal User:baton-supervisor --operation Write --topic baton.outcomes
+$ACLS --allow-principal User:baton-supervisor --operation Write --topic baton.agents.anomalies
 $ACLS --allow-principal User:baton-supervisor --operation Write --topic baton.workflows.checkpoints
 $ACLS --allow-principal User:baton-supervisor --operation Write --topic baton.control.confirmations
 $ACLS --allow-principal User:baton-supervisor --operation Write --topic baton.dead-letter
