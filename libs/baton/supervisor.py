@@ -683,6 +683,10 @@ class Supervisor:
         )
         return self._finish(held.copy(), outcome)
 
+    def halt(self, state: WorkflowState, code: str, reason: str, failure_class: FailureClass | None) -> Transition:
+        """Halt a workflow in the state a transition just produced, instead of what it was about to ask for."""
+        return self._finish(state, Outcome("halted", code, reason, failure_class))
+
     def kill(self, workflow_id: str, reason: str) -> Transition | None:
         """The halt of a held running workflow by the kill switch (commit it); None: not held, or decided already."""
         held = self.states.get(workflow_id)

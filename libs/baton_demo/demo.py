@@ -19,6 +19,7 @@ from baton.bus.base import BusRecord
 from baton.bus.embedded import EmbeddedBus
 from baton.client import BatonClient
 from baton.contracts.models import (
+    AgentAnomaly,
     ApprovalDecided,
     ApprovalRequested,
     Event,
@@ -99,12 +100,15 @@ class Observer:
     guard_events: int = 0
     approvals: Counter[str] = field(default_factory=Counter)
     approvals_seen: set[str] = field(default_factory=set)
+    anomalies: dict[str, AgentAnomaly] = field(default_factory=dict)  # by event id (a redelivery counts once)
 
     async def on_event(self, event: Event, record: BusRecord) -> None:
         wf = event.envelope.workflow_id
         if record.topic in GUARD_TOPICS:
             self.guard_events += 1
-        if isinstance(event, ApprovalRequested | ApprovalDecided):
+        if isinstance(event, AgentAnomaly):
+            self.anomalies.setdefault(event.envelope.event_id, event)
+        elif isinstance(event, ApprovalRequested | ApprovalDecided):
             key = f"{type(event).__name__}:{event.approval_id}"
             if key not in self.approvals_seen:  # asked again (a redelivered request) or published again: once
                 self.approvals_seen.add(key)
@@ -168,6 +172,10 @@ class DemoReport:
     guard: Counter[str] = field(default_factory=Counter)
     redacted: Counter[str] = field(default_factory=Counter)
     approvals: Counter[str] = field(default_factory=Counter)
+    # Behaviour anomalies the supervisor raised: "kind feature" -> count, on workflows with an injected fault and
+    # on the others (none may be raised on a workflow nothing was done to).
+    anomalies_faulted: Counter[str] = field(default_factory=Counter)
+    anomalies_clean: list[str] = field(default_factory=list)
 
     @property
     def unattended(self) -> int:
@@ -177,7 +185,12 @@ class DemoReport:
     @property
     def ok(self) -> bool:
         return not (
-            self.missing_outcomes or self.undetected or self.world_problems or self.audit_problems or self.unattended
+            self.missing_outcomes
+            or self.undetected
+            or self.world_problems
+            or self.audit_problems
+            or self.unattended
+            or self.anomalies_clean
         )
 
 
@@ -239,6 +252,7 @@ async def run_demo(
             topics.GUARD_FLAGS,
             topics.APPROVAL_REQUESTS,
             topics.APPROVAL_DECISIONS,
+            topics.ANOMALIES,
         ],
         group_id="baton.demo.observer",
         handler=EventConsumer(watch, group_id="baton.demo.observer", handler=observer.on_event),
@@ -302,6 +316,14 @@ async def run_demo(
             detected[kind.value] += 1
         else:
             undetected.append(f"{wf}: {kind.value} planted in its ticket, not reported")
+    anomalies_faulted: Counter[str] = Counter()
+    anomalies_clean: list[str] = []
+    for anomaly in observer.anomalies.values():
+        awf = anomaly.envelope.workflow_id
+        if awf in plan.faults or awf in planted:
+            anomalies_faulted[f"{anomaly.kind} {anomaly.feature}"] += 1
+        else:
+            anomalies_clean.append(f"{awf}: behaviour anomaly on a clean workflow: {anomaly.detail}")
     lat = sorted(observer.latencies_ms) or [0.0]
     return DemoReport(
         workflows=workflows,
@@ -324,6 +346,8 @@ async def run_demo(
         guard=observer.guard,
         redacted=observer.redacted,
         approvals=observer.approvals,
+        anomalies_faulted=anomalies_faulted,
+        anomalies_clean=anomalies_clean,
     )
 
 
@@ -374,6 +398,12 @@ def print_report(report: DemoReport, console: Console) -> None:
             f"  {what} by the scripted reviewers" if what != "expired" else "  expired", str(report.approvals[what])
         )
     table.add_row("  left escalated for want of an approver", str(report.unattended))
+    table.add_row(
+        "behaviour anomalies: on faulted / clean workflows",
+        f"{sum(report.anomalies_faulted.values())} / {len(report.anomalies_clean)}",
+    )
+    for what, n in sorted(report.anomalies_faulted.items()):
+        table.add_row(f"  {what} (faulted)", str(n))
     table.add_row("handoff latency p50 / p99", f"{report.latency_p50_ms:.1f} ms / {report.latency_p99_ms:.1f} ms")
     table.add_row("world records corrupted", str(len(report.world_problems)))
     table.add_row(
@@ -381,7 +411,11 @@ def print_report(report: DemoReport, console: Console) -> None:
     )
     console.print(table)
     for line in (
-        report.missing_outcomes[:10] + report.undetected[:10] + report.world_problems[:10] + report.audit_problems[:5]
+        report.missing_outcomes[:10]
+        + report.undetected[:10]
+        + report.world_problems[:10]
+        + report.audit_problems[:5]
+        + report.anomalies_clean[:10]
     ):
         console.print(f"[red]{line}")
     if report.audit_path is not None and report.sample_workflows:

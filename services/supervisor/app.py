@@ -10,6 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from baton import topics
+from baton.anomaly import BehaviourMonitor
 from baton.bus.base import Subscription
 from baton.control import ControlState, listen
 from baton.messaging import EventBus, consume
@@ -99,7 +100,7 @@ async def admission_of(
 async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners | None = None) -> SupervisorApp:
     """Consume the inbox; each replica restores the workflows of the partitions it is assigned, when
     they are assigned, from the (compacted) checkpoints topic, before it reads their events."""
-    await events.bus.create_topics([*INBOX, topics.OUTCOMES, topics.DEAD_LETTER])
+    await events.bus.create_topics([*INBOX, topics.OUTCOMES, topics.ANOMALIES, topics.DEAD_LETTER])
     await events.bus.create_topics([topics.CHECKPOINTS], compacted=True)
     workflows = load_workflows()
     admission, exhausted = await admission_of(settings, workflows, owners=owners)
@@ -112,7 +113,14 @@ async def start(events: EventBus, settings: Settings, *, owners: ResourceOwners 
         admit=admission,
         await_approvals=(settings.await_approvals if settings.await_approvals is not None else reviewers_declared()),
     )
-    handlers = SupervisorHandlers(events, supervisor, stall_after_s=settings.stall_after_s, control=ControlState())
+    handlers = SupervisorHandlers(
+        events,
+        supervisor,
+        stall_after_s=settings.stall_after_s,
+        control=ControlState(),
+        behaviour=BehaviourMonitor(settings.anomaly_settings()) if settings.anomaly_detection else None,
+        halt_on_anomaly=settings.anomaly_halt_on if settings.anomaly_action == "halt" else (),
+    )
     assert handlers.control is not None
     # Before the inbox: a task that arrives while a kill is in force is refused.
     control = await listen(events, handlers.control, on_command=handlers.on_control)

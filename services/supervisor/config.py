@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from baton.anomaly import AnomalySettings
 from baton.handoff import DEFAULT_MAX_CONTEXT_BYTES
 from baton.runtime import RuntimeSettings
 
@@ -43,3 +44,21 @@ class Settings(BaseSettings):
     # workflow then ends escalated APPROVAL_REQUIRED to its queue, as nobody would ever decide it. Unset: on when
     # the declarations hold reviewers.yaml (the approval service's reviewers), else off.
     await_approvals: bool | None = None
+    # Behaviour anomalies (baton.anomaly, docs/observability.md): each agent kind's steps against the baseline learned
+    # from its own past steps. Each anomaly is published (AgentAnomaly) and counted; with anomaly_action "halt", one
+    # of a kind in anomaly_halt_on also halts the workflow it was seen in (ANOMALY), before its next step is asked.
+    anomaly_detection: bool = True
+    anomaly_action: Literal["flag", "halt"] = "flag"
+    anomaly_halt_on: tuple[str, ...] = ("burst", "sequence")
+    anomaly_warmup_steps: int = 50
+    anomaly_burst_z: float = 6.0
+    anomaly_drift_ratio: float = 0.25
+    anomaly_sequence_min_share: float = 0.002
+
+    def anomaly_settings(self) -> AnomalySettings:
+        return AnomalySettings(
+            warmup_steps=self.anomaly_warmup_steps,
+            burst_z=self.anomaly_burst_z,
+            drift_ratio=self.anomaly_drift_ratio,
+            sequence_min_share=self.anomaly_sequence_min_share,
+        )

@@ -11,12 +11,17 @@ import time
 from collections.abc import Callable, Collection
 
 from baton import topics
+from baton.anomaly import BehaviourMonitor, StepBehaviour
 from baton.bus.base import BusRecord
 from baton.contracts.models import (
+    AgentAnomaly,
     ControlAction,
     ControlCommand,
     Envelope,
     Event,
+    FailureClass,
+    PermissionTier,
+    StepCompleted,
     StepRequested,
     TaskRequested,
     WorkflowCheckpointed,
@@ -66,7 +71,12 @@ class SupervisorHandlers:
         clock: Callable[[], float] = time.time,
         stall_after_s: float = 60.0,
         control: ControlState | None = None,
+        behaviour: BehaviourMonitor | None = None,
+        halt_on_anomaly: Collection[str] = (),
     ) -> None:
+        self._behaviour = behaviour
+        self._halt_on_anomaly = frozenset(halt_on_anomaly)
+        self.anomalies = 0
         self._events = events
         self.control = control
         self._stall_after_s = stall_after_s
@@ -197,6 +207,9 @@ class SupervisorHandlers:
                 self._early[wf] = event
                 return
             state = transition.state
+            if isinstance(event, StepCompleted) and state is not None and not transition.replay:
+                transition = await self._judge_behaviour(event, transition)
+                state = transition.state
             if isinstance(event, TaskRequested) and state is not None and not state.traceparent:
                 state.traceparent = tracing.traceparent() or ""
                 if state.pending_outcome is None:
@@ -204,6 +217,70 @@ class SupervisorHandlers:
             if transition.state is not None:
                 await self._apply(transition, event, partition=record.partition)
             await self._apply_early(wf, record.partition)
+
+    async def _judge_behaviour(self, event: StepCompleted, transition: Transition) -> Transition:
+        """Hold the step against its agent's baseline; publish what is off (before the step's transition is
+        applied, so a redelivered result publishes the same anomaly ids); halt by policy."""
+        state = transition.state
+        if self._behaviour is None or state is None:
+            return transition
+        spec = self.supervisor.workflows.get(state.workflow_type)
+        agent = next((a for a in spec.agents if a.name == event.agent), None) if spec is not None else None
+        privileged = sum(
+            1
+            for name in event.tools
+            if agent is not None and (tool := agent.tool(name)) is not None and tool.tier is not PermissionTier.READ
+        )
+        found = self._behaviour.observe(
+            StepBehaviour(
+                agent=event.agent,
+                workflow_id=state.workflow_id,
+                workflow_type=state.workflow_type,
+                tools=tuple(event.tools),
+                privileged_calls=privileged,
+                tokens=event.tokens_used,
+                duration_s=event.duration_ms / 1000,
+                # Waiting for a human is not a failure of the agent's.
+                failed=not event.succeeded and event.error_code != "APPROVAL_REQUIRED",
+            )
+        )
+        halting = [a for a in found if a.kind in self._halt_on_anomaly]
+        halt = bool(halting) and state.pending_outcome is None
+        for anomaly in found:
+            action = "halted" if halt and anomaly in halting else "flagged"
+            metrics.ANOMALIES.labels(anomaly.agent, anomaly.kind, action).inc()
+            log.warning(
+                "anomaly (%s) of %s in %s: %s", anomaly.kind, anomaly.agent, anomaly.workflow_id, anomaly.detail
+            )
+            envelope = self._events.envelope(cause=event).model_copy(
+                update={"event_id": stable_event_id(event.envelope.event_id, "anomaly", anomaly.kind, anomaly.feature)}
+            )
+            await self._publish(
+                state,
+                topics.ANOMALIES,
+                AgentAnomaly(
+                    envelope=envelope,
+                    agent=anomaly.agent,
+                    kind=anomaly.kind,
+                    feature=anomaly.feature,
+                    observed=anomaly.observed,
+                    baseline=anomaly.baseline,
+                    score=anomaly.score,
+                    threshold=anomaly.threshold,
+                    action=action,
+                    detail=anomaly.detail,
+                ),
+            )
+        self.anomalies += len(found)
+        if not halt:
+            return transition
+        first = halting[0]
+        return self.supervisor.halt(
+            state,
+            "ANOMALY",
+            f"halted by policy on a behaviour anomaly ({first.kind}): {first.detail}",
+            FailureClass.SYSTEMIC,
+        )
 
     def _killed(self, event: Event) -> Transition | None:
         """The kill switch's transition for this event's workflow, when a command covers it (else None)."""
