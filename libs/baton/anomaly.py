@@ -13,7 +13,8 @@ Three kinds of deviation, each with its own test:
 - **sequence**: a tool transition the agent practically never makes (under `sequence_min_share` of its
   transitions), or a tool it has never used. Transitions are learned anyway, so a new normal stops being flagged.
 - **drift**: a sustained shift of a feature's mean (the agent becoming more verbose): a fast exponentially
-  weighted mean against the reference mean, beyond `drift_ratio` for `drift_persistence` steps in a row. Reported
+  weighted mean against the reference mean, beyond `drift_ratio` for `drift_persistence` steps in a row (the
+  reference stops learning while the fast mean is on its way there, so a slope does not drag it along). Reported
   once per shift; then the reference is learned again from the new level. (ADWIN would flag any statistically
   significant change, however small; what matters here is a shift of a meaningful share, sustained.)
 - **error_rate**: the exponentially weighted failure rate over `error_rate` and several times the reference.
@@ -86,8 +87,12 @@ class AnomalySettings(BaseModel):
     burst_features: tuple[str, ...] = ("tool_calls", "privileged_calls", "tokens")
     drift_ratio: float = Field(0.25, gt=0, description="a shift of the mean by this share is drift")
     drift_persistence: int = Field(20, ge=1, description="steps in a row the shift must hold")
+    drift_freeze_share: float = Field(
+        0.25, gt=0, le=1, description="the reference stops learning once the fast mean is this share of a drift away"
+    )
     drift_features: tuple[str, ...] = ("tokens", "tool_calls")
     fading_factor: float = Field(0.05, gt=0, lt=1, description="weight of the newest step in the fast mean")
+    reference_horizon: int = Field(500, ge=2, description="steps the reference level averages over after warm-up")
     sequence_min_share: float = Field(0.002, ge=0, lt=1, description="a rarer tool transition is unusual")
     error_rate: float = Field(0.5, gt=0, le=1, description="a failure rate over this (and 3x usual) is anomalous")
     max_tools: int = Field(256, ge=1, description="distinct tools tracked per agent; the rest count as one")
@@ -95,18 +100,37 @@ class AnomalySettings(BaseModel):
 
 @dataclass
 class _Feature:
-    """One feature's baseline: mean and variance of learned steps, a fast mean and the drift state."""
+    """One feature's baseline: the reference level (the mean of the warm-up, then a slow exponentially weighted
+    mean, so it keeps adapting over hundreds of steps but never chases a slope), the spread, a fast mean and the
+    drift state."""
 
     mean: stats.Mean = field(default_factory=stats.Mean)
     var: stats.Var = field(default_factory=stats.Var)
+    slow: stats.EWMean | None = None
     fast: stats.EWMean | None = None
     shifted_for: int = 0
 
-    def learn(self, value: float, fading_factor: float) -> None:
-        self.mean.update(value)
-        self.var.update(value)
+    def reference(self) -> float:
+        return float(self.slow.get() if self.slow is not None else self.mean.get())
+
+    def shift(self) -> float:
+        """How far the fast mean is from the reference, as a share of it."""
+        reference = self.reference()
+        if self.fast is None or reference <= 0:
+            return 0.0
+        return float((self.fast.get() - reference) / reference)
+
+    def learn(self, value: float, settings: AnomalySettings, *, reference: bool = True) -> None:
+        if reference:
+            self.mean.update(value)
+            self.var.update(value)
+            if self.slow is not None:
+                self.slow.update(value)
+            elif self.mean.n >= settings.warmup_steps:
+                self.slow = stats.EWMean(fading_factor=1 / settings.reference_horizon)
+                self.slow.update(self.mean.get())
         if self.fast is None:
-            self.fast = stats.EWMean(fading_factor=fading_factor)
+            self.fast = stats.EWMean(fading_factor=settings.fading_factor)
         self.fast.update(value)
 
     @property
@@ -119,7 +143,7 @@ class _Feature:
 
     def relearn(self, fading_factor: float, at: float) -> None:
         """Start the reference again from the current level (after a drift was reported)."""
-        self.mean, self.var = stats.Mean(), stats.Var()
+        self.mean, self.var, self.slow = stats.Mean(), stats.Var(), None
         self.fast = stats.EWMean(fading_factor=fading_factor)
         self.fast.update(at)
         self.shifted_for = 0
@@ -179,8 +203,16 @@ class BehaviourMonitor:
         base.transitions.update(transitions)
         if not bursty:
             for name, value in values.items():
-                base.features.setdefault(name, _Feature()).learn(value, s.fading_factor)
-        base.errors.learn(1.0 if step.failed else 0.0, s.fading_factor)
+                feature = base.features.setdefault(name, _Feature())
+                # While the fast mean is on its way to a drift, the reference stops learning: a slow drift must not
+                # drag the baseline along with it (it is judged against where the agent was).
+                drifting = (
+                    name in s.drift_features
+                    and feature.n >= s.warmup_steps
+                    and abs(feature.shift()) >= s.drift_ratio / 2
+                )
+                feature.learn(value, s, reference=not drifting)
+        base.errors.learn(1.0 if step.failed else 0.0, s)
         if judged:
             found += self._drifts(step, base, values)
             found += self._error_rate(step, base)
@@ -193,7 +225,7 @@ class BehaviourMonitor:
             feature = base.features.get(name)
             if name not in s.burst_features or feature is None or feature.n < s.warmup_steps:
                 continue  # no baseline yet (or learning again after a drift)
-            mean = feature.mean.get()
+            mean = feature.reference()
             excess = value - mean
             floor = s.burst_min_excess if name in COUNT_FEATURES else s.burst_min_ratio * max(mean, 1e-9)
             # A feature that never varied has no spread: the excess floor alone decides, not an infinite z.
@@ -254,8 +286,7 @@ class BehaviourMonitor:
             feature = base.features.get(name)
             if feature is None or feature.fast is None or feature.n < s.warmup_steps:
                 continue
-            reference, recent = feature.mean.get(), feature.fast.get()
-            shift = (recent - reference) / reference if reference > 0 else 0.0
+            reference, recent, shift = feature.reference(), feature.fast.get(), feature.shift()
             if abs(shift) < s.drift_ratio:
                 feature.shifted_for = 0
                 continue
@@ -285,7 +316,7 @@ class BehaviourMonitor:
         errors = base.errors
         if errors.fast is None:
             return []
-        recent, usual = errors.fast.get(), errors.mean.get()
+        recent, usual = errors.fast.get(), errors.reference()
         if errors.shifted_for:  # reported: once, until the rate is back under half the threshold
             if recent < s.error_rate / 2:
                 errors.shifted_for = 0
@@ -315,8 +346,8 @@ class BehaviourMonitor:
             return {}
         summary: dict[str, float] = {"steps": float(base.steps)}
         for name, feature in base.features.items():
-            summary[f"{name}_mean"] = feature.mean.get()
+            summary[f"{name}_mean"] = feature.reference()
             summary[f"{name}_std"] = feature.std()
-        summary["error_rate"] = base.errors.mean.get()
+        summary["error_rate"] = base.errors.reference()
         summary["tools"] = float(len(base.tools))
         return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from baton.contracts.registry import LocalSchemaRegistry
 from baton.contracts.serde import AvroSerde
 from baton.identity import TrustDomain, all_roles, role_of_service
 from baton.messaging import EventBus
+from baton.model import ModelClient
 from baton.policy.ownership import HookOwners, ResourceOwners
 from baton.policy.screening import OutputScreen
 from baton.runtime import RuntimeSettings, instance_id
@@ -122,6 +124,7 @@ async def start_mesh(
     reviewer: bool = True,
     approvals_http_port: int | None = None,
     approval_sla_s: float | None = None,
+    model_wrapper: Callable[[str, ModelClient], ModelClient] | None = None,
 ) -> Mesh:
     """Start the validator, the supervisor, one agent service per declared kind and (given audit_db) the
     auditor on its embedded store, on a started bus; each signs with its own identity (generated for
@@ -131,7 +134,7 @@ async def start_mesh(
     services read their declarations from there). approvals (default: when the declarations hold reviewers.yaml):
     the approval service runs (its page on approvals_http_port when given: 0 = a free port), and unless reviewer is
     false a scripted reviewer team decides every approval through its API. approval_sla_s overrides every declared
-    approval SLA."""
+    approval SLA. model_wrapper(kind, model) replaces an agent kind's model (a test's misbehaving one)."""
     from services.agent import app as agent_app
     from services.agent.config import Settings as AgentSettings
     from services.approvals import app as approvals_app
@@ -197,7 +200,7 @@ async def start_mesh(
         mesh.apps[f"agent:{kind}"] = await agent_app.start(
             mesh.events(f"agent-{kind}"),
             settings,
-            model=FaultInjectingModel(agent_app.build_model(settings, spec), plan),
+            model=(model_wrapper or _same)(kind, FaultInjectingModel(agent_app.build_model(settings, spec), plan)),
             proposal_filter=handoff_faults(plan, spec),
             tools=tools,
             screen=screen,
@@ -232,6 +235,10 @@ async def start_mesh(
         owners=owners,
     )
     return mesh
+
+
+def _same(_kind: str, model: ModelClient) -> ModelClient:
+    return model
 
 
 async def drain_auditor(mesh: Mesh, bus: EmbeddedBus, directory: Path, *, deadline: float) -> Ed25519PublicKey:

@@ -6,6 +6,7 @@ import asyncio
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from baton.bus.embedded import EmbeddedBus
@@ -81,3 +82,15 @@ async def test_a_supervisor_replaced_mid_run_finishes_every_workflow_without_rer
     ledger = Ledger(world.path.with_name("ledger.db"))
     assert ledger.verify().counts["steps_started_twice"] == 0
     ledger.close()
+
+
+async def test_a_clean_run_of_the_demo_raises_no_behaviour_anomaly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 80 workflows of each kind: every agent's baseline is warm after 20 steps, so each is judged 60 times or more.
+    monkeypatch.setenv("BATON_SUPERVISOR_ANOMALY_WARMUP_STEPS", "20")
+    report = await run_demo(
+        workflows=160, faults_per_kind=0, world_dir=tmp_path, console=Console(file=io.StringIO()), timeout_s=120
+    )
+    assert report.missing_outcomes == [] and report.ok
+    assert report.anomalies_clean == [] and report.anomalies_faulted == {}
