@@ -1,7 +1,7 @@
 """Behaviour anomalies through every service on the embedded bus: after a warm-up of normal refunds, an agent
-whose step suddenly burns 5 times its usual tokens (still within the budget) (a compromised agent) is flagged and, by policy, its workflow
-halted before the refund is paid; the same agent slowly becoming 40 % more verbose is flagged once, as drift, and
-its workflows go on; normal traffic raises nothing."""
+whose step suddenly burns 5 times its usual tokens, still within the budget (a compromised agent), is flagged and,
+by policy, its workflow halted before the refund is paid; the same agent slowly becoming 40 % more verbose is
+flagged once, as drift, and its workflows go on; normal traffic raises nothing."""
 
 from __future__ import annotations
 
