@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint typecheck schemas tools unit integration deps kafka ferretdb deploy soak bench clean
+.PHONY: help demo test lint typecheck schemas tools observability unit integration deps kafka ferretdb deploy soak bench clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,17 @@ tools: deps ## declaration gate: every pinned tool registered, at its version, c
 	@# The example's own pack too (its MCP server is started to list its tools; the HTTP secret is only checked for presence).
 	cd examples/invoices && PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=. ACME_PO_TOKEN=declaration-check baton tools check --workflows workflows
 
+OBS := deploy/observability
+observability: deps ## alert rules (promtool check + unit tests), Prometheus config, the dashboard against Grafana's model
+	@# promtool comes from Debian's prometheus package (installed as root, as in CI); elsewhere its checks are skipped.
+	@scripts/ensure-tools.sh promtool || [ -z "$$CI" ]
+	@if command -v promtool >/dev/null 2>&1; then \
+	  promtool check rules $(OBS)/prometheus/alerts.yml && \
+	  promtool check config $(OBS)/prometheus/prometheus.yml && \
+	  (cd $(OBS)/prometheus && promtool test rules alerts.test.yml); \
+	else echo "promtool missing: alert rule checks skipped (scripts/ensure-tools.sh promtool as root installs it)"; fi
+	scripts/check-grafana-dashboard.sh $(OBS)/grafana/dashboards/*.json
+
 unit: deps ## fast tests: unit and component, embedded bus only
 	@# The approval page's browser test needs chromium: installed as root (CI); elsewhere that test skips without it.
 	@scripts/ensure-tools.sh chromium || [ -z "$$CI" ]
@@ -53,7 +64,7 @@ unit: deps ## fast tests: unit and component, embedded bus only
 integration: deps kafka ferretdb ## tests on real Kafka and FerretDB (started and stopped by the tests)
 	$(PYTEST) -m "integration or e2e"
 
-test: lint typecheck schemas tools unit integration ## everything CI runs
+test: lint typecheck schemas tools observability unit integration ## everything CI runs
 
 soak: deps ## memory soak: RSS of the supervisor, the validator and the auditor at 10,000 and 100,000 workflows -> reports/memory.txt
 	@mkdir -p reports

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
 
 from baton import identity, topics  # noqa: E402
+from baton.telemetry.dashboard import dashboard_json  # noqa: E402
 from baton.workflows import agent_kinds, load_workflows  # noqa: E402
 
 IMAGE = "ghcr.io/baton-runtime/baton:0.1.0"
@@ -302,6 +303,22 @@ def kubernetes() -> list[dict[str, Any]]:
     return docs
 
 
+def prometheus_config() -> dict[str, Any]:
+    """Prometheus scraping every Baton service's /metrics by its compose service name, with Baton's alert rules.
+    In Kubernetes the pods carry prometheus.io annotations for your Prometheus's pod discovery (Debian's promtool,
+    which checks this file, is built without Kubernetes discovery)."""
+    return {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": ["alerts.yml"],
+        "scrape_configs": [
+            {
+                "job_name": "baton",
+                "static_configs": [{"targets": [f"{name}:{METRICS_PORT}" for name, _args, _n in services()]}],
+            },
+        ],
+    }
+
+
 def kafka_acls() -> str:
     """Write ACLs per principal, from the producer matrix the consumers enforce (`baton keys matrix`)."""
     kinds = sorted(agent_kinds(load_workflows()))
@@ -333,10 +350,14 @@ def render() -> dict[Path, str]:
         ROOT / "deploy" / "kafka" / "acls.sh": kafka_acls(),
         ROOT / "docker-compose.yml": HEADER + yaml.safe_dump(compose(), sort_keys=False),
         ROOT / "deploy" / "k8s" / "baton.yaml": HEADER + yaml.safe_dump_all(kubernetes(), sort_keys=False),
+        ROOT / "deploy" / "observability" / "grafana" / "dashboards" / "baton.json": dashboard_json(),
+        ROOT / "deploy" / "observability" / "prometheus" / "prometheus.yml": HEADER
+        + yaml.safe_dump(prometheus_config(), sort_keys=False),
     }
 
 
 if __name__ == "__main__":
     for path, text in render().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
