@@ -84,7 +84,7 @@ class EventBus:
         """Publish an already encoded event again (same bytes, same event id), with trace context: a `send
         {topic}` span when tracing is on, the current trace context in the headers always."""
         key = workflow_id.encode()
-        if not tracing.enabled():
+        if not tracing.enabled() or tracing.sampled_out():
             await self._send(topic, data, key)
             return
         attributes = {
@@ -226,7 +226,7 @@ class EventConsumer:
         events = self._events
         parent = tracing.extract(record.headers)
         span: trace.Span | None = None
-        if self._traced and tracing.enabled():
+        if self._traced and tracing.enabled() and not tracing.sampled_out(parent):
             span = events.tracer.start_span(
                 f"process {record.topic}",
                 context=parent,

@@ -136,9 +136,12 @@ class AuditorHandlers:
         for record in records:
             if record.topic not in _TRACED:
                 continue
+            parent = tracing.extract(record.headers)
+            if tracing.sampled_out(parent):
+                continue
             span = self._tracer.start_span(
                 f"process {record.topic}",
-                context=tracing.extract(record.headers),
+                context=parent,
                 kind=SpanKind.CONSUMER,
                 start_time=started_ns,
                 attributes={

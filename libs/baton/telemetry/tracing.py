@@ -292,6 +292,13 @@ def joined(parent: str | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
+def sampled_out(ctx: Context | None = None) -> bool:
+    """Whether the trace in ctx (default: the current one) was decided not sampled upstream: then no span of it is
+    started at all (the parent-based sampler would drop it anyway), only its context passed on."""
+    span_context = trace.get_current_span(ctx).get_span_context()
+    return span_context.is_valid and not span_context.trace_flags.sampled
+
+
 # -- spans -------------------------------------------------------------------------------------------------------
 
 
@@ -305,7 +312,7 @@ def span(
 ) -> Iterator[trace.Span]:
     """A span of the current service as a child of the current one (a no-op span when tracing is off)."""
     tracer = tracer or _current.get()
-    if tracer is _NOOP:
+    if tracer is _NOOP or sampled_out():
         yield trace.INVALID_SPAN
         return
     with tracer.start_as_current_span(name, kind=kind, attributes=_clean(attributes)) as current:

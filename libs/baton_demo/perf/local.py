@@ -120,12 +120,13 @@ class EncodingExporter(SpanExporter):
         return None
 
 
-async def telemetry_overhead(workflows: int, reps: int, workdir: Path) -> Comparison:
-    """(i) The embedded mesh with the audit, tracing (every span exported in batches, OTLP-encoded) and metrics
-    on, against the same with both off."""
+async def telemetry_overhead(workflows: int, reps: int, workdir: Path, *, sampled: float = 1.0) -> Comparison:
+    """(i) The embedded mesh with the audit, tracing (spans exported in batches, OTLP-encoded; sampled: the share of
+    workflows traced, by the standard parent-based ratio sampler) and metrics on, against both off."""
+    share = "every workflow traced" if sampled >= 1 else f"{sampled:.0%} of workflows traced"
     cmp = Comparison(
-        "telemetry",
-        f"embedded mesh, {workflows:,} workflows, with the audit, tracing and metrics on",
+        "telemetry" if sampled >= 1 else "telemetry_sampled",
+        f"embedded mesh, {workflows:,} workflows, with the audit, tracing ({share}) and metrics on",
         "the same with tracing and metrics off",
         "events/s",
         True,
@@ -133,17 +134,25 @@ async def telemetry_overhead(workflows: int, reps: int, workdir: Path) -> Compar
 
     async def side(rep: int, on: bool) -> float:
         metrics.switch(on)
+        sampler = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(sampled)}
+        saved = {name: os.environ.get(name) for name in sampler}
         try:
             if not on:
                 run = await run_embedded(workflows, audit=True, workdir=workdir / f"off-{rep}")
             else:
+                os.environ.update(sampler)
                 exporter = EncodingExporter()
                 with tracing.exporting_to(exporter, batch=True):
                     run = await run_embedded(workflows, audit=True, workdir=workdir / f"on-{rep}")
-                if exporter.spans < run.events:
+                if sampled >= 1 and exporter.spans < run.events:
                     raise RuntimeError(f"telemetry on: {exporter.spans} spans exported for {run.events} events")
         finally:
             metrics.switch(True)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         if run.outcomes != workflows:
             raise RuntimeError(
                 f"telemetry {'on' if on else 'off'}: {workflows - run.outcomes} workflows without an outcome"

@@ -117,6 +117,7 @@ async def _measure(report: BenchReport, sizes: Sizes, work: Path) -> None:
             )
         _say("tracing and metrics on against off (i)")
         add(await local.telemetry_overhead(sizes.demo_workflows, sizes.reps, work / "telemetry"))
+        add(await local.telemetry_overhead(sizes.demo_workflows, sizes.reps, work / "telemetry-10", sampled=0.1))
         _say("auditor into FerretDB against insert_many (d)")
         records = await local.audited_records(sizes.audit_workflows, work / "audited")
         auditor, _db = await local.auditor_against_insert_many(records, ferret.url, sizes.reps)
