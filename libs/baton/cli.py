@@ -394,13 +394,12 @@ def demo(
     timeout_s: Annotated[float, typer.Option(help="give up waiting for outcomes after this long")] = 300.0,
 ) -> None:
     """Run workflows with injected faults through every service on the embedded bus; print the summary."""
-    import logging
-
     from rich.console import Console
 
+    from baton.telemetry import logs
     from baton_demo.demo import print_report, run_demo
 
-    logging.basicConfig(level=logging.ERROR)
+    logs.configure("demo", "ERROR")  # every service in this process: errors only, as JSON lines on stderr
     console = Console()
     console.print(
         f"[bold]Baton demo[/]: {workflows} workflows through supervisor, handoff validator, policy guard, "

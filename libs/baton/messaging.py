@@ -325,7 +325,7 @@ class EventConsumer:
     async def dead_letter(self, record: BusRecord, code: str, reason: str, event: Event | None = None) -> None:
         """Park a record on the dead-letter topic with its reason (id is stable, so a retry dedupes)."""
         log.warning("dead-lettering %s@%d/%d: %s: %s", record.topic, record.partition, record.offset, code, reason)
-        metrics.DEAD_LETTERS.labels(record.topic, code).inc()
+        metrics.DEAD_LETTERS.labels(record.topic, metrics.bounded("reason", code)).inc()
         tracing.failed(trace.get_current_span(), code, reason)
         trace.get_current_span().set_attribute("baton.dead_letter.reason", code)
         # Whatever the record carries is clipped: a dead letter must always fit on the bus.

@@ -134,14 +134,13 @@ class HandoffValidatorHandlers:
             await self._events.publish_encoded(topics.HANDOFF_VERDICTS, judged, workflow_id=event.envelope.workflow_id)
             return
         snap = event.snapshot
-        metrics.HANDOFFS_PROPOSED.labels(event.to_agent).inc()
+        to_agent = metrics.bounded("agent", event.to_agent)  # named by the proposing agent
+        metrics.HANDOFFS_PROPOSED.labels(to_agent).inc()
         checkpoint = await self._checkpoint_of(event)
         verdict = await self._verify(event, checkpoint)
         outcome = "accepted" if verdict.accepted and verdict.diff is not None else "rejected"
-        metrics.HANDOFFS.labels(event.to_agent, outcome).inc()
-        metrics.HANDOFF_LATENCY.labels(event.to_agent).observe(
-            max(0.0, time.time() - event.envelope.occurred_at.timestamp())
-        )
+        metrics.HANDOFFS.labels(to_agent, outcome).inc()
+        metrics.HANDOFF_LATENCY.labels(to_agent).observe(max(0.0, time.time() - event.envelope.occurred_at.timestamp()))
         span = trace.get_current_span()
         tracing.set_attributes(
             span,

@@ -125,7 +125,9 @@ class PolicyGuardHandlers:
                     },
                 )
         tier = verdict.tier.value if verdict.tier is not None else "unknown"
-        metrics.GUARD_VERDICTS.labels(event.tool, tier, "allow" if verdict.authorized else "deny").inc()
+        # The tool is named by the agent (an undeclared one too): its label is bounded.
+        tool = metrics.bounded("tool", event.tool)
+        metrics.GUARD_VERDICTS.labels(tool, tier, "allow" if verdict.authorized else "deny").inc()
         if not verdict.authorized:
             metrics.GUARD_DENIALS.labels(verdict.code).inc()
         for alert in verdict.alerts:

@@ -33,7 +33,7 @@ from baton.contracts.models import (
 from baton.contracts.serde import DecodeError
 from baton.control import ControlState, Obeyed, in_scope
 from baton.identity import AuthenticationError
-from baton.messaging import EventBus, RejectedEvent, unauthorized
+from baton.messaging import EventBus, RejectedEvent, clip, unauthorized
 from baton.policy.grants import DEFAULT_TICKET_TTL_S, issue_ticket
 from baton.runtime import KeyedLocks
 from baton.supervisor import (
@@ -52,6 +52,10 @@ from baton.telemetry import metrics, tracing
 log = logging.getLogger(__name__)
 
 _RETRY_AFTER_FAILED_PUBLISH_S = 0.5
+
+
+# Tools of one step the behaviour monitor reads (a step's loop budget keeps real ones far below).
+MAX_STEP_TOOLS = 64
 
 
 class SupervisorHandlers:
@@ -231,24 +235,28 @@ class SupervisorHandlers:
             for name in event.tools
             if agent is not None and (tool := agent.tool(name)) is not None and tool.tier is not PermissionTier.READ
         )
-        found = self._behaviour.observe(
-            StepBehaviour(
-                agent=event.agent,
-                workflow_id=state.workflow_id,
-                workflow_type=state.workflow_type,
-                tools=tuple(event.tools),
-                privileged_calls=privileged,
-                tokens=event.tokens_used,
-                duration_s=event.duration_ms / 1000,
-                # Waiting for a human is not a failure of the agent's.
-                failed=not event.succeeded and event.error_code != "APPROVAL_REQUIRED",
-            )
+        step = StepBehaviour(
+            agent=event.agent,
+            workflow_id=state.workflow_id,
+            workflow_type=state.workflow_type,
+            # The agent reports them: as many and as long as the detector reads, never more.
+            tools=tuple(clip(name, 64) for name in event.tools[:MAX_STEP_TOOLS]),
+            privileged_calls=privileged,
+            tokens=event.tokens_used,
+            duration_s=event.duration_ms / 1000,
+            # Waiting for a human is not a failure of the agent's.
+            failed=not event.succeeded and event.error_code != "APPROVAL_REQUIRED",
         )
+        try:
+            found = self._behaviour.observe(step)
+        except Exception:  # the detector never holds up a workflow
+            log.exception("behaviour of %s's step not judged", state.workflow_id)
+            return transition
         halting = [a for a in found if a.kind in self._halt_on_anomaly]
         halt = bool(halting) and state.pending_outcome is None
         for anomaly in found:
             action = "halted" if halt and anomaly in halting else "flagged"
-            metrics.ANOMALIES.labels(anomaly.agent, anomaly.kind, action).inc()
+            metrics.ANOMALIES.labels(metrics.bounded("agent", anomaly.agent), anomaly.kind, action).inc()
             log.warning(
                 "anomaly (%s) of %s in %s: %s", anomaly.kind, anomaly.agent, anomaly.workflow_id, anomaly.detail
             )
@@ -459,7 +467,10 @@ class SupervisorHandlers:
         final = self.supervisor.finalize(state)
         await self._checkpoint(final, cause)
         if self.supervisor.commit(final):
-            self._observe(final, owed, last_moved)
+            try:
+                self._observe(final, owed, last_moved)
+            except Exception:  # telemetry never fails a workflow: the outcome is out and committed
+                log.exception("metrics or span of %s's outcome not recorded", final.workflow_id)
         wf = state.workflow_id
         self._partition_of.pop(wf, None)
         self._early.pop(wf, None)
@@ -469,7 +480,8 @@ class SupervisorHandlers:
         """Count a finished workflow once (where its final checkpoint was committed) and record its span."""
         now = self._clock()
         kind, workflow = outcome.kind, state.workflow_type
-        reason = outcome.reason_code or kind.upper()
+        # A step's error code can become the outcome's reason: it came from an agent, so its label is bounded.
+        reason = metrics.bounded("reason", outcome.reason_code or kind.upper())
         spec = self.supervisor.workflows.get(workflow)
         cost = state.tokens / 1000 * spec.budgets.cost_per_1k_tokens_usd if spec is not None else 0.0
         metrics.WORKFLOW_OUTCOMES.labels(workflow, kind, reason).inc()

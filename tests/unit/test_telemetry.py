@@ -93,3 +93,11 @@ def test_metric_names_follow_prometheus_conventions() -> None:
         if "seconds" in name or "latency" in name or "duration" in name:
             assert name.endswith("_seconds"), f"{name}: time in seconds, named so"
         assert family._documentation, f"{name} says what it measures"
+
+
+def test_a_label_value_an_event_supplies_is_bounded() -> None:
+    space = "test-space"
+    kept = [metrics.bounded(space, f"tool-{i}", cap=5) for i in range(8)]
+    assert kept == ["tool-0", "tool-1", "tool-2", "tool-3", "tool-4", "other", "other", "other"]
+    assert metrics.bounded(space, "tool-3", cap=5) == "tool-3"  # one already seen keeps its name
+    assert metrics.bounded("test-long", "x" * 1000) == "x" * 64

@@ -27,7 +27,10 @@ def sanitized_json(value: Any) -> str:
     bounded length."""
     from baton.policy.sanitize import default_sanitizer
 
-    text = json.dumps(default_sanitizer().sanitize(value).value, sort_keys=True, default=str)
+    try:
+        text = json.dumps(default_sanitizer().sanitize(value).value, sort_keys=True, default=str)
+    except Exception as exc:  # a span never costs the call: without the arguments rather than in clear
+        return f"<not recorded: {type(exc).__name__} while sanitizing>"
     if len(text) > MAX_ARGUMENTS_CHARS:
         return text[:MAX_ARGUMENTS_CHARS] + f"…[{len(text)} chars]"
     return text

@@ -125,6 +125,27 @@ CONSUMER_LAG = Gauge(
 )
 
 
+# -- label values an event supplies -----------------------------------------------------------------------------
+
+_LABEL_CAP = 200
+_OTHER = "other"
+_seen: dict[str, set[str]] = {}
+
+
+def bounded(space: str, value: str | None, *, cap: int = _LABEL_CAP) -> str:
+    """A label value that came with an event (a tool or agent an agent names, a reason code it reports): kept as it
+    is for the first `cap` distinct values of its space, "other" after that, so a misbehaving producer cannot grow
+    the number of series (and the process's memory) without bound. Values are cut to 64 characters."""
+    text = (value or "none")[:64]
+    seen = _seen.setdefault(space, set())
+    if text in seen:
+        return text
+    if len(seen) >= cap:
+        return _OTHER
+    seen.add(text)
+    return text
+
+
 # -- switching them off ---------------------------------------------------------------------------------------
 
 
