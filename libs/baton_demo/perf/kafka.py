@@ -94,6 +94,9 @@ def _env(broker: KafkaBroker, keys: Path, world: Path | None = None) -> dict[str
         "BATON_KAFKA_BOOTSTRAP": broker.bootstrap,
         "BATON_KEYS_DIR": str(keys),
         "BATON_LOG_LEVEL": "WARNING",
+        # No approval service (nor reviewers) in the bench: an action that needs a human ends escalated, as on the
+        # embedded side (run_embedded), instead of waiting for nobody.
+        "BATON_SUPERVISOR_AWAIT_APPROVALS": "false",
     }
     if world is None:
         env["BATON_HANDOFF_VALIDATOR_WITHOUT_TOOL_RECEIPTS"] = "true"

@@ -56,8 +56,13 @@ async def run_embedded(workflows: int, *, audit: bool, workdir: Path, prefix: st
     bus = EmbeddedBus(partitions=4)
     await bus.start()
     trust = identity.TrustDomain.generate(identity.all_roles(agent_kinds(load_workflows())))
+    # Without the approval service, like the Kafka side: an action that needs a human ends escalated.
     mesh = await start_mesh(
-        bus, world_db=workdir / "world.db", audit_db=workdir / "audit.db" if audit else None, trust=trust
+        bus,
+        world_db=workdir / "world.db",
+        audit_db=workdir / "audit.db" if audit else None,
+        trust=trust,
+        approvals=False,
     )
     from baton.client import BatonClient
 
