@@ -287,7 +287,9 @@ class BehaviourMonitor:
             if feature is None or feature.fast is None or feature.n < s.warmup_steps:
                 continue
             reference, recent, shift = feature.reference(), feature.fast.get(), feature.shift()
-            if abs(shift) < s.drift_ratio:
+            # A count drifts by whole calls: 0.7 to 0.9 calls a step is a change of mix, not of behaviour.
+            small = name in COUNT_FEATURES and abs(recent - reference) < s.burst_min_excess / 3
+            if abs(shift) < s.drift_ratio or small:
                 feature.shifted_for = 0
                 continue
             feature.shifted_for += 1

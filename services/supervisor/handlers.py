@@ -226,7 +226,8 @@ class SupervisorHandlers:
         """Hold the step against its agent's baseline; publish what is off (before the step's transition is
         applied, so a redelivered result publishes the same anomaly ids); halt by policy."""
         state = transition.state
-        if self._behaviour is None or state is None:
+        if self._behaviour is None or state is None or event.error_code == "APPROVAL_REQUIRED":
+            # A step that stopped to wait for a human is not what the agent does: its resumed run is.
             return transition
         spec = self.supervisor.workflows.get(state.workflow_type)
         agent = next((a for a in spec.agents if a.name == event.agent), None) if spec is not None else None
@@ -244,8 +245,7 @@ class SupervisorHandlers:
             privileged_calls=privileged,
             tokens=event.tokens_used,
             duration_s=event.duration_ms / 1000,
-            # Waiting for a human is not a failure of the agent's.
-            failed=not event.succeeded and event.error_code != "APPROVAL_REQUIRED",
+            failed=not event.succeeded,
         )
         try:
             found = self._behaviour.observe(step)
